@@ -1,0 +1,44 @@
+//! Conversions between what a model predicts (ε, v or x₀) and the clean-sample / noise
+//! estimates, for the ᾱ-parameterised solvers (DDIM, DDPM), with the reference's operation
+//! order so that f32 results round the same way.
+
+use candle_core::Tensor;
+
+use crate::config::PredictionType;
+use crate::error::Result;
+
+/// `(x₀, ε)` estimated from `model_output` at a timestep with cumulative alpha `alpha_prod`.
+pub fn x0_and_eps(
+    prediction: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    alpha_prod: f64,
+) -> Result<(Tensor, Tensor)> {
+    let sqrt_a = alpha_prod.sqrt();
+    let sqrt_b = (1.0 - alpha_prod).sqrt();
+    Ok(match prediction {
+        PredictionType::Epsilon => {
+            let x0 = (sample - model_output.affine(sqrt_b, 0.0)?)?.affine(1.0 / sqrt_a, 0.0)?;
+            (x0, model_output.clone())
+        }
+        PredictionType::Sample => {
+            let eps = (sample - model_output.affine(sqrt_a, 0.0)?)?.affine(1.0 / sqrt_b, 0.0)?;
+            (model_output.clone(), eps)
+        }
+        PredictionType::VPrediction => {
+            let x0 = (sample.affine(sqrt_a, 0.0)? - model_output.affine(sqrt_b, 0.0)?)?;
+            let eps = (model_output.affine(sqrt_a, 0.0)? + sample.affine(sqrt_b, 0.0)?)?;
+            (x0, eps)
+        }
+    })
+}
+
+/// `sqrt(ᾱ) x₀ + sqrt(1-ᾱ) ε`: the forward process (`add_noise` of DDIM and DDPM).
+pub fn noised(original: &Tensor, noise: &Tensor, alpha_prod: f64) -> Result<Tensor> {
+    crate::scheduler::lincomb(
+        original,
+        alpha_prod.sqrt(),
+        noise,
+        (1.0 - alpha_prod).sqrt(),
+    )
+}
