@@ -21,7 +21,7 @@ pub struct Ddim {
     timesteps: Vec<f64>,
     prediction: PredictionType,
     /// ᾱ used past the first training step: 1 with `set_alpha_to_one`, else ᾱ₀.
-    final_alpha_prod: f64,
+    final_alpha_prod: f32,
     clip_sample: Option<f64>,
     /// The reference steps back by `num_train_timesteps / num_inference_steps` whatever the
     /// spacing, so this is kept rather than read off the next timestep.
@@ -47,7 +47,7 @@ impl Ddim {
         let final_alpha_prod = if config.set_alpha_to_one.unwrap_or(true) {
             1.0
         } else {
-            schedule.alpha_prod(0)
+            schedule.alphas_cumprod[0]
         };
         Ok(Self {
             timesteps,
@@ -72,9 +72,9 @@ impl Ddim {
         Ok(self)
     }
 
-    fn alpha_prod_at(&self, t: i64) -> f64 {
+    fn alpha_prod_at(&self, t: i64) -> f32 {
         if t >= 0 {
-            self.schedule.alpha_prod(t as usize)
+            self.schedule.alphas_cumprod[t as usize]
         } else {
             self.final_alpha_prod
         }
@@ -134,12 +134,13 @@ impl Scheduler for Ddim {
             // pipelines), only x₀ is clipped.
             x0 = x0.clamp(-range, range)?;
         }
+        // f32 throughout, like the reference's 0-d tensors.
         let variance = (1.0 - alpha_prod_prev) / beta_prod * (1.0 - alpha_prod / alpha_prod_prev);
-        let std_dev = self.eta * variance.sqrt();
+        let std_dev = self.eta as f32 * variance.sqrt();
         let direction = (1.0 - alpha_prod_prev - std_dev * std_dev).sqrt();
-        let prev = lincomb(&x0, alpha_prod_prev.sqrt(), &eps, direction)?;
+        let prev = lincomb(&x0, alpha_prod_prev.sqrt() as f64, &eps, direction as f64)?;
         let prev = match noise {
-            Some(noise) => (prev + noise.affine(std_dev, 0.0)?)?,
+            Some(noise) => (prev + noise.affine(std_dev as f64, 0.0)?)?,
             None => prev,
         };
         Ok(StepOutput {
@@ -149,7 +150,8 @@ impl Scheduler for Ddim {
     }
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        noised(original, noise, self.schedule.alpha_prod(train_index(timestep, self.schedule.len())?))
+        let t = train_index(timestep, self.schedule.len())?;
+        noised(original, noise, self.schedule.alphas_cumprod[t])
     }
 }
 

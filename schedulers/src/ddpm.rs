@@ -76,7 +76,7 @@ impl Ddpm {
     }
 
     /// The noise standard deviation added when stepping from `alpha_prod` to `alpha_prod_prev`.
-    fn noise_std(&self, alpha_prod: f64, alpha_prod_prev: f64) -> f64 {
+    fn noise_std(&self, alpha_prod: f32, alpha_prod_prev: f32) -> f32 {
         let current_beta = 1.0 - alpha_prod / alpha_prod_prev;
         let variance = ((1.0 - alpha_prod_prev) / (1.0 - alpha_prod) * current_beta).max(1e-20);
         match self.variance {
@@ -125,9 +125,10 @@ impl Scheduler for Ddpm {
         check_same_shape(model_output, sample)?;
         let noise = required_noise(self.needs_noise(step_index), noise, sample)?;
         let t = self.timesteps[step_index] as usize;
-        let alpha_prod = self.schedule.alpha_prod(t);
+        // f32 throughout, like the reference's 0-d tensors.
+        let alpha_prod = self.schedule.alphas_cumprod[t];
         let alpha_prod_prev = match self.timesteps.get(step_index + 1) {
-            Some(&prev_t) => self.schedule.alpha_prod(prev_t as usize),
+            Some(&prev_t) => self.schedule.alphas_cumprod[prev_t as usize],
             None => 1.0,
         };
         let beta_prod = 1.0 - alpha_prod;
@@ -147,11 +148,11 @@ impl Scheduler for Ddpm {
         }
         let x0_coeff = alpha_prod_prev.sqrt() * current_beta / beta_prod;
         let sample_coeff = current_alpha.sqrt() * beta_prod_prev / beta_prod;
-        let prev = lincomb(&x0, x0_coeff, sample, sample_coeff)?;
+        let prev = lincomb(&x0, x0_coeff as f64, sample, sample_coeff as f64)?;
         let prev = match noise {
             Some(noise) => {
                 let std = self.noise_std(alpha_prod, alpha_prod_prev);
-                (prev + noise.affine(std, 0.0)?)?
+                (prev + noise.affine(std as f64, 0.0)?)?
             }
             None => prev,
         };
@@ -163,6 +164,6 @@ impl Scheduler for Ddpm {
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
         let t = train_index(timestep, self.schedule.len())?;
-        noised(original, noise, self.schedule.alpha_prod(t))
+        noised(original, noise, self.schedule.alphas_cumprod[t])
     }
 }

@@ -1,6 +1,9 @@
 //! Conversions between what a model predicts (ε, v or x₀) and the clean-sample / noise
 //! estimates, for the ᾱ-parameterised solvers (DDIM, DDPM), with the reference's operation
 //! order so that f32 results round the same way.
+//!
+//! The reference computes these coefficients on 0-d f32 tensors. Near t = 0, 1 - ᾱ is tiny and
+//! the f32 cancellation is part of the result, so the coefficients are computed in f32 too.
 
 use candle_core::Tensor;
 
@@ -12,10 +15,10 @@ pub fn x0_and_eps(
     prediction: PredictionType,
     model_output: &Tensor,
     sample: &Tensor,
-    alpha_prod: f64,
+    alpha_prod: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let sqrt_a = alpha_prod.sqrt();
-    let sqrt_b = (1.0 - alpha_prod).sqrt();
+    let sqrt_a = alpha_prod.sqrt() as f64;
+    let sqrt_b = (1.0 - alpha_prod).sqrt() as f64;
     Ok(match prediction {
         PredictionType::Epsilon => {
             let x0 = (sample - model_output.affine(sqrt_b, 0.0)?)?.affine(1.0 / sqrt_a, 0.0)?;
@@ -34,11 +37,11 @@ pub fn x0_and_eps(
 }
 
 /// `sqrt(ᾱ) x₀ + sqrt(1-ᾱ) ε`: the forward process (`add_noise` of DDIM and DDPM).
-pub fn noised(original: &Tensor, noise: &Tensor, alpha_prod: f64) -> Result<Tensor> {
+pub fn noised(original: &Tensor, noise: &Tensor, alpha_prod: f32) -> Result<Tensor> {
     crate::scheduler::lincomb(
         original,
-        alpha_prod.sqrt(),
+        alpha_prod.sqrt() as f64,
         noise,
-        (1.0 - alpha_prod).sqrt(),
+        (1.0 - alpha_prod).sqrt() as f64,
     )
 }
