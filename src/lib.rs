@@ -1,0 +1,10 @@
+//! diffsr: a super-resolution engine in Rust on Candle.
+//!
+//! The main job is latent-diffusion ×4 upscaling with Stable Diffusion's x4 upscaler, equal to
+//! diffusers' `StableDiffusionUpscalePipeline`; the Real-ESRGAN family is the fast path. This
+//! crate is the library behind the `diffsr` binary. Denoising solvers live in their own crate,
+//! re-exported here as [`schedulers`].
+
+pub mod schedule_report;
+
+pub use diffsr_schedulers as schedulers;
