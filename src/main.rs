@@ -9,7 +9,11 @@ use diffsr::schedule_report::{base_config, report};
 use diffsr::schedulers::{PredictionType, SchedulerKind, SolverOptions};
 
 #[derive(Parser)]
-#[command(name = "diffsr", version, about = "Super-resolution: Stable Diffusion x4 upscaling and Real-ESRGAN")]
+#[command(
+    name = "diffsr",
+    version,
+    about = "Super-resolution: Stable Diffusion x4 upscaling and Real-ESRGAN"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +88,8 @@ impl From<PredictionArg> for PredictionType {
 }
 
 fn parse_kind(s: &str) -> Result<SchedulerKind, String> {
-    s.parse().map_err(|e: diffsr::schedulers::SchedulerError| e.to_string())
+    s.parse()
+        .map_err(|e: diffsr::schedulers::SchedulerError| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -6,9 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::schedulers::{
-    PredictionType, Result, SchedulerConfig, SchedulerKind, SolverOptions,
-};
+use crate::schedulers::{PredictionType, Result, SchedulerConfig, SchedulerKind, SolverOptions};
 
 /// A solver's schedule for one run.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +60,14 @@ mod tests {
     #[test]
     fn x4_ddim_schedule_is_leading_with_offset() {
         let config = base_config(None).unwrap();
-        let r = report(SchedulerKind::Ddim, &config, None, 4, &SolverOptions::default()).unwrap();
+        let r = report(
+            SchedulerKind::Ddim,
+            &config,
+            None,
+            4,
+            &SolverOptions::default(),
+        )
+        .unwrap();
         assert_eq!(r.timesteps, vec![751.0, 501.0, 251.0, 1.0]);
         assert_eq!(r.init_noise_sigma, 1.0);
         assert!(r.sigmas.is_none());
@@ -71,7 +76,14 @@ mod tests {
     #[test]
     fn euler_reports_sigmas() {
         let config = base_config(None).unwrap();
-        let r = report(SchedulerKind::Euler, &config, None, 5, &SolverOptions::default()).unwrap();
+        let r = report(
+            SchedulerKind::Euler,
+            &config,
+            None,
+            5,
+            &SolverOptions::default(),
+        )
+        .unwrap();
         let sigmas = r.sigmas.unwrap();
         assert_eq!(sigmas.len(), 6);
         assert_eq!(sigmas[5], 0.0);

@@ -5,7 +5,9 @@ use std::process::{Command, Output};
 use anyhow::Result;
 
 fn diffsr(args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr")).args(args).output()?)
+    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr"))
+        .args(args)
+        .output()?)
 }
 
 fn stderr(out: &Output) -> String {
@@ -28,7 +30,8 @@ fn lists_every_solver() -> Result<()> {
         "unipc",
     ] {
         assert!(
-            text.lines().any(|l| l.split_whitespace().next() == Some(name)),
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
             "{name} missing from:\n{text}"
         );
     }
@@ -40,7 +43,10 @@ fn schedule_json_is_the_x4_upscaler_schedule() -> Result<()> {
     let out = diffsr(&["schedule", "--scheduler", "ddim", "--steps", "4", "--json"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(v["timesteps"], serde_json::json!([751.0, 501.0, 251.0, 1.0]));
+    assert_eq!(
+        v["timesteps"],
+        serde_json::json!([751.0, 501.0, 251.0, 1.0])
+    );
     assert_eq!(v["diffusers_class"], "DDIMScheduler");
     assert_eq!(v["init_noise_sigma"], 1.0);
     Ok(())
@@ -69,7 +75,10 @@ fn schedule_reads_a_config_file() -> Result<()> {
     ])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(v["timesteps"], serde_json::json!([999.0, 749.0, 499.0, 249.0]));
+    assert_eq!(
+        v["timesteps"],
+        serde_json::json!([999.0, 749.0, 499.0, 249.0])
+    );
     // Trailing spacing starts at the last training step, so σ₀ is SD's σ_max.
     let sigma0 = v["sigmas"][0].as_f64().unwrap();
     assert!((sigma0 - 14.614647).abs() < 1e-5, "{sigma0}");
@@ -81,15 +90,27 @@ fn schedule_reads_a_config_file() -> Result<()> {
 fn bad_input_is_named() -> Result<()> {
     let out = diffsr(&["schedule", "--scheduler", "heun"])?;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("unknown scheduler `heun`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown scheduler `heun`"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = diffsr(&["schedule", "--steps", "0"])?;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("num_inference_steps"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("num_inference_steps"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = diffsr(&["schedule", "--steps", "1001"])?;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("1000 training timesteps"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1000 training timesteps"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = diffsr(&["schedule", "--config", "/nonexistent/scheduler_config.json"])?;
     assert!(!out.status.success());

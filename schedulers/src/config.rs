@@ -246,7 +246,10 @@ mod tests {
         let err = SchedulerConfig::from_json_str(r#"{"beta_schedule": "cubic"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("beta_schedule") && err.contains("cubic"), "{err}");
+        assert!(
+            err.contains("beta_schedule") && err.contains("cubic"),
+            "{err}"
+        );
     }
 
     #[test]

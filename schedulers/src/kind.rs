@@ -79,7 +79,10 @@ impl SchedulerKind {
     /// `use_karras_sigmas`) describes.
     pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
         let class = config.class_name.as_deref().ok_or_else(|| {
-            SchedulerError::config("_class_name", "is missing; cannot tell which solver to build")
+            SchedulerError::config(
+                "_class_name",
+                "is missing; cannot tell which solver to build",
+            )
         })?;
         match class {
             "DDIMScheduler" => Ok(Self::Ddim),
@@ -96,7 +99,9 @@ impl SchedulerKind {
                     "sde-dpmsolver++" => Ok(Self::DpmPp2mSde),
                     other => Err(SchedulerError::config(
                         "algorithm_type",
-                        format!("`{other}` is not supported; expected dpmsolver++ or sde-dpmsolver++"),
+                        format!(
+                            "`{other}` is not supported; expected dpmsolver++ or sde-dpmsolver++"
+                        ),
                     )),
                 }
             }
@@ -208,7 +213,11 @@ impl FromStr for SchedulerKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| SchedulerError::UnknownScheduler {
                 name: s.to_string(),
-                expected: Self::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+                expected: Self::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 }

@@ -27,7 +27,10 @@ impl NoiseSchedule {
                 if n != trained.len() {
                     return Err(SchedulerError::config(
                         "trained_betas",
-                        format!("has {} values but num_train_timesteps is {n}", trained.len()),
+                        format!(
+                            "has {} values but num_train_timesteps is {n}",
+                            trained.len()
+                        ),
                     ));
                 }
             }
@@ -44,7 +47,10 @@ impl NoiseSchedule {
             let end = config.beta_end.unwrap_or(0.02);
             for (field, v) in [("beta_start", start), ("beta_end", end)] {
                 if !(v.is_finite() && v >= 0.0 && v < 1.0) {
-                    return Err(SchedulerError::config(field, format!("must be in [0, 1), got {v}")));
+                    return Err(SchedulerError::config(
+                        field,
+                        format!("must be in [0, 1), got {v}"),
+                    ));
                 }
             }
             match config.beta_schedule.unwrap_or(BetaSchedule::Linear) {
@@ -126,7 +132,11 @@ pub(crate) fn torch_linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
 
 /// `betas_for_alpha_bar` with the cosine transform (Nichol & Dhariwal), in f64 then f32.
 fn cosine_betas(n: usize) -> Vec<f32> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;

@@ -14,7 +14,11 @@ fn sample() -> Result<Tensor> {
 }
 
 fn build(kind: SchedulerKind, steps: usize) -> Result<Box<dyn Scheduler>> {
-    Ok(kind.build(&SchedulerConfig::x4_upscaler(), steps, &SolverOptions::default())?)
+    Ok(kind.build(
+        &SchedulerConfig::x4_upscaler(),
+        steps,
+        &SolverOptions::default(),
+    )?)
 }
 
 /// Runs a whole loop with a simple model and deterministic noise.
@@ -41,9 +45,17 @@ fn every_solver_runs_and_reruns_identically_after_reset() -> Result<()> {
         let first = run(solver.as_mut())?;
         solver.reset();
         let second = run(solver.as_mut())?;
-        let diff = (&first - &second)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let diff = (&first - &second)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         assert_eq!(diff, 0.0, "{kind}: rerun after reset differs");
-        let finite = first.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
+        let finite = first
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|v| v.is_finite());
         assert!(finite, "{kind}: non-finite result");
     }
     Ok(())
@@ -51,12 +63,28 @@ fn every_solver_runs_and_reruns_identically_after_reset() -> Result<()> {
 
 #[test]
 fn stochastic_solvers_refuse_to_step_without_noise() -> Result<()> {
-    for kind in [SchedulerKind::Ddpm, SchedulerKind::EulerAncestral, SchedulerKind::DpmPp2mSde] {
+    for kind in [
+        SchedulerKind::Ddpm,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::DpmPp2mSde,
+    ] {
         let mut solver = build(kind, 5)?;
-        assert!(solver.needs_noise(0), "{kind} should ask for noise at step 0");
+        assert!(
+            solver.needs_noise(0),
+            "{kind} should ask for noise at step 0"
+        );
         let x = sample()?;
         let err = solver.step(0, &x, &x, None).unwrap_err();
-        assert!(matches!(err, SchedulerError::InvalidArgument { argument: "noise", .. }), "{kind}: {err}");
+        assert!(
+            matches!(
+                err,
+                SchedulerError::InvalidArgument {
+                    argument: "noise",
+                    ..
+                }
+            ),
+            "{kind}: {err}"
+        );
         let wrong = Tensor::zeros((1, 2, 4, 5), DType::F32, &Device::Cpu)?;
         let err = solver.step(0, &x, &x, Some(&wrong)).unwrap_err();
         assert!(err.to_string().contains("shape"), "{kind}: {err}");
@@ -78,10 +106,19 @@ fn bad_calls_are_errors_not_panics() -> Result<()> {
     for kind in SchedulerKind::ALL {
         let mut solver = build(kind, 3)?;
         assert!(solver.scale_model_input(&x, 3).is_err(), "{kind}");
-        assert!(solver.step(3, &x, &x, Some(&x)).is_err(), "{kind}: step past the end");
-        assert!(solver.step(0, &other, &x, Some(&x)).is_err(), "{kind}: shape mismatch");
+        assert!(
+            solver.step(3, &x, &x, Some(&x)).is_err(),
+            "{kind}: step past the end"
+        );
+        assert!(
+            solver.step(0, &other, &x, Some(&x)).is_err(),
+            "{kind}: shape mismatch"
+        );
         assert!(build(kind, 0).is_err(), "{kind}: zero steps");
-        assert!(build(kind, 1001).is_err(), "{kind}: more steps than training timesteps");
+        assert!(
+            build(kind, 1001).is_err(),
+            "{kind}: more steps than training timesteps"
+        );
     }
     Ok(())
 }
@@ -90,8 +127,14 @@ fn bad_calls_are_errors_not_panics() -> Result<()> {
 fn config_class_names_pick_the_solver() -> Result<()> {
     let cases = [
         (r#"{"_class_name": "DDIMScheduler"}"#, SchedulerKind::Ddim),
-        (r#"{"_class_name": "EulerAncestralDiscreteScheduler"}"#, SchedulerKind::EulerAncestral),
-        (r#"{"_class_name": "DPMSolverMultistepScheduler"}"#, SchedulerKind::DpmPp2m),
+        (
+            r#"{"_class_name": "EulerAncestralDiscreteScheduler"}"#,
+            SchedulerKind::EulerAncestral,
+        ),
+        (
+            r#"{"_class_name": "DPMSolverMultistepScheduler"}"#,
+            SchedulerKind::DpmPp2m,
+        ),
         (
             r#"{"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": true}"#,
             SchedulerKind::DpmPp2mKarras,
@@ -100,7 +143,10 @@ fn config_class_names_pick_the_solver() -> Result<()> {
             r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#,
             SchedulerKind::DpmPp2mSde,
         ),
-        (r#"{"_class_name": "UniPCMultistepScheduler"}"#, SchedulerKind::UniPc),
+        (
+            r#"{"_class_name": "UniPCMultistepScheduler"}"#,
+            SchedulerKind::UniPc,
+        ),
     ];
     for (json, kind) in cases {
         let config = SchedulerConfig::from_json_str(json)?;
@@ -109,10 +155,17 @@ fn config_class_names_pick_the_solver() -> Result<()> {
         assert_eq!(solver.kind(), kind, "{json}");
     }
     let unknown = SchedulerConfig::from_json_str(r#"{"_class_name": "LMSDiscreteScheduler"}"#)?;
-    let err = SchedulerKind::from_config(&unknown).unwrap_err().to_string();
-    assert!(err.contains("LMSDiscreteScheduler") && err.contains("DDIMScheduler"), "{err}");
+    let err = SchedulerKind::from_config(&unknown)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("LMSDiscreteScheduler") && err.contains("DDIMScheduler"),
+        "{err}"
+    );
     let missing = SchedulerConfig::from_json_str("{}")?;
-    let err = SchedulerKind::from_config(&missing).unwrap_err().to_string();
+    let err = SchedulerKind::from_config(&missing)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("_class_name"), "{err}");
     Ok(())
 }
@@ -133,10 +186,26 @@ fn swapping_solvers_keeps_the_training_constants() -> Result<()> {
 #[test]
 fn unsupported_options_are_refused_by_name() -> Result<()> {
     let cases = [
-        (r#"{"thresholding": true}"#, SchedulerKind::Ddim, "thresholding"),
-        (r#"{"variance_type": "learned_range"}"#, SchedulerKind::Ddpm, "variance_type"),
-        (r#"{"use_exponential_sigmas": true}"#, SchedulerKind::Euler, "use_exponential_sigmas"),
-        (r#"{"interpolation_type": "log_linear"}"#, SchedulerKind::Euler, "interpolation_type"),
+        (
+            r#"{"thresholding": true}"#,
+            SchedulerKind::Ddim,
+            "thresholding",
+        ),
+        (
+            r#"{"variance_type": "learned_range"}"#,
+            SchedulerKind::Ddpm,
+            "variance_type",
+        ),
+        (
+            r#"{"use_exponential_sigmas": true}"#,
+            SchedulerKind::Euler,
+            "use_exponential_sigmas",
+        ),
+        (
+            r#"{"interpolation_type": "log_linear"}"#,
+            SchedulerKind::Euler,
+            "interpolation_type",
+        ),
     ];
     for (json, kind, field) in cases {
         let config = SchedulerConfig::from_json_str(json)?;
@@ -161,10 +230,15 @@ fn add_noise_is_the_forward_process() -> Result<()> {
     let x = sample()?;
     let noise = x.sin()?;
     let noised = ddpm.add_noise(&x, &noise, 20.0)?;
-    let schedule = diffsr_schedulers::NoiseSchedule::from_config(&SchedulerConfig::x4_upscaler_low_res())?;
+    let schedule =
+        diffsr_schedulers::NoiseSchedule::from_config(&SchedulerConfig::x4_upscaler_low_res())?;
     let a = schedule.alphas_cumprod[20] as f64;
     let expected = ((x.affine(a.sqrt(), 0.0)? + noise.affine((1.0 - a).sqrt(), 0.0)?)?);
-    let diff = (&noised - &expected)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let diff = (&noised - &expected)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?;
     assert!(diff < 1e-6, "{diff}");
     assert!(ddpm.add_noise(&x, &noise, 1000.0).is_err());
     assert!(ddpm.add_noise(&x, &noise, 2.5).is_err());

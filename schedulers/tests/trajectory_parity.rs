@@ -33,7 +33,11 @@ fn model(x: &Tensor, t: f64) -> Result<Tensor> {
 }
 
 fn max_abs(t: &Tensor) -> Result<f64> {
-    Ok(t.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    Ok(t.abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?)
 }
 
 fn config_of(value: &Value) -> Result<SchedulerConfig> {
@@ -65,7 +69,9 @@ struct Case<'a> {
 impl Case<'_> {
     fn tensor(&self, name: &str) -> Result<&Tensor> {
         let key = format!("{}/{name}", self.meta["key"].as_str().unwrap_or_default());
-        self.tensors.get(&key).with_context(|| format!("fixture tensor {key} missing"))
+        self.tensors
+            .get(&key)
+            .with_context(|| format!("fixture tensor {key} missing"))
     }
 
     fn label(&self) -> String {
@@ -101,7 +107,12 @@ impl Case<'_> {
         if let Ok(sigmas) = self.tensor("sigmas") {
             let sigmas = sigmas.to_vec1::<f64>()?;
             let ours = solver.sigmas().context("solver exposes no sigmas")?;
-            ensure!(ours.len() == sigmas.len(), "{} sigmas, diffusers has {}", ours.len(), sigmas.len());
+            ensure!(
+                ours.len() == sigmas.len(),
+                "{} sigmas, diffusers has {}",
+                ours.len(),
+                sigmas.len()
+            );
             for (i, (a, b)) in ours.iter().zip(&sigmas).enumerate() {
                 ensure!(
                     (a - b).abs() <= SIGMA_TOLERANCE * b.abs(),
@@ -119,7 +130,9 @@ impl Case<'_> {
         let trajectory = self.tensor("trajectory")?;
         let drawn = self.tensor("noise_drawn")?.to_vec1::<u8>()?;
         let noise = self.tensor("noise").ok();
-        let mut sample = self.tensor("start")?.affine(solver.init_noise_sigma(), 0.0)?;
+        let mut sample = self
+            .tensor("start")?
+            .affine(solver.init_noise_sigma(), 0.0)?;
         for (i, &t) in timesteps.iter().enumerate() {
             ensure!(
                 solver.needs_noise(i) == (drawn[i] == 1),
@@ -153,7 +166,8 @@ impl Case<'_> {
 fn check_variant(variant: &str) -> Result<()> {
     let dir = fixture_dir();
     let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
-    let tensors = candle_core::safetensors::load(dir.join(format!("{variant}.safetensors")), &Device::Cpu)?;
+    let tensors =
+        candle_core::safetensors::load(dir.join(format!("{variant}.safetensors")), &Device::Cpu)?;
     let cases: Vec<&Value> = index["cases"]
         .as_array()
         .context("cases")?
@@ -168,7 +182,9 @@ fn check_variant(variant: &str) -> Result<()> {
                 meta,
                 tensors: &tensors,
             };
-            case.check().err().map(|e| format!("{}: {e:#}", case.label()))
+            case.check()
+                .err()
+                .map(|e| format!("{}: {e:#}", case.label()))
         })
         .collect();
     ensure!(
