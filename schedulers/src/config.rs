@@ -94,6 +94,8 @@ pub struct SchedulerConfig {
     pub lambda_min_clipped: Option<f64>,
     pub predict_x0: Option<bool>,
     pub disable_corrector: Option<Vec<usize>>,
+    /// UniPC's pluggable predictor solver; any value other than null is refused.
+    pub solver_p: Option<serde_json::Value>,
 }
 
 impl SchedulerConfig {

@@ -17,10 +17,10 @@ use crate::timesteps::{check_step_count, integer_timesteps};
 
 /// The posterior variance choices of diffusers' DDPM that need no learned variance channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VarianceType {
-    FixedSmall,
-    FixedSmallLog,
-    FixedLarge,
+enum Variance {
+    Small,
+    SmallLog,
+    Large,
 }
 
 /// Denoising diffusion probabilistic models.
@@ -30,7 +30,7 @@ pub struct Ddpm {
     timesteps: Vec<f64>,
     prediction: PredictionType,
     clip_sample: Option<f64>,
-    variance: VarianceType,
+    variance: Variance,
 }
 
 impl Ddpm {
@@ -38,9 +38,9 @@ impl Ddpm {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         reject_thresholding(config)?;
         let variance = match config.variance_type.as_deref().unwrap_or("fixed_small") {
-            "fixed_small" => VarianceType::FixedSmall,
-            "fixed_small_log" => VarianceType::FixedSmallLog,
-            "fixed_large" => VarianceType::FixedLarge,
+            "fixed_small" => Variance::Small,
+            "fixed_small_log" => Variance::SmallLog,
+            "fixed_large" => Variance::Large,
             other => {
                 return Err(SchedulerError::config(
                     "variance_type",
@@ -80,9 +80,9 @@ impl Ddpm {
         let current_beta = 1.0 - alpha_prod / alpha_prod_prev;
         let variance = ((1.0 - alpha_prod_prev) / (1.0 - alpha_prod) * current_beta).max(1e-20);
         match self.variance {
-            VarianceType::FixedSmall => variance.sqrt(),
-            VarianceType::FixedSmallLog => (0.5 * variance.ln()).exp(),
-            VarianceType::FixedLarge => current_beta.sqrt(),
+            Variance::Small => variance.sqrt(),
+            Variance::SmallLog => (0.5 * variance.ln()).exp(),
+            Variance::Large => current_beta.sqrt(),
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod error;
 mod euler;
 mod euler_ancestral;
 mod kind;
+mod multistep_schedule;
 pub mod noise_schedule;
 pub mod numpy_compat;
 mod prediction;

@@ -84,6 +84,22 @@ pub(crate) fn check_step_index(step_index: usize, num_steps: usize) -> Result<()
     Ok(())
 }
 
+/// Multistep solvers carry history from step to step: after the first step of a run (which may
+/// be any index, as diffusers' `begin_index` allows for img2img-style partial runs), every step
+/// must be the one after the last.
+pub(crate) fn check_in_order(next_step: Option<usize>, step_index: usize) -> Result<()> {
+    match next_step {
+        Some(expected) if step_index != expected => Err(SchedulerError::argument(
+            "step_index",
+            format!(
+                "{step_index} is out of order: this multistep solver keeps the history of the \
+                 steps before and expects step {expected} next (call reset() to start a new run)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Returns the caller's noise when the step needs it, checking its shape; errors when it is
 /// missing. Noise given to a step that does not need it is ignored.
 pub(crate) fn required_noise<'a>(

@@ -4,10 +4,11 @@
 //! drew, and must land on diffusers' samples at every step.
 //!
 //! Tolerances: integer timesteps exactly; fractional ones (Karras σ inverted to timesteps)
-//! within 1e-4 timestep units, since they inherit the one-ulp σ differences below; sigmas within 1e-6 relative (torch's vectorised f32
-//! `linspace` rounds a few betas differently from the scalar formula, by one ulp, and which ones
-//! depends on the CPU's vector width); samples within 1e-5 relative to the sample's scale
-//! (max |Δ| ≤ 1e-5 · max(1, max |reference|)).
+//! within 1e-4 timestep units; sigmas within 1e-6 relative. Both allow for torch's scalar
+//! `exp`/`log`/`sqrt`, which are not correctly rounded and so differ from ours by an ulp for a
+//! few arguments (betas themselves match torch bit for bit, see `torch_linspace_f32`). Samples
+//! must be within 1e-5 relative to the sample's scale (max |Δ| ≤ 1e-5 · max(1, max |reference|))
+//! at every step.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
