@@ -181,10 +181,18 @@ pub(crate) fn reject_thresholding(config: &SchedulerConfig) -> Result<()> {
     Ok(())
 }
 
-/// Checks that every timestep indexes the training schedule (a large `steps_offset` can push
-/// leading timesteps past its end).
+/// Checks that every timestep indexes the training schedule: a large `steps_offset` can push
+/// leading timesteps past its end, and trailing spacing gives a timestep −1 for some step
+/// counts (the reference would then silently index ᾱ from the end).
 pub(crate) fn check_timesteps_in_range(timesteps: &[f64], train: usize) -> Result<()> {
     match timesteps.iter().find(|&&t| t < 0.0 || t >= train as f64) {
+        Some(t) if *t < 0.0 => Err(SchedulerError::config(
+            "timestep_spacing",
+            format!(
+                "trailing spacing with {} steps yields timestep {t}; choose another step count",
+                timesteps.len()
+            ),
+        )),
         Some(t) => Err(SchedulerError::config(
             "steps_offset",
             format!("timestep {t} falls outside the {train} training timesteps"),

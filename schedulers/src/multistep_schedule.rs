@@ -19,9 +19,9 @@
 use crate::config::{BetaSchedule, SchedulerConfig, TimestepSpacing};
 use crate::error::{Result, SchedulerError};
 use crate::noise_schedule::NoiseSchedule;
-use crate::numpy_compat::{arange, interp, linspace, round};
+use crate::numpy_compat::{interp, linspace, round};
 use crate::sigmas::{karras, log_f32, sigma_to_t};
-use crate::timesteps::check_step_count;
+use crate::timesteps::{check_step_count, trailing};
 
 /// Whose `set_timesteps` to follow where DPM-Solver's and UniPC's differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,13 +270,10 @@ pub(crate) fn spaced_timesteps(
                 .map(|i| (i * ratio + steps_offset) as i64)
                 .collect()
         }
-        TimestepSpacing::Trailing => {
-            let ratio = num_train_timesteps as f64 / n as f64;
-            arange(last_timestep as f64, 0.0, -ratio)
-                .into_iter()
-                .map(|t| round(t) as i64 - 1)
-                .collect()
-        }
+        TimestepSpacing::Trailing => trailing(last_timestep, n, num_train_timesteps)
+            .into_iter()
+            .map(|t| t as i64)
+            .collect(),
     }
 }
 

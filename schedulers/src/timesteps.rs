@@ -49,7 +49,7 @@ pub fn integer_timesteps(
                 .map(|i| (i * ratio + steps_offset) as f64)
                 .collect()
         }
-        TimestepSpacing::Trailing => trailing(n, train),
+        TimestepSpacing::Trailing => trailing(train, n, train),
     }
 }
 
@@ -78,10 +78,11 @@ pub fn float_timesteps(
     }
 }
 
-/// `np.round(np.arange(train, 0, -train / n)) - 1`.
-fn trailing(n: usize, train: usize) -> Vec<f64> {
+/// `np.round(np.arange(last, 0, -train / n)) - 1`. numpy's float `arange` can yield one element
+/// too many (for example 61 of 1000 steps), ending at timestep −1.
+pub(crate) fn trailing(last_timestep: usize, n: usize, train: usize) -> Vec<f64> {
     let ratio = train as f64 / n as f64;
-    arange(train as f64, 0.0, -ratio)
+    arange(last_timestep as f64, 0.0, -ratio)
         .into_iter()
         .map(|t| round(t) - 1.0)
         .collect()
