@@ -5,6 +5,11 @@
 //! crate is the library behind the `diffsr` binary. Denoising solvers live in their own crate,
 //! re-exported here as [`schedulers`].
 
+pub mod error;
+pub mod models;
+pub mod rng;
 pub mod schedule_report;
+pub mod tokenizer;
 
 pub use diffsr_schedulers as schedulers;
+pub use error::{Error, Result};
