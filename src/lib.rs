@@ -6,7 +6,10 @@
 //! re-exported here as [`schedulers`].
 
 pub mod error;
+pub mod image_io;
+pub mod model_dir;
 pub mod models;
+pub mod pipeline;
 pub mod rng;
 pub mod schedule_report;
 pub mod tokenizer;

@@ -8,7 +8,7 @@ use crate::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use crate::error::{Result, SchedulerError};
 use crate::kind::SchedulerKind;
 use crate::noise_schedule::NoiseSchedule;
-use crate::prediction::{noised, x0_and_eps};
+use crate::prediction::x0_and_eps;
 use crate::scheduler::{
     check_same_shape, check_step_index, lincomb, required_noise, Scheduler, StepOutput,
 };
@@ -151,7 +151,7 @@ impl Scheduler for Ddim {
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
         let t = train_index(timestep, self.schedule.len())?;
-        noised(original, noise, self.schedule.alphas_cumprod[t])
+        self.schedule.add_noise(original, noise, t)
     }
 }
 

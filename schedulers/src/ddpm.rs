@@ -9,7 +9,7 @@ use crate::ddim::{check_timesteps_in_range, clip_range, reject_thresholding, tra
 use crate::error::{Result, SchedulerError};
 use crate::kind::SchedulerKind;
 use crate::noise_schedule::NoiseSchedule;
-use crate::prediction::{noised, x0_and_eps};
+use crate::prediction::x0_and_eps;
 use crate::scheduler::{
     check_same_shape, check_step_index, lincomb, required_noise, Scheduler, StepOutput,
 };
@@ -164,6 +164,6 @@ impl Scheduler for Ddpm {
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
         let t = train_index(timestep, self.schedule.len())?;
-        noised(original, noise, self.schedule.alphas_cumprod[t])
+        self.schedule.add_noise(original, noise, t)
     }
 }

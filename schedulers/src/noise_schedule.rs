@@ -5,6 +5,8 @@
 //! in f32, and `torch.cumprod` on the CPU accumulates in f64 and stores f32. Keeping the same
 //! roundings keeps every solver within float error of the reference over 1000 timesteps.
 
+use candle_core::Tensor;
+
 use crate::config::{BetaSchedule, SchedulerConfig};
 use crate::error::{Result, SchedulerError};
 
@@ -99,6 +101,24 @@ impl NoiseSchedule {
     /// `alphas_cumprod[t]` widened to f64, the value diffusers' 0-d f32 tensor holds.
     pub fn alpha_prod(&self, t: usize) -> f64 {
         self.alphas_cumprod[t] as f64
+    }
+
+    /// The forward process `sqrt(ᾱ_t) x + sqrt(1 - ᾱ_t) ε` at training timestep `t`, with the
+    /// coefficients rounded to f32 as the reference's `add_noise` computes them. This is also
+    /// the x4 upscaler's noise augmentation of its low-resolution input.
+    pub fn add_noise(&self, original: &Tensor, noise: &Tensor, t: usize) -> Result<Tensor> {
+        let alpha = *self.alphas_cumprod.get(t).ok_or_else(|| {
+            SchedulerError::argument(
+                "timestep",
+                format!("{t} is not a training timestep in 0..{}", self.len()),
+            )
+        })?;
+        crate::scheduler::lincomb(
+            original,
+            alpha.sqrt() as f64,
+            noise,
+            (1.0 - alpha).sqrt() as f64,
+        )
     }
 
     /// Karras-style sigmas `sqrt((1 - ᾱ) / ᾱ)` per training timestep, computed in f32 as

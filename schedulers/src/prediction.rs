@@ -35,13 +35,3 @@ pub fn x0_and_eps(
         }
     })
 }
-
-/// `sqrt(ᾱ) x₀ + sqrt(1-ᾱ) ε`: the forward process (`add_noise` of DDIM and DDPM).
-pub fn noised(original: &Tensor, noise: &Tensor, alpha_prod: f32) -> Result<Tensor> {
-    crate::scheduler::lincomb(
-        original,
-        alpha_prod.sqrt() as f64,
-        noise,
-        (1.0 - alpha_prod).sqrt() as f64,
-    )
-}

@@ -2,5 +2,6 @@
 //! that `VarBuilder` prefixes load hub safetensors unchanged.
 
 pub mod clip_text;
+pub mod layers;
 pub mod unet;
 pub mod vae;

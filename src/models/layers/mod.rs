@@ -1,0 +1,20 @@
+//! Layers that the UNet and the VAE share, each mirroring the diffusers module it ports
+//! (models/resnet.py, upsampling.py, downsampling.py, attention_processor.py and torch's
+//! GroupNorm / scaled_dot_product_attention), so that both models load hub safetensors through
+//! the same `VarBuilder` prefixes diffusers uses.
+
+pub mod activation;
+pub mod attention;
+pub mod downsampling;
+pub mod group_norm;
+pub mod resnet;
+pub mod sdpa;
+pub mod upsampling;
+
+pub use activation::check_silu;
+pub use attention::{Attention, AttentionConfig};
+pub use downsampling::Downsample2D;
+pub use group_norm::GroupNorm;
+pub use resnet::{ResnetBlock2D, ResnetConfig};
+pub use sdpa::{plan_chunks, scaled_dot_product_attention, ChunkPlan, DEFAULT_MAX_SCORE_BYTES};
+pub use upsampling::Upsample2D;

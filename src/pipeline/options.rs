@@ -1,0 +1,90 @@
+//! What a run of the upscaler is asked to do, with diffusers' defaults.
+
+use candle_core::{DType, Device};
+use diffsr_schedulers::SchedulerKind;
+
+use crate::error::{Error, Result};
+
+/// How the models are loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// dtype of the UNet and the text encoder; the VAE always runs in f32 because it overflows
+    /// in f16 (diffusers' `force_upcast`).
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+/// One upscale: the reference's `__call__` arguments.
+#[derive(Debug, Clone)]
+pub struct UpscaleOptions {
+    pub prompt: String,
+    /// diffusers' default is no negative prompt, which encodes as "".
+    pub negative_prompt: String,
+    pub steps: usize,
+    /// Classifier-free guidance is on when this is above 1.
+    pub guidance_scale: f64,
+    /// Noise added to the low-resolution image, 0..=max_noise_level (350 for the x4 model).
+    pub noise_level: u32,
+    /// DDIM's η; only `ddim` accepts a non-zero value.
+    pub eta: f64,
+    /// The solver; `None` uses the model's own `scheduler/scheduler_config.json` class.
+    pub scheduler: Option<SchedulerKind>,
+    /// Seed of the torch-compatible CPU generator, as `torch.Generator("cpu").manual_seed`.
+    pub seed: u64,
+}
+
+impl Default for UpscaleOptions {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 75,
+            guidance_scale: 9.0,
+            noise_level: 20,
+            eta: 0.0,
+            scheduler: None,
+            seed: 0,
+        }
+    }
+}
+
+impl UpscaleOptions {
+    /// Checks the options that do not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::option("steps", "must be at least 1"));
+        }
+        if !self.guidance_scale.is_finite() {
+            return Err(Error::option(
+                "guidance_scale",
+                format!("must be a finite number, got {}", self.guidance_scale),
+            ));
+        }
+        if !(self.eta.is_finite() && self.eta >= 0.0) {
+            return Err(Error::option(
+                "eta",
+                format!("must be a finite number >= 0, got {}", self.eta),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reported after every denoising step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepProgress {
+    /// Steps done so far (1-based after the step).
+    pub step: usize,
+    pub total: usize,
+    /// The timestep just denoised.
+    pub timestep: f64,
+}

@@ -1,0 +1,247 @@
+//! The upscale loop: prompt encoding, noise augmentation of the low-resolution image, latent
+//! initialisation, the guided denoising loop and the VAE decode, in the reference's order so
+//! that a seed gives diffusers' image.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use diffsr_schedulers::{
+    build_from_config, NoiseSchedule, Scheduler, SchedulerConfig, SolverOptions,
+};
+
+use super::options::{LoadOptions, StepProgress, UpscaleOptions};
+use super::preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor};
+use crate::error::{Error, Result};
+use crate::model_dir::{with_weights, ModelDir};
+use crate::models::clip_text::{ClipTextConfig, ClipTextModel};
+use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::rng::TorchRng;
+use crate::tokenizer::ClipTokenizer;
+
+/// The pipeline forces this VAE scaling factor whatever the config says (as diffusers does).
+const VAE_SCALING_FACTOR: f64 = 0.08333;
+
+/// The x4 upscaler, loaded once, upscaling many images.
+pub struct UpscalePipeline {
+    tokenizer: ClipTokenizer,
+    text_encoder: ClipTextModel,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    scheduler_config: SchedulerConfig,
+    low_res_schedule: NoiseSchedule,
+    max_noise_level: u32,
+    /// 2^(VAE levels - 1): the input is floored to a multiple of it.
+    vae_scale_factor: usize,
+    device: Device,
+    dtype: DType,
+}
+
+impl UpscalePipeline {
+    /// Loads every component from a model directory in the hub's diffusers layout.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let model = ModelDir::open(dir)?;
+        let device = &options.device;
+        let dtype = options.dtype;
+
+        let tokenizer = ClipTokenizer::from_dir(&model.component("tokenizer")?)?;
+
+        let text_config = ClipTextConfig::from_file(&model.file("text_encoder", "config.json")?)?;
+        let (vb, files) = model.var_builder("text_encoder", "model", dtype, device)?;
+        let text_encoder = with_weights(&files, || ClipTextModel::new(&text_config, vb))?;
+
+        let unet_config =
+            UNet2DConditionConfig::from_file(&model.file("unet", "config.json")?)?;
+        let (vb, files) = model.var_builder("unet", "diffusion_pytorch_model", dtype, device)?;
+        let unet = with_weights(&files, || UNet2DConditionModel::new(&unet_config, vb))?;
+
+        let vae_config = AutoencoderKLConfig::from_file(&model.file("vae", "config.json")?)?;
+        let (vb, files) =
+            model.var_builder("vae", "diffusion_pytorch_model", DType::F32, device)?;
+        let vae = with_weights(&files, || AutoencoderKL::new(&vae_config, vb))?;
+
+        let scheduler_config =
+            SchedulerConfig::from_file(&model.file("scheduler", "scheduler_config.json")?)?;
+        let low_res_path = model.file("low_res_scheduler", "scheduler_config.json")?;
+        let low_res_config = SchedulerConfig::from_file(&low_res_path)?;
+        let low_res_schedule = NoiseSchedule::from_config(&low_res_config)?;
+
+        let levels = vae_config.block_out_channels.len();
+        let latent_channels = vae_config.latent_channels;
+        let in_channels = unet_config.in_channels;
+        if latent_channels + 3 != in_channels {
+            return Err(Error::Config {
+                path: model.file("unet", "config.json")?,
+                message: format!(
+                    "in_channels is {in_channels}, but the upscaler feeds the UNet \
+                     {latent_channels} latent channels plus 3 image channels"
+                ),
+            });
+        }
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+            low_res_schedule,
+            max_noise_level: model.index().max_noise_level.unwrap_or(350),
+            vae_scale_factor: 1 << levels.saturating_sub(1),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The largest `noise_level` the model accepts.
+    pub fn max_noise_level(&self) -> u32 {
+        self.max_noise_level
+    }
+
+    /// The factor between input and output size (4 for the x4 upscaler).
+    pub fn scale(&self) -> usize {
+        self.vae_scale_factor
+    }
+
+    /// Builds the solver a run uses (the model's own, or the one asked for).
+    pub fn scheduler(&self, options: &UpscaleOptions) -> Result<Box<dyn Scheduler>> {
+        let solver_options = SolverOptions { eta: options.eta };
+        Ok(match options.scheduler {
+            Some(kind) => kind.build(&self.scheduler_config, options.steps, &solver_options)?,
+            None => build_from_config(&self.scheduler_config, options.steps, &solver_options)?,
+        })
+    }
+
+    /// Upscales an 8-bit RGB image. Returns the (1, 3, 4h, 4w) result in [0, 1], where h × w
+    /// is the input floored to a multiple of the scale (bicubic, as the reference).
+    /// `on_step` runs after every step; returning `Break` cancels the run.
+    pub fn upscale_rgb8(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        options: &UpscaleOptions,
+        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<Tensor> {
+        let f = self.vae_scale_factor;
+        let (w, h) = (width - width % f, height - height % f);
+        if w == 0 || h == 0 {
+            return Err(Error::option(
+                "image",
+                format!("{width}x{height} is too small: the upscaler needs at least {f}x{f} pixels"),
+            ));
+        }
+        let rgb = pil_bicubic_resize_rgb8(rgb, width, height, w, h);
+        let image = rgb8_to_tensor(&rgb, w, h, &self.device)?;
+        self.upscale(&image, options, on_step)
+    }
+
+    /// Upscales a (1, 3, h, w) image in [0, 1] whose sides are multiples of the scale.
+    pub fn upscale(
+        &self,
+        image: &Tensor,
+        options: &UpscaleOptions,
+        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<Tensor> {
+        options.validate()?;
+        if options.noise_level > self.max_noise_level {
+            return Err(Error::option(
+                "noise_level",
+                format!(
+                    "{} is above the model's max_noise_level {}",
+                    options.noise_level, self.max_noise_level
+                ),
+            ));
+        }
+        let (batch, channels, height, width) = image.dims4()?;
+        if batch != 1 || channels != 3 {
+            return Err(Error::option(
+                "image",
+                format!("expected one RGB image (1, 3, h, w), got {:?}", image.dims()),
+            ));
+        }
+        let f = self.vae_scale_factor;
+        if height % f != 0 || width % f != 0 || height == 0 || width == 0 {
+            return Err(Error::option(
+                "image",
+                format!("{width}x{height} is not a non-zero multiple of {f} on each side"),
+            ));
+        }
+        let guidance = options.guidance_scale > 1.0;
+        let mut scheduler = self.scheduler(options)?;
+        let mut rng = TorchRng::new(options.seed);
+
+        // 1. Prompt: [negative, positive] under guidance.
+        let embeddings = self.encode_prompt(&options.prompt)?;
+        let embeddings = if guidance {
+            let negative = self.encode_prompt(&options.negative_prompt)?;
+            Tensor::cat(&[negative, embeddings], 0)?
+        } else {
+            embeddings
+        };
+
+        // 2-3. The image in [-1, 1], noised to `noise_level` with the low-res DDPM schedule.
+        // The image noise is drawn first, then the latents, as the reference does.
+        let image = image.to_device(&self.device)?.to_dtype(DType::F32)?.affine(2.0, -1.0)?;
+        let noise = rng.randn_tensor(image.shape(), DType::F32, &self.device)?;
+        let image = self
+            .low_res_schedule
+            .add_noise(&image, &noise, options.noise_level as usize)?;
+        let copies = if guidance { 2 } else { 1 };
+        let image = Tensor::cat(&vec![&image; copies], 0)?;
+        let class_labels = Tensor::new(vec![options.noise_level; copies], &self.device)?;
+
+        // 4. Latents at the low-resolution size.
+        let latent_channels = self.vae.config().latent_channels;
+        let mut latents = rng
+            .randn_tensor((1, latent_channels, height, width), DType::F32, &self.device)?
+            .affine(scheduler.init_noise_sigma(), 0.0)?;
+
+        // 5. The denoising loop.
+        let total = scheduler.num_inference_steps();
+        for i in 0..total {
+            let t = scheduler.timesteps()[i];
+            let input = Tensor::cat(&vec![&latents; copies], 0)?;
+            let input = scheduler.scale_model_input(&input, i)?;
+            let input = Tensor::cat(&[&input, &image], 1)?.to_dtype(self.dtype)?;
+            let prediction = self
+                .unet
+                .forward(&input, t, &embeddings, &class_labels)?
+                .to_dtype(DType::F32)?;
+            let prediction = if guidance {
+                let uncond = prediction.narrow(0, 0, 1)?;
+                let cond = prediction.narrow(0, 1, 1)?;
+                (&uncond + (cond - &uncond)?.affine(options.guidance_scale, 0.0)?)?
+            } else {
+                prediction
+            };
+            let step_noise = if scheduler.needs_noise(i) {
+                Some(rng.randn_tensor(latents.shape(), DType::F32, &self.device)?)
+            } else {
+                None
+            };
+            latents = scheduler
+                .step(i, &prediction, &latents, step_noise.as_ref())?
+                .prev_sample;
+            let progress = StepProgress {
+                step: i + 1,
+                total,
+                timestep: t,
+            };
+            if on_step(progress).is_break() {
+                return Err(Error::Cancelled);
+            }
+        }
+
+        // 6. Decode in f32 and map to [0, 1].
+        let decoded = self.vae.decode(&latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?)?;
+        Ok(decoded.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
+    }
+
+    /// The text encoder's last hidden state for one prompt, (1, 77, hidden) in the model dtype.
+    fn encode_prompt(&self, prompt: &str) -> Result<Tensor> {
+        let ids = self.tokenizer.encode(prompt)?;
+        let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        Ok(self.text_encoder.forward(&ids)?.to_dtype(self.dtype)?)
+    }
+}
