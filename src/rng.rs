@@ -15,16 +15,31 @@
 //! - `aten/src/ATen/native/cpu/DistributionTemplates.h` (`normal_kernel`, `normal_fill`,
 //!   `NormalFill16`): a contiguous tensor of at least 16 elements is first filled with uniforms,
 //!   then Box–Muller runs on blocks of 16 (radius from the first 8, angle from the last 8); when
-//!   the size is not a multiple of 16, 16 **fresh** uniforms overwrite the last 16 slots and get the
-//!   same transform. Smaller tensors are filled one element at a time by
-//! - `aten/src/ATen/core/DistributionsHelper.h` (`normal_distribution<double>`): f64 Box–Muller
-//!   from two f64 uniforms, returning `r·cos θ` and caching `r·sin θ` in the generator for the
-//!   next small draw. The cache outlives the call and is skipped (not consumed) by the ≥16 path.
+//!   the size is not a multiple of 16, 16 **fresh** uniforms overwrite the last 16 slots and get
+//!   the same transform. f16/bf16 tensors compute in f32 the same way but draw block by block,
+//!   so they skip the `n % 16` leftover uniforms the f32 path draws and throws away.
+//! - `aten/src/ATen/core/DistributionsHelper.h` (`normal_distribution<double>`): tensors under 16
+//!   elements are filled one value at a time by f64 Box–Muller from two f64 uniforms (the first
+//!   gives the angle, the second the radius via `log1p`), returning `r·cos θ` and caching
+//!   `r·sin θ` in the generator for the next small draw. The cache outlives the call and is
+//!   neither used nor cleared by the ≥16 path.
+//! - `aten/src/ATen/native/cpu/avx_mathfun.h` (`log256_ps`, `sincos256_ps`): see below.
 //!
-//! The f32 block transform here is torch's portable `NormalFill16`, the one its AVX-512, default
-//! (no-SIMD) and ARM builds run: `log`/`sqrt` in f32, the angle and `sin`/`cos` in f64, the
-//! product rounded to f32. torch's AVX2-only build swaps in polynomial approximations
-//! (`avx_mathfun.h`), so on such a CPU torch's own results differ from this in the last bit or so.
+//! The f32 block transform exists twice in torch, and which one runs depends on the CPU torch
+//! dispatches to, so torch's own f32 noise differs between machines: in torch 2.15 about 38% of
+//! values differ between the two, by up to 2e-6 (a few ulps). [`NormalKernel`] picks one; [`TorchRng::new`] takes the one torch would
+//! use on this machine:
+//!
+//! - [`NormalKernel::Avx2`]: x86-64 CPUs with AVX2 (torch's AVX2 *and* AVX-512 builds use it).
+//!   Box–Muller entirely in f32 with the Cephes polynomials of `avx_mathfun.h`, compiled with
+//!   fused multiply-adds. Ported here operation by operation; it needs nothing but IEEE f32
+//!   arithmetic and `fma`, so it is bit-exact on every platform.
+//! - [`NormalKernel::Portable`]: everything else (ARM, including Apple silicon, and x86 without
+//!   AVX2). The same Box–Muller in f32 with the C library's `logf`, `sinf` and `cosf`; bit-exact
+//!   where torch and this crate share that libm.
+//!
+//! f64 draws and draws under 16 values use the C library's f64 `log`/`log1p`/`sin`/`cos` the way
+//! torch does, on every CPU.
 
 use std::f64::consts::TAU;
 use std::fmt;
@@ -97,6 +112,8 @@ impl Mt19937 {
 #[derive(Clone)]
 pub struct TorchRng {
     mt: Mt19937,
+    /// Which of torch's f32 Box–Muller block kernels to follow.
+    kernel: NormalKernel,
     /// The seed as given, kept for `Debug` and [`TorchRng::seed`] (torch's `initial_seed()`).
     seed: u64,
     /// torch's `next_double_normal_sample_`: the `r·sin θ` half of the last scalar Box–Muller
@@ -110,20 +127,65 @@ impl fmt::Debug for TorchRng {
         // The 624-word state is noise to a reader; the seed and position say where we are.
         f.debug_struct("TorchRng")
             .field("seed", &self.seed)
+            .field("kernel", &self.kernel)
             .field("mt_index", &self.mt.next)
             .field("next_double_normal", &self.next_double_normal)
             .finish()
     }
 }
 
+/// Which of torch's two CPU kernels for f32 `randn` blocks of 16 to reproduce. They consume the
+/// same uniforms and differ by a few ulps in over a third of the values; f64 draws and draws of
+/// fewer than 16 values are the same under both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormalKernel {
+    /// torch's `NormalFill16<float>` specialisation for `CPU_CAPABILITY_AVX2`, which its AVX-512
+    /// kernels use as well: f32 Cephes `log`/`sincos` from `avx_mathfun.h` with fused
+    /// multiply-adds. What torch runs on any x86-64 CPU with AVX2 and FMA.
+    Avx2,
+    /// torch's generic `NormalFill16`: f32 with libm `logf`/`sinf`/`cosf`. What torch runs on ARM
+    /// (Apple silicon included), on x86 without AVX2, and under `ATEN_CPU_CAPABILITY=default`.
+    Portable,
+}
+
+impl NormalKernel {
+    /// The kernel torch picks on the CPU this runs on (torch's dispatcher takes its AVX2 kernels
+    /// when the CPU has AVX2 and FMA).
+    pub fn host() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Self::Avx2;
+            }
+        }
+        Self::Portable
+    }
+}
+
+impl Default for NormalKernel {
+    fn default() -> Self {
+        Self::host()
+    }
+}
+
 impl TorchRng {
-    /// A generator in the state of `torch.Generator("cpu").manual_seed(seed)`. torch accepts
-    /// seeds in `-2^63..2^64` and stores negative ones as their two's complement, which is what
-    /// `seed as u64` gives for an `i64`.
+    /// A generator in the state of `torch.Generator("cpu").manual_seed(seed)`, drawing as torch
+    /// does on this machine ([`NormalKernel::host`]). torch accepts seeds in `-2^63..2^64` and
+    /// stores negative ones as their two's complement, which is what `seed as u64` gives for an
+    /// `i64`.
     pub fn new(seed: u64) -> Self {
+        Self::with_kernel(seed, NormalKernel::host())
+    }
+
+    /// Like [`TorchRng::new`], reproducing torch on a given kind of CPU, e.g. to match noise
+    /// recorded on another machine.
+    pub fn with_kernel(seed: u64, kernel: NormalKernel) -> Self {
         Self {
             // torch's `mt19937_engine::init_with_uint32` keeps only the low 32 bits.
             mt: Mt19937::new(seed as u32),
+            kernel,
             seed,
             next_double_normal: None,
         }
@@ -132,6 +194,11 @@ impl TorchRng {
     /// The seed this generator was created with (torch's `initial_seed()`).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// The f32 block kernel this generator follows.
+    pub fn kernel(&self) -> NormalKernel {
+        self.kernel
     }
 
     /// `uniform_real_distribution<float>(0, 1)`: the low 24 bits of one draw, times 2^-24. Exact
@@ -170,19 +237,44 @@ impl TorchRng {
     /// Fills `out` with what `torch.randn(out.len(), generator=g, dtype=torch.float32)` returns.
     /// [`TorchRng::randn`] without the allocation.
     pub fn fill_randn(&mut self, out: &mut [f32]) {
+        self.fill_f32(out, true);
+    }
+
+    /// Fills `out` with the f32 values `torch.randn(out.len(), generator=g, dtype=...)` computes
+    /// for `torch.float16` or `torch.bfloat16`, before rounding them to that dtype.
+    ///
+    /// The values are those of the f32 path when `out.len()` is a multiple of 16 or under 16, but
+    /// not otherwise: torch's half-precision loop draws uniforms block by block through a stack
+    /// buffer, so it never draws the `len % 16` leftovers that the f32 path draws and then
+    /// overwrites. Its last 16 values therefore come from different uniforms, and the stream
+    /// afterwards is `len % 16` draws behind the f32 one.
+    pub fn fill_randn_for_half(&mut self, out: &mut [f32]) {
+        self.fill_f32(out, false);
+    }
+
+    /// torch's `normal_kernel` for an f32 computation: element-wise f64 Box–Muller under 16
+    /// values, else `normal_fill`. `draw_leftovers` is whether the uniforms of a final partial
+    /// block are drawn (the f32 path) or skipped (the f16/bf16 path) before the tail's redraw.
+    fn fill_f32(&mut self, out: &mut [f32], draw_leftovers: bool) {
         let n = out.len();
         if n < 16 {
-            // `normal_kernel`'s fallback: element-wise f64 Box–Muller, cast to f32.
+            // Each value converted f64 -> f32, as torch's `static_cast<float>` (and, for half
+            // types, `static_cast<Half>(double)`, which goes through float).
             for x in out.iter_mut() {
                 *x = self.normal_scalar() as f32;
             }
             return;
         }
-        for x in out.iter_mut() {
+        let box_muller16: fn(&mut [f32]) = match self.kernel {
+            NormalKernel::Avx2 => box_muller16_avx2,
+            NormalKernel::Portable => box_muller16_portable,
+        };
+        let drawn = if draw_leftovers { n } else { n - n % 16 };
+        for x in out[..drawn].iter_mut() {
             *x = self.uniform_f32();
         }
         for block in out.chunks_exact_mut(16) {
-            box_muller16_f32(block);
+            box_muller16(block);
         }
         if n % 16 != 0 {
             // torch does not transform the leftover uniforms: it draws 16 new ones over the last
@@ -191,7 +283,7 @@ impl TorchRng {
             for x in tail.iter_mut() {
                 *x = self.uniform_f32();
             }
-            box_muller16_f32(tail);
+            box_muller16(tail);
         }
     }
 
@@ -238,9 +330,9 @@ impl TorchRng {
     /// diffusers' `randn_tensor` with a CPU generator: `torch.randn(shape, dtype=dtype)` on the
     /// CPU, then moved to `device`.
     ///
-    /// For f16 and bf16 torch runs the f32 algorithm and rounds each value (its scalar path
-    /// converts f64 → f32 → half, too), so drawing in f32 and casting on the CPU is exact. f64
-    /// has its own stream ([`TorchRng::randn_f64`]). Other dtypes are refused before anything is
+    /// For f16 and bf16 torch computes in f32 and rounds each value, but with its own draw
+    /// pattern for sizes that are not multiples of 16 ([`TorchRng::fill_randn_for_half`]). f64 has
+    /// its own stream ([`TorchRng::randn_f64`]). Other dtypes are refused before anything is
     /// drawn, so an error leaves the stream untouched.
     pub fn randn_tensor(
         &mut self,
@@ -251,8 +343,12 @@ impl TorchRng {
         let shape = shape.into();
         let n = shape.elem_count();
         let cpu = match dtype {
-            DType::F32 | DType::F16 | DType::BF16 => {
-                Tensor::from_vec(self.randn(n), shape, &Device::Cpu)?.to_dtype(dtype)?
+            DType::F32 => Tensor::from_vec(self.randn(n), shape, &Device::Cpu)?,
+            DType::F16 | DType::BF16 => {
+                let mut values = vec![0f32; n];
+                self.fill_randn_for_half(&mut values);
+                // torch rounds each f32 result to nearest-even, as candle's cast does.
+                Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?
             }
             DType::F64 => Tensor::from_vec(self.randn_f64(n), shape, &Device::Cpu)?,
             other => {
@@ -269,25 +365,152 @@ impl TorchRng {
     }
 }
 
-/// torch's portable `NormalFill16<float>` on one block: `u1 = 1 - d[j]` (so the log never sees
-/// 0), `r = sqrt(-2 ln u1)` in f32, `θ = 2π·u2` with 2π a double so θ, cos and sin are f64,
-/// and `r·cos θ` rounded once from f64 to f32. (torch writes `fma(r·cos θ, std, mean)`, which is
-/// the product itself for std 1 and mean 0.)
-#[inline]
-fn box_muller16_f32(block: &mut [f32]) {
-    // Callers pass exactly 16 values: radius inputs in the first 8, angles in the last 8.
+/// torch's portable `NormalFill16<float>` on one block of 16, all in f32 with libm: `u1 = 1 -
+/// d[j]` (so the log never sees 0), `r = sqrt(-2 ln u1)`, `θ = 2π·u2` computed with 2π as a
+/// double and then stored in an f32 (torch's `const opmath_t theta`), `r·cos θ` and `r·sin θ`.
+/// (torch writes `fma(r·cos θ, std, mean)`, which is the product itself for std 1 and mean 0.)
+fn box_muller16_portable(block: &mut [f32]) {
+    // Radius inputs in the first 8, angles in the last 8.
     let (first, second) = block.split_at_mut(8);
     for (a, b) in first.iter_mut().zip(second.iter_mut()) {
-        let u1 = 1.0f32 - *a;
-        let radius = (-2.0f32 * u1.ln()).sqrt();
-        let theta = TAU * f64::from(*b);
+        let radius = (-2.0f32 * (1.0 - *a).ln()).sqrt();
+        let theta = (TAU * f64::from(*b)) as f32;
         let (sin, cos) = theta.sin_cos();
-        *a = (f64::from(radius) * cos) as f32;
-        *b = (f64::from(radius) * sin) as f32;
+        *a = radius * cos;
+        *b = radius * sin;
     }
 }
 
-/// `NormalFill16<double>`: the same transform entirely in f64.
+/// torch's AVX2 `NormalFill16<float>` on one block of 16, lane by lane: the same Box–Muller in
+/// f32 throughout, with `log256_ps` and `sincos256_ps` from `avx_mathfun.h` (Cephes polynomials)
+/// instead of libm.
+fn box_muller16_avx2(block: &mut [f32]) {
+    // `_mm256_set1_ps(2.0f * c10::pi<double>)`: 2π rounded to f32.
+    const TWO_PI: f32 = TAU as f32;
+    let (first, second) = block.split_at_mut(8);
+    for (a, b) in first.iter_mut().zip(second.iter_mut()) {
+        let radius = (-2.0f32 * cephes_log(1.0 - *a)).sqrt();
+        let (sin, cos) = cephes_sincos(TWO_PI * *b);
+        // `_mm256_fmadd_ps(r·cos, std, mean)` with std 1 and mean 0 is the product.
+        *a = radius * cos;
+        *b = radius * sin;
+    }
+}
+
+// A note on `mul_add` in the two Cephes ports below. avx_mathfun writes every step as separate
+// `_mm256_mul_ps` / `_mm256_add_ps`, but GCC implements those as plain vector `*` and `+`, and
+// torch compiles its AVX2 kernels with `-mfma` under GCC's default `-ffp-contract=fast`: every
+// product whose only use is an add or subtract becomes one fused multiply-add. The `mul_add`
+// calls sit exactly where that happens; the plain products are those used by another product or
+// a conversion. This was pinned against torch 2.15's outputs: the unfused reading differs in about
+// 1% of values, and the order chosen for `y·z + e·q1` (the first product is the one fused) and
+// the fused range reduction were both confirmed on values where the alternatives differ.
+
+/// `log256_ps` for one lane, for `x` in `(0, 1]` (the only inputs Box–Muller gives it). Cephes'
+/// logf: split off the exponent, bring the mantissa into `[sqrt(1/2), sqrt(2))`, then a degree-9
+/// polynomial and `e·ln 2` in two parts.
+#[inline]
+fn cephes_log(x: f32) -> f32 {
+    // avx_mathfun's constants are double literals stored into float arrays; they are given by
+    // their f32 bits so no second decimal rounding can creep in (the C literal in the comment).
+    const SQRTHF: f32 = f32::from_bits(0x3f35_04f3); // 0.707106781186547524
+    const P: [f32; 9] = [
+        f32::from_bits(0x3d90_21bb), // 7.0376836292E-2
+        f32::from_bits(0xbdeb_d1b8), // -1.1514610310E-1
+        f32::from_bits(0x3def_251a), // 1.1676998740E-1
+        f32::from_bits(0xbdfe_5d4f), // -1.2420140846E-1
+        f32::from_bits(0x3e11_e9bf), // 1.4249322787E-1
+        f32::from_bits(0xbe2a_ae50), // -1.6668057665E-1
+        f32::from_bits(0x3e4c_ceac), // 2.0000714765E-1
+        f32::from_bits(0xbe7f_fffc), // -2.4999993993E-1
+        f32::from_bits(0x3eaa_aaaa), // 3.3333331174E-1
+    ];
+    const Q1: f32 = f32::from_bits(0xb95e_8083); // -2.12194440e-4
+    const Q2: f32 = f32::from_bits(0x3f31_8000); // 0.693359375
+                                                 // Clamp denormals to the smallest normal, as avx_mathfun does.
+    let x = x.max(f32::MIN_POSITIVE);
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) as i32 - 0x7f) as f32 + 1.0;
+    // The mantissa with exponent -1: a value in [0.5, 1).
+    let mut m = f32::from_bits((bits & !0x7f80_0000) | 0.5f32.to_bits());
+    if m < SQRTHF {
+        e -= 1.0;
+        m = m - 1.0 + m;
+    } else {
+        m -= 1.0;
+    }
+    let z = m * m;
+    let mut y = P[0];
+    for &p in &P[1..] {
+        y = y.mul_add(m, p);
+    }
+    y *= m;
+    y = y.mul_add(z, e * Q1);
+    y = (-z).mul_add(0.5, y);
+    e.mul_add(Q2, m + y)
+}
+
+/// `sincos256_ps` for one lane: Cephes' sinf/cosf. Reduce by multiples of π/4 (an even octant
+/// count j, with π/4 split in three parts for extra precision), evaluate the sine and cosine
+/// polynomials on the remainder, and let j pick which is which and the signs.
+#[inline]
+fn cephes_sincos(x: f32) -> (f32, f32) {
+    const FOUR_OVER_PI: f32 = f32::from_bits(0x3fa2_f983); // 1.27323954473516
+    const MINUS_DP1: f32 = f32::from_bits(0xbf49_0000); // -0.78515625
+    const MINUS_DP2: f32 = f32::from_bits(0xb97d_a000); // -2.4187564849853515625e-4
+    const MINUS_DP3: f32 = f32::from_bits(0xb322_2169); // -3.77489497744594108e-8
+    const SIN_P: [f32; 3] = [
+        f32::from_bits(0xb94c_a1f9), // -1.9515295891E-4
+        f32::from_bits(0x3c08_839e), // 8.3321608736E-3
+        f32::from_bits(0xbe2a_aaa3), // -1.6666654611E-1
+    ];
+    const COS_P: [f32; 3] = [
+        f32::from_bits(0x37cc_f5ce), // 2.443315711809948E-005
+        f32::from_bits(0xbab6_061a), // -1.388731625493765E-003
+        f32::from_bits(0x3d2a_aaa5), // 4.166664568298827E-002
+    ];
+
+    let sign_in = x.is_sign_negative();
+    let mut x = x.abs();
+    // Truncate, then round up to even: j = (j + 1) & !1.
+    let j = (((x * FOUR_OVER_PI) as i32) + 1) & !1;
+    let y = j as f32;
+    let sin_negative = sign_in ^ (j & 4 != 0);
+    let cos_negative = !(j - 2) & 4 != 0;
+    // Which polynomial gives the sine: the sine one in octants 0 and 3 (mod 4), else the cosine.
+    let sine_poly_for_sin = j & 2 == 0;
+
+    x = y.mul_add(MINUS_DP1, x);
+    x = y.mul_add(MINUS_DP2, x);
+    x = y.mul_add(MINUS_DP3, x);
+
+    let z = x * x;
+    let mut yc = COS_P[0].mul_add(z, COS_P[1]);
+    yc = yc.mul_add(z, COS_P[2]);
+    yc *= z;
+    yc = yc.mul_add(z, -(z * 0.5)) + 1.0;
+
+    let mut ys = SIN_P[0].mul_add(z, SIN_P[1]);
+    ys = ys.mul_add(z, SIN_P[2]);
+    ys = (ys * z).mul_add(x, x);
+
+    // avx_mathfun selects with masks and adds: the unselected term is +0.0, which only matters
+    // for the sign of a zero, kept the same here.
+    let (s_cos_part, s_sin_part) = if sine_poly_for_sin {
+        (0.0, ys)
+    } else {
+        (yc, 0.0)
+    };
+    let sin = s_cos_part + s_sin_part;
+    let cos = (yc - s_cos_part) + (ys - s_sin_part);
+    (
+        if sin_negative { -sin } else { sin },
+        if cos_negative { -cos } else { cos },
+    )
+}
+
+/// `NormalFill16<double>`: the portable transform entirely in f64 (torch has no SIMD variant for
+/// doubles, and nothing in it can be fused).
 #[inline]
 fn box_muller16_f64(block: &mut [f64]) {
     let (first, second) = block.split_at_mut(8);
@@ -403,6 +626,76 @@ mod tests {
         let h = TorchRng::new(5).randn_tensor(60, DType::F16, &Device::Cpu)?;
         assert_eq!(h.dtype(), DType::F16);
         Ok(())
+    }
+
+    #[test]
+    fn half_precision_skips_the_leftover_uniforms() {
+        // f16/bf16 of 17 values: one block of uniforms 0..16, then the tail from 16..32; the
+        // f32 path would draw 0..17 and take the tail from 17..33.
+        let mut half = TorchRng::new(21);
+        let mut values = [0f32; 17];
+        half.fill_randn_for_half(&mut values);
+        let reference = TorchRng::new(21).randn(32);
+        assert_eq!(values[0], reference[0]);
+        assert_eq!(values[1..], reference[16..]);
+        // The stream goes on after 32 uniforms, not 33.
+        let mut f32_path = TorchRng::new(21);
+        let _ = f32_path.randn(32);
+        assert_eq!(half.randn(16), f32_path.randn(16));
+        // Multiples of 16 and small draws are the f32 path's.
+        for n in [3, 16, 48] {
+            let mut v = vec![0f32; n];
+            TorchRng::new(4).fill_randn_for_half(&mut v);
+            assert_eq!(v, TorchRng::new(4).randn(n));
+        }
+    }
+
+    #[test]
+    fn kernels_differ_only_in_the_f32_blocks() {
+        let mut avx = TorchRng::with_kernel(17, NormalKernel::Avx2);
+        let mut portable = TorchRng::with_kernel(17, NormalKernel::Portable);
+        assert_eq!(avx.kernel(), NormalKernel::Avx2);
+        assert_eq!(avx.randn(7), portable.randn(7));
+        assert_eq!(avx.randn_f64(40), portable.randn_f64(40));
+        let (a, p) = (avx.randn(4096), portable.randn(4096));
+        assert_ne!(a, p);
+        for (x, y) in a.iter().zip(&p) {
+            assert!((x - y).abs() <= 4e-6 * x.abs().max(1.0), "{x} vs {y}");
+        }
+        // Same number of draws either way.
+        assert_eq!(avx.randn(5), portable.randn(5));
+    }
+
+    #[test]
+    fn cephes_ports_are_accurate() {
+        // Not a parity check (the fixtures do that), a guard against a mistyped constant.
+        for k in 1..=4096u32 {
+            let u = k as f32 / 4096.0;
+            let log_err = (f64::from(cephes_log(u)) - f64::from(u).ln()).abs();
+            assert!(
+                log_err <= 2.0 * f64::from(f32::EPSILON),
+                "log({u}): {log_err}"
+            );
+            let theta = std::f32::consts::TAU * u;
+            let (s, c) = cephes_sincos(theta);
+            let t = f64::from(theta);
+            assert!((f64::from(s) - t.sin()).abs() < 3e-7, "sin({theta})");
+            assert!((f64::from(c) - t.cos()).abs() < 3e-7, "cos({theta})");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn host_kernel_follows_the_cpu() {
+        let simd = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        let expected = if simd {
+            NormalKernel::Avx2
+        } else {
+            NormalKernel::Portable
+        };
+        assert_eq!(NormalKernel::host(), expected);
+        assert_eq!(TorchRng::new(0).kernel(), expected);
     }
 
     #[test]

@@ -263,3 +263,46 @@ fn wrong_weight_shape_names_tensor_and_shapes() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn conv_projections_and_upcast_match_linear_projections() -> Result<()> {
+    // A 1x1 conv with the linear weight reshaped to (C, C, 1, 1) is the same map, so the
+    // `use_linear_projection: false` path must reproduce diffusers' output; `upcast_attention`
+    // changes nothing in f32 but runs the upcast code.
+    let t = fixture()?;
+    let original = unet_dir().join("diffusion_pytorch_model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&original, &Device::Cpu)?;
+    let mut reshaped = 0;
+    for (name, tensor) in tensors.iter_mut() {
+        let is_proj = name.ends_with("proj_in.weight") || name.ends_with("proj_out.weight");
+        if is_proj && name.contains("attentions") {
+            let (o, i) = tensor.dims2()?;
+            *tensor = tensor.reshape((o, i, 1, 1))?;
+            reshaped += 1;
+        }
+    }
+    // 3x2 down + 1 mid + 3x3 up transformers, proj_in and proj_out each.
+    ensure!(
+        reshaped == 2 * (6 + 1 + 9),
+        "reshaped {reshaped} projections"
+    );
+    let path = std::env::temp_dir().join(format!(
+        "diffsr-unet-{}-conv.safetensors",
+        std::process::id()
+    ));
+    candle_core::safetensors::save(&tensors, &path)?;
+    let mut config = UNet2DConditionConfig::from_file(&unet_dir().join("config.json"))?;
+    config.use_linear_projection = false;
+    config.upcast_attention = true;
+    // SAFETY: the temporary file is not modified while the model holds it.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu)? };
+    let unet = UNet2DConditionModel::new(&config, vb);
+    std::fs::remove_file(&path).ok();
+    let unet = unet?;
+    compare(
+        "unet a, conv projections + upcast",
+        &run_case(&unet, &t, "a", DType::F32)?,
+        get(&t, "unet_a_out")?,
+        1e-4,
+    )
+}

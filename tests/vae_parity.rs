@@ -292,3 +292,33 @@ fn wrong_input_is_refused_not_panicking() -> Result<()> {
     ));
     Ok(())
 }
+
+#[test]
+fn half_precision_runs_close_to_f32() -> Result<()> {
+    // diffusers keeps this VAE in f32 (force_upcast), but the code is dtype-agnostic.
+    let t = fixture()?;
+    let weights = vae_dir().join("diffusion_pytorch_model.safetensors");
+    // SAFETY: the fixture file is not modified while the test runs.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F16, &Device::Cpu)? };
+    let vae = AutoencoderKL::new(&config()?, vb)?;
+    let decoded = vae.decode(&get(&t, "vae_dec_latents")?.to_dtype(DType::F16)?)?;
+    ensure!(
+        decoded.dtype() == DType::F16,
+        "decoded {:?}",
+        decoded.dtype()
+    );
+    compare("vae decode in f16", &decoded, get(&t, "vae_dec_out")?, 2e-2)?;
+    let posterior = vae.encode(&get(&t, "vae_enc_image")?.to_dtype(DType::F16)?)?;
+    compare(
+        "vae encode mean in f16",
+        &posterior.mean,
+        get(&t, "vae_enc_mean")?,
+        2e-2,
+    )?;
+    compare(
+        "vae encode logvar in f16",
+        &posterior.logvar,
+        get(&t, "vae_enc_logvar")?,
+        2e-2,
+    )
+}

@@ -60,15 +60,7 @@ pub enum Activation {
 impl ClipTextConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config: Self = crate::model_dir::read_json(path)?;
         config.validate()?;
         Ok(config)
     }

@@ -270,3 +270,57 @@ fn lane_sum<E: WithDType>(x: &[E], f: impl Fn(f64) -> f64) -> f64 {
     let tail: f64 = chunks.remainder().iter().map(|&v| f(v.to_f64())).sum();
     lanes.iter().sum::<f64>() + tail
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn norm(channels: usize, groups: usize, dtype: DType) -> candle_core::Result<GroupNorm> {
+        let dev = Device::Cpu;
+        let ramp = |scale: f64, shift: f64| {
+            Tensor::arange(0u32, channels as u32, &dev)?
+                .to_dtype(DType::F32)?
+                .affine(scale, shift)?
+                .to_dtype(dtype)
+        };
+        Ok(GroupNorm {
+            weight: ramp(0.03, 0.7)?,
+            bias: ramp(-0.02, 0.1)?,
+            num_groups: groups,
+            eps: 1e-6,
+        })
+    }
+
+    /// The fused CPU kernel agrees with the tensor-op path other devices take, on one thread
+    /// and (above PARALLEL_MIN_ELEMS) on several.
+    #[test]
+    fn kernel_matches_tensor_ops() -> Result<()> {
+        for (shape, groups) in [((2, 8, 5, 7), 4), ((2, 32, 48, 48), 8)] {
+            let x = Tensor::randn(0.5f32, 2.0, shape, &Device::Cpu)?;
+            for dtype in [DType::F32, DType::F16] {
+                let gn = norm(shape.1, groups, dtype)?;
+                let x = x.to_dtype(dtype)?;
+                for silu in [false, true] {
+                    let fast = gn.run(&x, silu)?.to_dtype(DType::F32)?;
+                    let slow = gn.run_tensor_ops(&x, silu)?.to_dtype(DType::F32)?;
+                    let diff = (fast - slow)?
+                        .abs()?
+                        .flatten_all()?
+                        .max(0)?
+                        .to_scalar::<f32>()?;
+                    let tol = if dtype == DType::F32 { 1e-5 } else { 4e-3 };
+                    assert!(diff <= tol, "{shape:?} {dtype:?} silu={silu}: {diff}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn groups_must_divide_channels() {
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        let err = GroupNorm::new(3, 8, 1e-5, vb).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { ref field, .. } if field == "norm_num_groups"));
+    }
+}

@@ -15,6 +15,11 @@
 //! Every path gives the one-shot result up to float rounding. Softmax runs in f32 for half
 //! precision inputs; with `upcast` the scores themselves are computed in f32 too (diffusers'
 //! `upcast_attention`).
+//!
+//! The budget bounds each score-shaped tensor (scores, probabilities), counted at the widest
+//! dtype they take; at most two of them are alive at once (three for half precision, where the
+//! probabilities are cast back for the product with v), so peak transient memory is a small
+//! multiple of the budget, independent of the image size.
 
 use candle_core::{DType, Tensor, D};
 
@@ -96,8 +101,9 @@ pub fn scaled_dot_product_attention(
         ))));
     }
     let out_dtype = q.dtype();
-    // Half precision (or an explicit upcast) takes scores and softmax to f32: f16 sums of
-    // thousands of exponentials lose everything, and large dot products overflow.
+    // Softmax always runs in `wide` (f32 for half precision): f16 sums of thousands of
+    // exponentials lose precision. `upcast` also takes the dot products to f32, where large
+    // ones cannot overflow.
     let wide = match out_dtype {
         DType::F64 => DType::F64,
         DType::F16 | DType::BF16 => DType::F32,

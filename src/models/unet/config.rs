@@ -186,14 +186,7 @@ fn require(field: &str, value: &str, expected: &str) -> Result<()> {
 impl UNet2DConditionConfig {
     /// Reads and checks a config.json.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config: Self = crate::model_dir::read_json(path)?;
         config.validate()?;
         Ok(config)
     }
