@@ -32,12 +32,24 @@ fn main() -> Result<()> {
         seed: 42,
         ..UpscaleOptions::default()
     };
-    let upscaled = pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
-        eprintln!("step {}/{}", p.step, p.total);
-        ControlFlow::Continue(())
-    })?;
+    let upscaled =
+        pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
+            eprintln!("step {}/{}", p.step, p.total);
+            ControlFlow::Continue(())
+        })?;
     let (data, width, height) = tensor_to_rgb8(&upscaled)?;
-    save_rgb8(&output, &Rgb8 { data, width, height })?;
-    println!("{} -> {} ({width}x{height})", input.display(), output.display());
+    save_rgb8(
+        &output,
+        &Rgb8 {
+            data,
+            width,
+            height,
+        },
+    )?;
+    println!(
+        "{} -> {} ({width}x{height})",
+        input.display(),
+        output.display()
+    );
     Ok(())
 }

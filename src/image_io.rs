@@ -87,7 +87,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::option(
             "output",
-            format!("{}: the folder {} does not exist", path.display(), dir.display()),
+            format!(
+                "{}: the folder {} does not exist",
+                path.display(),
+                dir.display()
+            ),
         ));
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();

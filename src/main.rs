@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
 use candle_core::{DType, Device};
+use clap::{Parser, Subcommand, ValueEnum};
 use diffsr::image_io::{load_rgb8, save_rgb8, Rgb8};
 use diffsr::pipeline::{tensor_to_rgb8, LoadOptions, UpscaleOptions, UpscalePipeline};
 use diffsr::schedule_report::{base_config, report};
@@ -177,7 +177,10 @@ fn upscale(args: UpscaleArgs) -> Result<()> {
     let device = parse_device(&args.device)
         .with_context(|| format!("--device {}: this device is not available", args.device))?;
     if args.output == args.input {
-        bail!("-o {}: the output would overwrite the input", args.output.display());
+        bail!(
+            "-o {}: the output would overwrite the input",
+            args.output.display()
+        );
     }
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
@@ -205,13 +208,21 @@ fn upscale(args: UpscaleArgs) -> Result<()> {
         .with_context(|| format!("loading the model from {}", args.model.display()))?;
     eprintln!("seed {seed}");
     let started = std::time::Instant::now();
-    let out = pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
-        eprint!("\rstep {}/{} (t = {})   ", p.step, p.total, p.timestep);
-        ControlFlow::Continue(())
-    })?;
+    let out =
+        pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
+            eprint!("\rstep {}/{} (t = {})   ", p.step, p.total, p.timestep);
+            ControlFlow::Continue(())
+        })?;
     eprintln!();
     let (data, width, height) = tensor_to_rgb8(&out)?;
-    save_rgb8(&args.output, &Rgb8 { data, width, height })?;
+    save_rgb8(
+        &args.output,
+        &Rgb8 {
+            data,
+            width,
+            height,
+        },
+    )?;
     eprintln!(
         "wrote {} ({width}x{height}) in {:.1}s",
         args.output.display(),

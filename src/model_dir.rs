@@ -49,8 +49,9 @@ impl ModelDir {
         if !root.is_dir() {
             return Err(Error::MissingComponent {
                 dir: root.to_path_buf(),
-                what: "the directory itself (expected a model folder in the hub's diffusers layout)"
-                    .into(),
+                what:
+                    "the directory itself (expected a model folder in the hub's diffusers layout)"
+                        .into(),
             });
         }
         let path = root.join("model_index.json");
@@ -108,7 +109,11 @@ impl ModelDir {
     /// `<stem>.safetensors`, sharded indexes, and last the `.bin` pickles.
     pub fn weights(&self, component: &str, stem: &str, prefer_fp16: bool) -> Result<WeightFiles> {
         let dir = self.component(component)?;
-        let bin_stem = if stem == "model" { "pytorch_model" } else { stem };
+        let bin_stem = if stem == "model" {
+            "pytorch_model"
+        } else {
+            stem
+        };
         let variants: &[&str] = if prefer_fp16 {
             &[".fp16", ""]
         } else {

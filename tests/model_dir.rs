@@ -46,7 +46,10 @@ fn missing_pieces_are_named() -> Result<()> {
     let dir = scratch_copy("missing")?;
     std::fs::remove_file(dir.join("unet/diffusion_pytorch_model.safetensors"))?;
     let err = load_error(&dir);
-    assert!(err.contains("unet/") && err.contains("diffusion_pytorch_model"), "{err}");
+    assert!(
+        err.contains("unet/") && err.contains("diffusion_pytorch_model"),
+        "{err}"
+    );
 
     std::fs::remove_dir_all(dir.join("tokenizer"))?;
     let err = load_error(&dir);
@@ -71,8 +74,14 @@ fn a_wrong_shape_names_the_tensor_and_both_shapes() -> Result<()> {
     candle_core::safetensors::save(&tensors, &path)?;
     let err = load_error(&dir);
     assert!(err.contains("decoder.conv_in.weight"), "{err}");
-    assert!(err.contains("[32, 4, 3, 3]") && err.contains("[32, 4, 1, 1]"), "{err}");
-    assert!(err.contains("vae/diffusion_pytorch_model.safetensors"), "{err}");
+    assert!(
+        err.contains("[32, 4, 3, 3]") && err.contains("[32, 4, 1, 1]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("vae/diffusion_pytorch_model.safetensors"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -81,10 +90,14 @@ fn a_wrong_shape_names_the_tensor_and_both_shapes() -> Result<()> {
 fn a_malformed_config_names_the_file_and_field() -> Result<()> {
     let dir = scratch_copy("config")?;
     let path = dir.join("unet/config.json");
-    let text = std::fs::read_to_string(&path)?.replace("\"layers_per_block\": 2", "\"layers_per_block\": \"two\"");
+    let text = std::fs::read_to_string(&path)?
+        .replace("\"layers_per_block\": 2", "\"layers_per_block\": \"two\"");
     std::fs::write(&path, text)?;
     let err = load_error(&dir);
-    assert!(err.contains("unet/config.json") && err.contains("layers_per_block"), "{err}");
+    assert!(
+        err.contains("unet/config.json") && err.contains("layers_per_block"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -98,7 +111,10 @@ fn fp16_variants_are_preferred_for_half_precision() -> Result<()> {
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F16)?)))
         .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&half, dir.join("unet/diffusion_pytorch_model.fp16.safetensors"))?;
+    candle_core::safetensors::save(
+        &half,
+        dir.join("unet/diffusion_pytorch_model.fp16.safetensors"),
+    )?;
     let model = ModelDir::open(&dir)?;
     let picked = model.weights("unet", "diffusion_pytorch_model", true)?;
     assert!(picked.files[0].ends_with("diffusion_pytorch_model.fp16.safetensors"));

@@ -19,7 +19,10 @@ fn fixtures() -> PathBuf {
 fn options_of(case: &Value) -> Result<UpscaleOptions> {
     Ok(UpscaleOptions {
         prompt: case["prompt"].as_str().unwrap_or_default().to_string(),
-        negative_prompt: case["negative_prompt"].as_str().unwrap_or_default().to_string(),
+        negative_prompt: case["negative_prompt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         steps: case["steps"].as_u64().context("steps")? as usize,
         guidance_scale: case["guidance"].as_f64().context("guidance")?,
         noise_level: case["noise_level"].as_u64().context("noise_level")? as u32,
@@ -30,7 +33,11 @@ fn options_of(case: &Value) -> Result<UpscaleOptions> {
 }
 
 fn run_case(pipeline: &UpscalePipeline, case: &Value, reference: &Tensor) -> Result<f32> {
-    let image = load_rgb8(&fixtures().join("images").join(case["image"].as_str().unwrap()))?;
+    let image = load_rgb8(
+        &fixtures()
+            .join("images")
+            .join(case["image"].as_str().unwrap()),
+    )?;
     let mut steps = 0;
     let out = pipeline.upscale_rgb8(
         &image.data,
@@ -54,7 +61,10 @@ fn run_case(pipeline: &UpscalePipeline, case: &Value, reference: &Tensor) -> Res
     let diff = (ours - reference)?.abs()?;
     let mae = diff.mean_all()?.to_scalar::<f32>()?;
     let max = diff.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    ensure!(mae <= 1.0 / 255.0, "mean abs error {mae} (max {max}) exceeds 1/255");
+    ensure!(
+        mae <= 1.0 / 255.0,
+        "mean abs error {mae} (max {max}) exceeds 1/255"
+    );
     ensure!(max <= 1e-4, "max abs error {max} exceeds 1e-4 (mean {mae})");
     Ok(max)
 }
@@ -64,7 +74,8 @@ fn upscales_like_diffusers() -> Result<()> {
     let dir = fixtures();
     let cases: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("x4_pipeline.json"))?)?;
-    let references = candle_core::safetensors::load(dir.join("x4_pipeline.safetensors"), &Device::Cpu)?;
+    let references =
+        candle_core::safetensors::load(dir.join("x4_pipeline.safetensors"), &Device::Cpu)?;
     let pipeline = UpscalePipeline::load(&dir.join("tiny-x4-upscaler"), &LoadOptions::default())?;
     let mut failures = Vec::new();
     for case in &cases {
@@ -89,15 +100,19 @@ fn cancelling_stops_between_steps() -> Result<()> {
         ..UpscaleOptions::default()
     };
     let mut seen = 0;
-    let result = pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
-        seen = p.step;
-        if p.step == 2 {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    ensure!(matches!(result, Err(diffsr::Error::Cancelled)), "{result:?}");
+    let result =
+        pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
+            seen = p.step;
+            if p.step == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+    ensure!(
+        matches!(result, Err(diffsr::Error::Cancelled)),
+        "{result:?}"
+    );
     ensure!(seen == 2, "ran to step {seen}");
     Ok(())
 }
@@ -109,9 +124,13 @@ fn bad_options_and_models_are_named() -> Result<()> {
     let image = load_rgb8(&dir.join("images/chelsea-16x12.png"))?;
     let run = |options: UpscaleOptions| {
         pipeline
-            .upscale_rgb8(&image.data, image.width, image.height, &options, &mut |_| {
-                ControlFlow::Continue(())
-            })
+            .upscale_rgb8(
+                &image.data,
+                image.width,
+                image.height,
+                &options,
+                &mut |_| ControlFlow::Continue(()),
+            )
             .map(|_| ())
             .unwrap_err()
             .to_string()

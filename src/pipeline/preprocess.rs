@@ -12,7 +12,10 @@ pub fn rgb8_to_tensor(rgb: &[u8], width: usize, height: usize, device: &Device) 
     if rgb.len() != width * height * 3 {
         return Err(Error::option(
             "image",
-            format!("{} bytes do not make a {width}x{height} RGB image", rgb.len()),
+            format!(
+                "{} bytes do not make a {width}x{height} RGB image",
+                rgb.len()
+            ),
         ));
     }
     let data: Vec<f32> = rgb.iter().map(|&v| v as f32 / 255.0).collect();
@@ -27,7 +30,10 @@ pub fn rgb8_to_tensor(rgb: &[u8], width: usize, height: usize, device: &Device) 
 pub fn tensor_to_rgb8(image: &Tensor) -> Result<(Vec<u8>, usize, usize)> {
     let (_, c, h, w) = image.dims4()?;
     if c != 3 {
-        return Err(Error::option("image", format!("expected 3 channels, got {c}")));
+        return Err(Error::option(
+            "image",
+            format!("expected 3 channels, got {c}"),
+        ));
     }
     let hwc = image
         .get(0)?
@@ -110,7 +116,11 @@ fn clip8(acc: i64) -> u8 {
 fn pass(src: &[u8], w: usize, h: usize, out_len: usize, horizontal: bool) -> Vec<u8> {
     let (in_len, other) = if horizontal { (w, h) } else { (h, w) };
     let c = coefficients(in_len, out_len);
-    let (ow, oh) = if horizontal { (out_len, h) } else { (w, out_len) };
+    let (ow, oh) = if horizontal {
+        (out_len, h)
+    } else {
+        (w, out_len)
+    };
     let mut out = vec![0u8; ow * oh * 3];
     for o in 0..out_len {
         let (start, count) = c.bounds[o];

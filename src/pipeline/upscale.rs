@@ -51,8 +51,7 @@ impl UpscalePipeline {
         let (vb, files) = model.var_builder("text_encoder", "model", dtype, device)?;
         let text_encoder = with_weights(&files, || ClipTextModel::new(&text_config, vb))?;
 
-        let unet_config =
-            UNet2DConditionConfig::from_file(&model.file("unet", "config.json")?)?;
+        let unet_config = UNet2DConditionConfig::from_file(&model.file("unet", "config.json")?)?;
         let (vb, files) = model.var_builder("unet", "diffusion_pytorch_model", dtype, device)?;
         let unet = with_weights(&files, || UNet2DConditionModel::new(&unet_config, vb))?;
 
@@ -128,7 +127,9 @@ impl UpscalePipeline {
         if w == 0 || h == 0 {
             return Err(Error::option(
                 "image",
-                format!("{width}x{height} is too small: the upscaler needs at least {f}x{f} pixels"),
+                format!(
+                    "{width}x{height} is too small: the upscaler needs at least {f}x{f} pixels"
+                ),
             ));
         }
         let rgb = pil_bicubic_resize_rgb8(rgb, width, height, w, h);
@@ -157,7 +158,10 @@ impl UpscalePipeline {
         if batch != 1 || channels != 3 {
             return Err(Error::option(
                 "image",
-                format!("expected one RGB image (1, 3, h, w), got {:?}", image.dims()),
+                format!(
+                    "expected one RGB image (1, 3, h, w), got {:?}",
+                    image.dims()
+                ),
             ));
         }
         let f = self.vae_scale_factor;
@@ -182,11 +186,14 @@ impl UpscalePipeline {
 
         // 2-3. The image in [-1, 1], noised to `noise_level` with the low-res DDPM schedule.
         // The image noise is drawn first, then the latents, as the reference does.
-        let image = image.to_device(&self.device)?.to_dtype(DType::F32)?.affine(2.0, -1.0)?;
+        let image = image
+            .to_device(&self.device)?
+            .to_dtype(DType::F32)?
+            .affine(2.0, -1.0)?;
         let noise = rng.randn_tensor(image.shape(), DType::F32, &self.device)?;
-        let image = self
-            .low_res_schedule
-            .add_noise(&image, &noise, options.noise_level as usize)?;
+        let image =
+            self.low_res_schedule
+                .add_noise(&image, &noise, options.noise_level as usize)?;
         let copies = if guidance { 2 } else { 1 };
         let image = Tensor::cat(&vec![&image; copies], 0)?;
         let class_labels = Tensor::new(vec![options.noise_level; copies], &self.device)?;
@@ -194,7 +201,11 @@ impl UpscalePipeline {
         // 4. Latents at the low-resolution size.
         let latent_channels = self.vae.config().latent_channels;
         let mut latents = rng
-            .randn_tensor((1, latent_channels, height, width), DType::F32, &self.device)?
+            .randn_tensor(
+                (1, latent_channels, height, width),
+                DType::F32,
+                &self.device,
+            )?
             .affine(scheduler.init_noise_sigma(), 0.0)?;
 
         // 5. The denoising loop.
@@ -234,7 +245,9 @@ impl UpscalePipeline {
         }
 
         // 6. Decode in f32 and map to [0, 1].
-        let decoded = self.vae.decode(&latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?)?;
+        let decoded = self
+            .vae
+            .decode(&latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?)?;
         Ok(decoded.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
     }
 
