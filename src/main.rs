@@ -1,16 +1,11 @@
 //! The `diffsr` command line.
 
-use std::ops::ControlFlow;
-use std::path::PathBuf;
+mod cli;
+
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
-use clap::{Parser, Subcommand, ValueEnum};
-use diffsr::image_io::{load_rgb8, save_rgb8, Rgb8};
-use diffsr::pipeline::{tensor_to_rgb8, LoadOptions, UpscaleOptions, UpscalePipeline};
-use diffsr::schedule_report::{base_config, report};
-use diffsr::schedulers::{PredictionType, SchedulerKind, SolverOptions};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -26,115 +21,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Upscale an image 4x with the latent-diffusion upscaler.
-    Upscale(UpscaleArgs),
+    Upscale(cli::upscale::UpscaleArgs),
     /// List the denoising solvers.
     Schedulers,
     /// Print a solver's timesteps and sigmas for a config and step count.
-    Schedule(ScheduleArgs),
-}
-
-#[derive(clap::Args)]
-struct UpscaleArgs {
-    /// Low-resolution input image (PNG, JPEG, WebP, TIFF, BMP).
-    input: PathBuf,
-    /// Output image; the format follows the extension.
-    #[arg(short, long)]
-    output: PathBuf,
-    /// Model directory in the hub's diffusers layout (model_index.json, unet/, vae/, ...).
-    #[arg(long)]
-    model: PathBuf,
-    /// Text prompt.
-    #[arg(long, default_value = "")]
-    prompt: String,
-    /// Negative prompt (used when --guidance > 1).
-    #[arg(long, default_value = "")]
-    negative_prompt: String,
-    /// Number of denoising steps.
-    #[arg(long, default_value_t = 75)]
-    steps: usize,
-    /// Classifier-free guidance scale; 1 or less turns guidance off.
-    #[arg(long, default_value_t = 9.0)]
-    guidance: f64,
-    /// Noise added to the input, 0..=max_noise_level (350): higher invents more detail.
-    #[arg(long, default_value_t = 20)]
-    noise_level: u32,
-    /// Denoising solver (default: the model's own scheduler config, DDIM for the x4 upscaler).
-    #[arg(long, value_parser = parse_kind)]
-    scheduler: Option<SchedulerKind>,
-    /// Seed of the diffusers-compatible generator (default: random, printed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// DDIM's eta.
-    #[arg(long, default_value_t = 0.0)]
-    eta: f64,
-    /// cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// dtype of the UNet and text encoder (the VAE always runs in f32).
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: DtypeArg,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DtypeArg {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl From<DtypeArg> for DType {
-    fn from(d: DtypeArg) -> Self {
-        match d {
-            DtypeArg::F32 => DType::F32,
-            DtypeArg::F16 => DType::F16,
-            DtypeArg::Bf16 => DType::BF16,
-        }
-    }
-}
-
-#[derive(clap::Args)]
-struct ScheduleArgs {
-    /// Solver name (see `diffsr schedulers`).
-    #[arg(long, default_value = "ddim", value_parser = parse_kind)]
-    scheduler: SchedulerKind,
-    /// Number of denoising steps.
-    #[arg(long, default_value_t = 75)]
-    steps: usize,
-    /// A `scheduler_config.json` to take the training constants from (default: the x4
-    /// upscaler's).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override the config's prediction type.
-    #[arg(long, value_enum)]
-    prediction_type: Option<PredictionArg>,
-    /// DDIM's eta.
-    #[arg(long, default_value_t = 0.0)]
-    eta: f64,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum PredictionArg {
-    Epsilon,
-    VPrediction,
-    Sample,
-}
-
-impl From<PredictionArg> for PredictionType {
-    fn from(p: PredictionArg) -> Self {
-        match p {
-            PredictionArg::Epsilon => PredictionType::Epsilon,
-            PredictionArg::VPrediction => PredictionType::VPrediction,
-            PredictionArg::Sample => PredictionType::Sample,
-        }
-    }
-}
-
-fn parse_kind(s: &str) -> Result<SchedulerKind, String> {
-    s.parse()
-        .map_err(|e: diffsr::schedulers::SchedulerError| e.to_string())
+    Schedule(cli::schedule::ScheduleArgs),
 }
 
 fn main() -> ExitCode {
@@ -149,110 +40,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Upscale(args) => cli::upscale::run(args),
         Command::Schedulers => {
-            for kind in SchedulerKind::ALL {
-                println!("{:<16} {}", kind.name(), kind.diffusers_class());
-            }
+            cli::schedule::list();
             Ok(())
         }
-        Command::Schedule(args) => schedule(args),
-        Command::Upscale(args) => upscale(args),
+        Command::Schedule(args) => cli::schedule::run(args),
     }
-}
-
-fn parse_device(spec: &str) -> Result<Device> {
-    let device = match spec {
-        "cpu" => Device::Cpu,
-        "metal" => Device::new_metal(0)?,
-        "cuda" => Device::new_cuda(0)?,
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Device::new_cuda(i)?,
-            _ => bail!("--device {other}: expected cpu, cuda, cuda:N or metal"),
-        },
-    };
-    Ok(device)
-}
-
-fn upscale(args: UpscaleArgs) -> Result<()> {
-    let device = parse_device(&args.device)
-        .with_context(|| format!("--device {}: this device is not available", args.device))?;
-    if args.output == args.input {
-        bail!(
-            "-o {}: the output would overwrite the input",
-            args.output.display()
-        );
-    }
-    let seed = args.seed.unwrap_or_else(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        now.as_nanos() as u64 ^ u64::from(std::process::id())
-    });
-    let options = UpscaleOptions {
-        prompt: args.prompt,
-        negative_prompt: args.negative_prompt,
-        steps: args.steps,
-        guidance_scale: args.guidance,
-        noise_level: args.noise_level,
-        eta: args.eta,
-        scheduler: args.scheduler,
-        seed,
-    };
-    options.validate().context("checking the options")?;
-    let image = load_rgb8(&args.input)?;
-    let load = LoadOptions {
-        device,
-        dtype: args.dtype.into(),
-    };
-    let pipeline = UpscalePipeline::load(&args.model, &load)
-        .with_context(|| format!("loading the model from {}", args.model.display()))?;
-    eprintln!("seed {seed}");
-    let started = std::time::Instant::now();
-    let out =
-        pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
-            eprint!("\rstep {}/{} (t = {})   ", p.step, p.total, p.timestep);
-            ControlFlow::Continue(())
-        })?;
-    eprintln!();
-    let (data, width, height) = tensor_to_rgb8(&out)?;
-    save_rgb8(
-        &args.output,
-        &Rgb8 {
-            data,
-            width,
-            height,
-        },
-    )?;
-    eprintln!(
-        "wrote {} ({width}x{height}) in {:.1}s",
-        args.output.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-fn schedule(args: ScheduleArgs) -> Result<()> {
-    let config = base_config(args.config.as_deref())?;
-    let options = SolverOptions { eta: args.eta };
-    let r = report(
-        args.scheduler,
-        &config,
-        args.prediction_type.map(Into::into),
-        args.steps,
-        &options,
-    )
-    .with_context(|| format!("building {} for {} steps", args.scheduler, args.steps))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
-    }
-    println!("scheduler         {} ({})", r.scheduler, r.diffusers_class);
-    println!("steps             {}", r.num_inference_steps);
-    println!("order             {}", r.order);
-    println!("init_noise_sigma  {}", r.init_noise_sigma);
-    println!("timesteps         {:?}", r.timesteps);
-    if let Some(sigmas) = &r.sigmas {
-        println!("sigmas            {sigmas:?}");
-    }
-    Ok(())
 }

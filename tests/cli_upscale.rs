@@ -18,7 +18,9 @@ fn scratch(name: &str) -> Result<PathBuf> {
 }
 
 fn diffsr(args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr")).args(args).output()?)
+    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr"))
+        .args(args)
+        .output()?)
 }
 
 fn stderr(out: &Output) -> String {
@@ -65,7 +67,10 @@ fn upscale_matches_diffusers_from_the_command_line() -> Result<()> {
         .zip(&reference)
         .map(|(&ours, &theirs)| (ours as f32 - (theirs * 255.0).round()).abs())
         .fold(0f32, f32::max);
-    assert!(worst <= 1.0, "a pixel differs by {worst} levels from diffusers");
+    assert!(
+        worst <= 1.0,
+        "a pixel differs by {worst} levels from diffusers"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
@@ -90,15 +95,36 @@ fn bad_input_gets_a_clear_message() -> Result<()> {
     std::fs::write(&not_image, "not an image")?;
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["upscale", "/nonexistent/in.png", "-o", out_png, "--model", model],
+            vec![
+                "upscale",
+                "/nonexistent/in.png",
+                "-o",
+                out_png,
+                "--model",
+                model,
+            ],
             "/nonexistent/in.png",
         ),
         (
-            vec!["upscale", not_image.to_str().unwrap(), "-o", out_png, "--model", model],
+            vec![
+                "upscale",
+                not_image.to_str().unwrap(),
+                "-o",
+                out_png,
+                "--model",
+                model,
+            ],
             "notes.png",
         ),
         (
-            vec!["upscale", input, "-o", out_png, "--model", "/nonexistent/model"],
+            vec![
+                "upscale",
+                input,
+                "-o",
+                out_png,
+                "--model",
+                "/nonexistent/model",
+            ],
             "/nonexistent/model",
         ),
         (
@@ -106,26 +132,59 @@ fn bad_input_gets_a_clear_message() -> Result<()> {
             "overwrite the input",
         ),
         (
-            vec!["upscale", input, "-o", out_png, "--model", model, "--noise-level", "400"],
+            vec![
+                "upscale",
+                input,
+                "-o",
+                out_png,
+                "--model",
+                model,
+                "--noise-level",
+                "400",
+            ],
             "noise_level",
         ),
         (
-            vec!["upscale", input, "-o", "/nonexistent/dir/out.png", "--model", model, "--steps", "1"],
+            vec![
+                "upscale",
+                input,
+                "-o",
+                "/nonexistent/dir/out.png",
+                "--model",
+                model,
+                "--steps",
+                "1",
+            ],
             "does not exist",
         ),
         (
-            vec!["upscale", input, "-o", out_png, "--model", model, "--device", "tpu"],
+            vec![
+                "upscale", input, "-o", out_png, "--model", model, "--device", "tpu",
+            ],
             "--device tpu",
         ),
         (
-            vec!["upscale", input, "-o", out_png, "--model", model, "--scheduler", "lms"],
+            vec![
+                "upscale",
+                input,
+                "-o",
+                out_png,
+                "--model",
+                model,
+                "--scheduler",
+                "lms",
+            ],
             "unknown scheduler `lms`",
         ),
     ];
     for (args, expected) in cases {
         let out = diffsr(&args)?;
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
     assert!(!dir.join("out.png").exists());
     std::fs::remove_dir_all(&dir)?;
