@@ -45,6 +45,14 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    /// A hub repo could not be resolved, downloaded or found in the cache.
+    #[error("{}{message}", if repo.is_empty() { String::new() } else { format!("model {repo}: ") })]
+    Hub { repo: String, message: String },
+
+    /// A `--model` value is neither an existing path nor a hub repo id.
+    #[error("model `{spec}`: {reason}")]
+    ModelSpec { spec: String, reason: String },
+
     /// The run was cancelled between two steps.
     #[error("cancelled")]
     Cancelled,

@@ -6,6 +6,7 @@
 //! re-exported here as [`schedulers`].
 
 pub mod error;
+pub mod hub;
 pub mod image_io;
 pub mod model_dir;
 pub mod models;

@@ -26,6 +26,11 @@ enum Command {
     Schedulers,
     /// Print a solver's timesteps and sigmas for a config and step count.
     Schedule(cli::schedule::ScheduleArgs),
+    /// Print the generation parameters stored in a PNG written by `diffsr upscale`.
+    Info(cli::info::InfoArgs),
+    /// Manage hub models in the cache: pull, list, info, rm.
+    #[command(subcommand)]
+    Models(cli::models::ModelsCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +51,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schedule(args) => cli::schedule::run(args),
+        Command::Models(command) => cli::models::run(command),
+        Command::Info(args) => cli::info::run(args),
     }
 }

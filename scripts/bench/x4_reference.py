@@ -85,8 +85,14 @@ def main():
             return None
         return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
-    def timed(fn, n):
-        fn()  # warm-up
+    def timed(label, fn, n):
+        t = time.perf_counter()
+        out = fn()  # warm-up
+        log(
+            f"[torch] {label}: warm-up {time.perf_counter() - t:.3f} s, "
+            f"output {tuple(out.shape)}, mean |x| {out.abs().mean().item():.3f}"
+        )
+        del out
         times = []
         busy0, own0, wall0 = machine_busy_s(), time.process_time(), time.perf_counter()
         for _ in range(n):
@@ -98,6 +104,8 @@ def main():
         foreign = None
         if busy0 is not None and busy1 is not None:
             foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
+        load = "unknown" if foreign is None else f"{foreign:.2f}"
+        log(f"[torch] {label}: {[round(t, 3) for t in times]} s, other processes' load {load}")
         return {"times_s": times, "foreign_load": foreign}
 
     cases = []
@@ -107,14 +115,16 @@ def main():
         for size, n in zip(sizes, reps):
             if unet is not None:
                 sample = torch.randn(2, unet_cfg["in_channels"], size, size)
-                r = timed(lambda: unet(sample, 500, ehs, class_labels=labels).sample, n)
+                r = timed(
+                    f"unet {size}x{size}",
+                    lambda: unet(sample, 500, ehs, class_labels=labels).sample,
+                    n,
+                )
                 cases.append({"case": f"unet_{size}", **r})
-                log(f"[torch] unet {size}x{size}: {[round(t, 3) for t in r['times_s']]} s, other load {r['foreign_load']}")
             if vae is not None:
                 latents = torch.randn(1, vae_cfg["latent_channels"], size, size) / 0.08333
-                r = timed(lambda: vae.decode(latents).sample, n)
+                r = timed(f"vae {size}x{size}", lambda: vae.decode(latents).sample, n)
                 cases.append({"case": f"vae_{size}", **r})
-                log(f"[torch] vae {size}x{size}: {[round(t, 3) for t in r['times_s']]} s, other load {r['foreign_load']}")
 
     print(
         json.dumps(

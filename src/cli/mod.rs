@@ -1,5 +1,8 @@
 //! The `diffsr` command line: one module per subcommand.
 
+pub mod info;
+pub mod models;
+pub mod output;
 pub mod schedule;
 pub mod upscale;
 

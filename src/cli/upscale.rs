@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::ValueEnum;
-use diffsr::image_io::{load_rgb8, save_rgb8, Rgb8};
-use diffsr::pipeline::{tensor_to_rgb8, LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::hub::{resolve, HubOptions, ModelSpec};
+use diffsr::image_io::{check_output_path, load_image, GenerationInfo};
+use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
 use diffsr::schedulers::SchedulerKind;
 
 use super::parse_kind;
@@ -19,9 +20,13 @@ pub struct UpscaleArgs {
     /// Output image; the format follows the extension.
     #[arg(short, long)]
     output: PathBuf,
-    /// Model directory in the hub's diffusers layout (model_index.json, unet/, vae/, ...).
-    #[arg(long)]
-    model: PathBuf,
+    /// Hub repo id (owner/name[@revision], downloaded into the hub cache) or a local model
+    /// directory in the diffusers layout (model_index.json, unet/, vae/, ...).
+    #[arg(long, default_value = diffsr::hub::DEFAULT_REPO)]
+    model: String,
+    /// No download progress.
+    #[arg(short, long)]
+    quiet: bool,
     /// Text prompt.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -52,10 +57,12 @@ pub struct UpscaleArgs {
     /// dtype of the UNet and text encoder (the VAE always runs in f32).
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
+    #[command(flatten)]
+    output_format: super::output::OutputArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DtypeArg {
+pub enum DtypeArg {
     F32,
     F16,
     Bf16,
@@ -93,6 +100,8 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
             args.output.display()
         );
     }
+    check_output_path(&args.input, &args.output)?;
+    args.output_format.check(&args.output)?;
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -110,30 +119,64 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         seed,
     };
     options.validate().context("checking the options")?;
-    let image = load_rgb8(&args.input)?;
+    let image = load_image(&args.input)?;
+    // The x4 upscaler's VAE works on 4x4 blocks: say so (naming the file) before loading it.
+    image.check_min_size(4)?;
     let load = LoadOptions {
         device,
         dtype: args.dtype.into(),
     };
-    let pipeline = UpscalePipeline::load(&args.model, &load)
-        .with_context(|| format!("loading the model from {}", args.model.display()))?;
+    let spec = ModelSpec::parse(&args.model)?;
+    if let ModelSpec::File(path) = &spec {
+        bail!(
+            "--model {}: a single weights file is not a diffusion model; give the model \
+             directory (diffusers layout) or a hub repo id",
+            path.display()
+        );
+    }
+    let hub_options = HubOptions {
+        progress: (!args.quiet).then(super::models::progress_printer),
+        ..HubOptions::from_env(load.dtype)?
+    };
+    let model_dir = resolve(&spec, &hub_options)?;
+    let pipeline = UpscalePipeline::load(&model_dir, &load)
+        .with_context(|| format!("loading the model from {}", model_dir.display()))?;
     eprintln!("seed {seed}");
     let started = std::time::Instant::now();
-    let out =
-        pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
+    let out = pipeline.upscale_rgb8(
+        &image.rgb.data,
+        image.rgb.width,
+        image.rgb.height,
+        &options,
+        &mut |p| {
             eprint!("\rstep {}/{} (t = {})   ", p.step, p.total, p.timestep);
             ControlFlow::Continue(())
-        })?;
-    eprintln!();
-    let (data, width, height) = tensor_to_rgb8(&out)?;
-    save_rgb8(
-        &args.output,
-        &Rgb8 {
-            data,
-            width,
-            height,
         },
     )?;
+    eprintln!();
+    let metadata = GenerationInfo {
+        model: spec.to_string(),
+        revision: match &spec {
+            ModelSpec::Hub { .. } => model_dir
+                .file_name()
+                .map(|commit| commit.to_string_lossy().into_owned()),
+            _ => None,
+        },
+        prompt: options.prompt.clone(),
+        negative_prompt: options.negative_prompt.clone(),
+        seed,
+        steps: options.steps,
+        scheduler: options
+            .scheduler
+            .map_or("default".into(), |k| k.name().into()),
+        guidance: options.guidance_scale,
+        noise_level: options.noise_level,
+        eta: options.eta,
+        diffsr_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let (width, height) = args
+        .output_format
+        .write(&args.output, &image, &out, metadata)?;
     eprintln!(
         "wrote {} ({width}x{height}) in {:.1}s",
         args.output.display(),

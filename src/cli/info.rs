@@ -1,0 +1,50 @@
+//! `diffsr info`: the generation parameters a PNG written by `diffsr upscale` carries.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use diffsr::image_io::{read_png_text, GenerationInfo};
+
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    /// A PNG written by `diffsr upscale`.
+    image: PathBuf,
+    /// Print the parameters as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InfoArgs) -> Result<()> {
+    let texts = read_png_text(&args.image)?;
+    let Some(info) = GenerationInfo::from_texts(&args.image, &texts)? else {
+        bail!(
+            "{}: no diffsr parameters (it was not written by `diffsr upscale`, or its text \
+             chunks were stripped)",
+            args.image.display()
+        );
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let rows: [(&str, String); 11] = [
+        ("model", info.model.clone()),
+        (
+            "revision",
+            info.revision.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("prompt", info.prompt.clone()),
+        ("negative prompt", info.negative_prompt.clone()),
+        ("seed", info.seed.to_string()),
+        ("steps", info.steps.to_string()),
+        ("scheduler", info.scheduler.clone()),
+        ("guidance", info.guidance.to_string()),
+        ("noise level", info.noise_level.to_string()),
+        ("eta", info.eta.to_string()),
+        ("diffsr", info.diffsr_version.clone()),
+    ];
+    for (key, value) in rows {
+        println!("{key:<16} {value}");
+    }
+    Ok(())
+}

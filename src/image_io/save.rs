@@ -1,0 +1,289 @@
+//! Encoding a result: PNG (through the `png` crate, for text chunks and iCCP), JPEG (quality),
+//! lossless WebP and TIFF, 8- or 16-bit, with the alpha channel and ICC profile where the
+//! format holds them.
+
+use std::borrow::Cow;
+use std::io::Cursor;
+use std::path::Path;
+use std::str::FromStr;
+
+use candle_core::{DType, Tensor};
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::tiff::TiffEncoder;
+use image::codecs::webp::WebPEncoder;
+use image::{ExtendedColorType, ImageEncoder};
+
+use super::metadata::GenerationInfo;
+use super::write_atomically;
+use crate::error::{Error, Result};
+
+/// The formats diffsr writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Png,
+    Jpeg,
+    WebP,
+    Tiff,
+}
+
+impl OutputFormat {
+    /// The format named by `path`'s extension.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        ext.parse().map_err(|_| {
+            Error::option(
+                "output",
+                format!(
+                    "{}: unknown image extension (expected .png, .jpg, .jpeg, .webp, .tif or \
+                     .tiff, or give --format)",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    /// Whether the format stores an alpha channel.
+    pub fn has_alpha(self) -> bool {
+        !matches!(self, Self::Jpeg)
+    }
+
+    /// Whether the format stores 16 bits a channel.
+    pub fn has_16_bit(self) -> bool {
+        matches!(self, Self::Png | Self::Tiff)
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "png" => Ok(Self::Png),
+            "jpg" | "jpeg" => Ok(Self::Jpeg),
+            "webp" => Ok(Self::WebP),
+            "tif" | "tiff" => Ok(Self::Tiff),
+            other => Err(format!(
+                "unknown format `{other}` (expected png, jpeg, webp or tiff)"
+            )),
+        }
+    }
+}
+
+/// An RGB image of floats in [0, 1], interleaved rows (the pipeline's result).
+#[derive(Debug, Clone)]
+pub struct RgbF32 {
+    pub data: Vec<f32>,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl RgbF32 {
+    /// The first image of a (n, 3, h, w) tensor.
+    pub fn from_tensor(image: &Tensor) -> Result<Self> {
+        let (_, c, height, width) = image.dims4()?;
+        if c != 3 {
+            return Err(Error::option(
+                "image",
+                format!("expected 3 channels, got {c}"),
+            ));
+        }
+        let data = image
+            .get(0)?
+            .to_dtype(DType::F32)?
+            .permute((1, 2, 0))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self {
+            data,
+            width,
+            height,
+        })
+    }
+}
+
+/// How [`save_image`] writes.
+#[derive(Debug, Clone)]
+pub struct SaveOptions {
+    /// The format; `None` picks it from the extension.
+    pub format: Option<OutputFormat>,
+    /// JPEG quality, 1..=100.
+    pub quality: u8,
+    /// 8 or 16 bits a channel (16 falls back to 8 where the format has no 16-bit mode).
+    pub bit_depth: u8,
+    /// ICC profile to embed.
+    pub icc_profile: Option<Vec<u8>>,
+    /// Generation parameters, written as PNG text chunks (other formats ignore them).
+    pub metadata: Option<GenerationInfo>,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        Self {
+            format: None,
+            quality: 95,
+            bit_depth: 8,
+            icc_profile: None,
+            metadata: None,
+        }
+    }
+}
+
+/// Writes `rgb` (and `alpha`, one value a pixel in [0, 1], when given and the format holds it)
+/// to `path` atomically.
+pub fn save_image(
+    path: &Path,
+    rgb: &RgbF32,
+    alpha: Option<&[f32]>,
+    options: &SaveOptions,
+) -> Result<()> {
+    let format = match options.format {
+        Some(f) => f,
+        None => OutputFormat::from_path(path)?,
+    };
+    if !(1..=100).contains(&options.quality) {
+        return Err(Error::option(
+            "quality",
+            format!("{} is not in 1..=100", options.quality),
+        ));
+    }
+    let pixels = rgb.width * rgb.height;
+    if rgb.data.len() != pixels * 3 || alpha.is_some_and(|a| a.len() != pixels) {
+        return Err(Error::option(
+            "image",
+            format!("pixel buffers do not match {}x{}", rgb.width, rgb.height),
+        ));
+    }
+    let alpha = alpha.filter(|_| format.has_alpha());
+    let sixteen = options.bit_depth == 16 && format.has_16_bit();
+    let channels = if alpha.is_some() { 4 } else { 3 };
+    let mut samples = Vec::with_capacity(pixels * channels);
+    for (i, px) in rgb.data.chunks_exact(3).enumerate() {
+        samples.extend_from_slice(px);
+        if let Some(a) = alpha {
+            samples.push(a[i]);
+        }
+    }
+    let encode_error = |e: String| Error::Image {
+        path: path.to_path_buf(),
+        reason: format!("cannot encode: {e}"),
+    };
+    let (w, h) = (rgb.width as u32, rgb.height as u32);
+    let bytes = if format == OutputFormat::Png {
+        encode_png(&samples, w, h, channels, sixteen, options).map_err(encode_error)?
+    } else {
+        let mut out = Cursor::new(Vec::new());
+        let buf = if sixteen {
+            to_u16(&samples)
+                .into_iter()
+                .flat_map(u16::to_ne_bytes)
+                .collect()
+        } else {
+            to_u8(&samples)
+        };
+        let color = match (channels, sixteen) {
+            (3, false) => ExtendedColorType::Rgb8,
+            (4, false) => ExtendedColorType::Rgba8,
+            (3, true) => ExtendedColorType::Rgb16,
+            _ => ExtendedColorType::Rgba16,
+        };
+        let result = match format {
+            OutputFormat::Jpeg => write_with(
+                JpegEncoder::new_with_quality(&mut out, options.quality),
+                &buf,
+                w,
+                h,
+                color,
+                options,
+            ),
+            OutputFormat::WebP => write_with(
+                WebPEncoder::new_lossless(&mut out),
+                &buf,
+                w,
+                h,
+                color,
+                options,
+            ),
+            _ => write_with(TiffEncoder::new(&mut out), &buf, w, h, color, options),
+        };
+        result.map_err(|e| encode_error(e.to_string()))?;
+        out.into_inner()
+    };
+    write_atomically(path, &bytes)
+}
+
+fn write_with(
+    mut encoder: impl ImageEncoder,
+    buf: &[u8],
+    w: u32,
+    h: u32,
+    color: ExtendedColorType,
+    options: &SaveOptions,
+) -> image::ImageResult<()> {
+    if let Some(icc) = &options.icc_profile {
+        // Formats without a place for the profile just go without it.
+        let _ = encoder.set_icc_profile(icc.clone());
+    }
+    encoder.write_image(buf, w, h, color)
+}
+
+fn encode_png(
+    samples: &[f32],
+    w: u32,
+    h: u32,
+    channels: usize,
+    sixteen: bool,
+    options: &SaveOptions,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = if channels == 4 {
+        png::ColorType::Rgba
+    } else {
+        png::ColorType::Rgb
+    };
+    info.bit_depth = if sixteen {
+        png::BitDepth::Sixteen
+    } else {
+        png::BitDepth::Eight
+    };
+    info.icc_profile = options.icc_profile.as_deref().map(Cow::Borrowed);
+    if let Some(meta) = &options.metadata {
+        for (key, text) in meta.text_chunks() {
+            info.utf8_text
+                .push(png::text_metadata::ITXtChunk::new(key, text));
+        }
+    }
+    let data = if sixteen {
+        to_u16(samples)
+            .into_iter()
+            .flat_map(u16::to_be_bytes)
+            .collect()
+    } else {
+        to_u8(samples)
+    };
+    let mut out = Vec::new();
+    {
+        let encoder = png::Encoder::with_info(&mut out, info).map_err(|e| e.to_string())?;
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&data).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// [0, 1] to 8 bits, rounding as diffusers' `numpy_to_pil`.
+fn to_u8(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
+        .collect()
+}
+
+fn to_u16(samples: &[f32]) -> Vec<u16> {
+    samples
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 65535.0).round_ties_even() as u16)
+        .collect()
+}
