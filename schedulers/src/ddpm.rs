@@ -96,19 +96,6 @@ impl Scheduler for Ddpm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor> {
-        check_step_index(step_index, self.timesteps.len())?;
-        Ok(sample.clone())
-    }
-
     /// The reference draws noise at every step but the one at training timestep 0.
     fn needs_noise(&self, step_index: usize) -> bool {
         self.timesteps.get(step_index).is_some_and(|&t| t > 0.0)

@@ -295,22 +295,6 @@ impl Scheduler for DpmSolverMultistep {
         Some(&self.sigmas_f64)
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    /// diffusers' class attribute `order`, which is 1 whatever `solver_order` is: each step
-    /// costs one model call, so pipelines' `timesteps[t_start * order:]` skips steps one for one.
-    /// The multistep order is [`DpmSolverMultistep::solver_order`].
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor> {
-        check_step_index(step_index, self.timesteps.len())?;
-        Ok(sample.clone())
-    }
-
     /// The SDE variant draws noise at every step, the last one included (where σ = 0 makes it
     /// vanish), so a caller's generator stays in step with the reference's.
     fn needs_noise(&self, step_index: usize) -> bool {

@@ -186,10 +186,6 @@ impl Scheduler for EulerDiscrete {
         self.sigmas.init_noise_sigma
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
     fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor> {
         self.sigmas.scale_model_input(sample, step_index)
     }

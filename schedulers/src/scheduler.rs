@@ -40,15 +40,22 @@ pub trait Scheduler: Send + Sync {
         self.timesteps().len()
     }
 
-    /// The standard deviation the initial noise is multiplied by.
-    fn init_noise_sigma(&self) -> f64;
+    /// The standard deviation the initial noise is multiplied by (1 unless σ-based).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
-    /// The solver's order (diffusers' `order` attribute).
-    fn order(&self) -> usize;
+    /// The solver's order (diffusers' `order` attribute: 1 for every solver here, including
+    /// the multistep ones, whose steps each cost one model call).
+    fn order(&self) -> usize {
+        1
+    }
 
-    /// Scales the model input at `step_index` (identity for DDIM/DDPM, `x / sqrt(σ²+1)` for
-    /// σ-based solvers).
-    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor>;
+    /// Scales the model input at `step_index`: the identity unless σ-based (`x / sqrt(σ²+1)`).
+    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor> {
+        check_step_index(step_index, self.timesteps().len())?;
+        Ok(sample.clone())
+    }
 
     /// Whether [`Scheduler::step`] at `step_index` consumes caller-supplied noise.
     fn needs_noise(&self, _step_index: usize) -> bool {
