@@ -53,6 +53,14 @@ pub enum Error {
     #[error("model `{spec}`: {reason}")]
     ModelSpec { spec: String, reason: String },
 
+    /// A line of a batch manifest (JSONL) is malformed; `line` counts from 1.
+    #[error("manifest {}, line {line}: {message}", path.display())]
+    Manifest {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
     /// The run was cancelled between two steps.
     #[error("cancelled")]
     Cancelled,

@@ -5,6 +5,7 @@
 //! crate is the library behind the `diffsr` binary. Denoising solvers live in their own crate,
 //! re-exported here as [`schedulers`].
 
+pub mod batch;
 pub mod error;
 pub mod hub;
 pub mod image_io;

@@ -1,30 +1,66 @@
-//! `diffsr upscale`: one image through the latent-diffusion upscaler.
+//! `diffsr upscale`: images through the latent-diffusion upscaler, one (`IN -o OUT`) or many
+//! (files, folders, glob patterns or a JSONL manifest, named under `--out-dir`), with the
+//! model loaded once. The run is planned (every argument checked) before the model loads.
 
-use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::ValueEnum;
+use diffsr::batch::{
+    expand_inputs, plan, run_jobs, Event, Manifest, OutputTemplate, Plan, PlanOptions, RunSettings,
+    Shard, Source, Summary, DEFAULT_TEMPLATE,
+};
 use diffsr::hub::{resolve, HubOptions, ModelSpec};
-use diffsr::image_io::{check_output_path, load_image, GenerationInfo};
+use diffsr::image_io::{load_image, OutputFormat};
 use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
 use diffsr::schedulers::SchedulerKind;
 
-use super::parse_kind;
+use super::batch_progress::{describe, Reporter};
+use super::{parse_kind, Exit};
+
+/// The x4 upscaler's scale, for naming outputs before the model loads (checked after).
+const PLANNED_SCALE: usize = 4;
 
 #[derive(clap::Args)]
 pub struct UpscaleArgs {
-    /// Low-resolution input image (PNG, JPEG, WebP, TIFF, BMP).
-    input: PathBuf,
-    /// Output image; the format follows the extension.
+    /// Input images (PNG, JPEG, WebP, TIFF, BMP): files, folders (their images, sorted) or
+    /// glob patterns (quote them: 'photos/*.jpg').
+    #[arg(value_name = "INPUT", required_unless_present = "manifest")]
+    inputs: Vec<PathBuf>,
+    /// Output image of a single input; the format follows the extension.
+    #[arg(short, long, conflicts_with_all = ["out_dir", "manifest"])]
+    output: Option<PathBuf>,
+    /// Folder for the outputs of several inputs, named by --name (created if missing).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Output name under --out-dir; placeholders {stem} {ext} {scale} {seed} {index}
+    /// {scheduler} {steps} {dir} (the subfolder under a --recursive folder input).
+    #[arg(long, default_value = DEFAULT_TEMPLATE)]
+    name: String,
+    /// Look for images in the subfolders of folder inputs too.
     #[arg(short, long)]
-    output: PathBuf,
+    recursive: bool,
+    /// Leave jobs whose output already exists (resume an interrupted run).
+    #[arg(long)]
+    skip_existing: bool,
+    /// Run only shard I of N (0-based: 0/4 .. 3/4): the jobs whose index modulo N is I.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
+    /// JSONL file, one job a line: {"input", "output", "prompt", "negative_prompt", "seed",
+    /// "steps", "guidance", "noise_level", "scheduler", "eta"}; missing keys use the flags.
+    #[arg(long, conflicts_with = "inputs")]
+    manifest: Option<PathBuf>,
+    /// Print one JSON event a line on stdout (started, step, done, failed, summary).
+    #[arg(long)]
+    json: bool,
     /// Hub repo id (owner/name[@revision], downloaded into the hub cache) or a local model
     /// directory in the diffusers layout (model_index.json, unet/, vae/, ...).
     #[arg(long, default_value = diffsr::hub::DEFAULT_REPO)]
     model: String,
-    /// No download progress.
+    /// No download or run progress (failures and the summary are still printed).
     #[arg(short, long)]
     quiet: bool,
     /// Text prompt.
@@ -45,7 +81,8 @@ pub struct UpscaleArgs {
     /// Denoising solver (default: the model's own scheduler config, DDIM for the x4 upscaler).
     #[arg(long, value_parser = parse_kind)]
     scheduler: Option<SchedulerKind>,
-    /// Seed of the diffusers-compatible generator (default: random, printed).
+    /// Seed of the diffusers-compatible generator, for every job without its own (default:
+    /// one random seed for the run, printed and stored in each output).
     #[arg(long)]
     seed: Option<u64>,
     /// DDIM's eta.
@@ -91,26 +128,59 @@ fn parse_device(spec: &str) -> Result<Device> {
     Ok(device)
 }
 
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: diffsr::Error| e.to_string())
+}
+
+/// An argument error: exit code 2, as clap's own.
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    Exit {
+        code: 2,
+        message: e.to_string(),
+    }
+    .into()
+}
+
+/// Plans the run from the arguments: every job named and checked, nothing run.
+fn plan_run(args: &UpscaleArgs, defaults: &UpscaleOptions, scale: usize) -> Result<Plan> {
+    let template = OutputTemplate::parse(&args.name).map_err(usage)?;
+    let source = match &args.manifest {
+        Some(path) => Source::Manifest(Manifest::read(path).map_err(usage)?),
+        None => Source::Inputs(expand_inputs(&args.inputs, args.recursive).map_err(usage)?),
+    };
+    let options = PlanOptions {
+        defaults,
+        output: args.output.as_deref(),
+        out_dir: args.out_dir.as_deref(),
+        template: &template,
+        scale,
+        shard: args.shard,
+        skip_existing: args.skip_existing,
+    };
+    let plan = plan(&source, &options).map_err(usage)?;
+    if args.output_format.format.is_none() {
+        for job in plan.jobs.iter().chain(&plan.skipped) {
+            OutputFormat::from_path(&job.output).map_err(usage)?;
+        }
+    }
+    Ok(plan)
+}
+
 pub fn run(args: UpscaleArgs) -> Result<()> {
     let device = parse_device(&args.device)
-        .with_context(|| format!("--device {}: this device is not available", args.device))?;
-    if args.output == args.input {
-        bail!(
-            "-o {}: the output would overwrite the input",
-            args.output.display()
-        );
-    }
-    check_output_path(&args.input, &args.output)?;
-    args.output_format.check(&args.output)?;
+        .with_context(|| format!("--device {}: this device is not available", args.device))
+        .map_err(|e| usage(format!("{e:#}")))?;
+    // One seed for the whole run, so a batch is reproducible from the one printed number
+    // (and each output's metadata); manifest lines may give their own.
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         now.as_nanos() as u64 ^ u64::from(std::process::id())
     });
-    let options = UpscaleOptions {
-        prompt: args.prompt,
-        negative_prompt: args.negative_prompt,
+    let defaults = UpscaleOptions {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
         steps: args.steps,
         guidance_scale: args.guidance,
         noise_level: args.noise_level,
@@ -118,10 +188,34 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         scheduler: args.scheduler,
         seed,
     };
-    options.validate().context("checking the options")?;
-    let image = load_image(&args.input)?;
-    // The x4 upscaler's VAE works on 4x4 blocks: say so (naming the file) before loading it.
-    image.check_min_size(4)?;
+    defaults.validate().map_err(usage)?;
+    let mut plan = plan_run(&args, &defaults, PLANNED_SCALE)?;
+    let mut reporter = Reporter::new(&plan, args.json, args.quiet);
+    if plan.jobs.is_empty() {
+        // Everything is done already (--skip-existing) or this shard is empty: no model needed.
+        for job in &plan.skipped {
+            reporter.event(&Event::Skipped {
+                index: job.index,
+                input: job.input.clone(),
+                output: job.output.clone(),
+            });
+        }
+        let summary = Summary {
+            total: plan.skipped.len(),
+            skipped: plan.skipped.len(),
+            ..Summary::default()
+        };
+        reporter.event(&Event::Summary(summary.clone()));
+        if !args.quiet && !args.json && summary.total <= 1 {
+            eprintln!("{}", describe(&summary));
+        }
+        return Ok(());
+    }
+    if plan.jobs.len() == 1 && plan.skipped.is_empty() {
+        // A single image: say what is wrong with it before spending time on the model.
+        let job = &plan.jobs[0];
+        load_image(&job.input)?.check_min_size(4)?;
+    }
     let load = LoadOptions {
         device,
         dtype: args.dtype.into(),
@@ -141,20 +235,13 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     let model_dir = resolve(&spec, &hub_options)?;
     let pipeline = UpscalePipeline::load(&model_dir, &load)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
-    eprintln!("seed {seed}");
-    let started = std::time::Instant::now();
-    let out = pipeline.upscale_rgb8(
-        &image.rgb.data,
-        image.rgb.width,
-        image.rgb.height,
-        &options,
-        &mut |p| {
-            eprint!("\rstep {}/{} (t = {})   ", p.step, p.total, p.timestep);
-            ControlFlow::Continue(())
-        },
-    )?;
-    eprintln!();
-    let metadata = GenerationInfo {
+    if pipeline.scale() != PLANNED_SCALE {
+        // Outputs were named with {scale} = 4; name them again with the model's own.
+        plan = plan_run(&args, &defaults, pipeline.scale())?;
+    }
+    let settings = RunSettings {
+        format: args.output_format.format,
+        quality: args.output_format.quality,
         model: spec.to_string(),
         revision: match &spec {
             ModelSpec::Hub { .. } => model_dir
@@ -162,25 +249,49 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
                 .map(|commit| commit.to_string_lossy().into_owned()),
             _ => None,
         },
-        prompt: options.prompt.clone(),
-        negative_prompt: options.negative_prompt.clone(),
-        seed,
-        steps: options.steps,
-        scheduler: options
-            .scheduler
-            .map_or("default".into(), |k| k.name().into()),
-        guidance: options.guidance_scale,
-        noise_level: options.noise_level,
-        eta: options.eta,
-        diffsr_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let (width, height) = args
-        .output_format
-        .write(&args.output, &image, &out, metadata)?;
-    eprintln!(
-        "wrote {} ({width}x{height}) in {:.1}s",
-        args.output.display(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("seed {seed}");
+    let cancel = Arc::new(AtomicBool::new(false));
+    install_ctrlc(&cancel);
+    let summary = run_jobs(&pipeline, &plan, &settings, &cancel, &mut |e| {
+        reporter.event(e)
+    });
+    if summary.cancelled {
+        return Err(Exit {
+            code: 130,
+            message: format!(
+                "interrupted with {} image(s) not finished; rerun with --skip-existing to finish",
+                summary.not_started
+            ),
+        }
+        .into());
+    }
+    if summary.failed > 0 {
+        let message = if summary.total == 1 {
+            summary.failures[0].error.clone()
+        } else {
+            format!(
+                "{} of {} images failed (see above)",
+                summary.failed, summary.total
+            )
+        };
+        return Err(Exit { code: 1, message }.into());
+    }
     Ok(())
+}
+
+/// Ctrl-C sets `cancel`: the run stops at the next step boundary and writes nothing partial.
+/// A second Ctrl-C exits at once (outputs are renamed into place whole, so even then no
+/// half-written image is left under an output's name).
+fn install_ctrlc(cancel: &Arc<AtomicBool>) {
+    let cancel = Arc::clone(cancel);
+    let installed = ctrlc::set_handler(move || {
+        if cancel.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after the current step (Ctrl-C again to quit now)");
+    });
+    if let Err(e) = installed {
+        eprintln!("note: Ctrl-C cannot be caught ({e}); it will stop the run at once");
+    }
 }

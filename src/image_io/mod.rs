@@ -8,6 +8,7 @@
 mod alpha;
 mod load;
 pub mod metadata;
+mod result;
 mod save;
 
 use std::io::Write;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub use alpha::resize_alpha;
 pub use load::{load_image, LoadedImage, MAX_DECODED_BYTES, MAX_SIDE};
 pub use metadata::{read_png_text, GenerationInfo};
+pub use result::{save_result, WrittenImage};
 pub use save::{save_image, OutputFormat, RgbF32, SaveOptions};
 
 use crate::error::{Error, Result};

@@ -1,0 +1,144 @@
+//! `--manifest jobs.jsonl`: one job a line, as a JSON object with its own input, output and
+//! options; what a line leaves out comes from the command-line flags. Blank lines and lines
+//! starting with `#` are skipped. The whole file is read and checked before anything runs, and
+//! a bad line is reported with its number, so a scripted run never fails half-way on a typo.
+//! Relative paths are relative to the manifest's folder, so a manifest moves with its images.
+
+use std::path::{Path, PathBuf};
+
+use diffsr_schedulers::SchedulerKind;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// One manifest line. Unknown keys are errors: a misspelt `"seeed"` must not silently fall
+/// back to the default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestJob {
+    pub input: PathBuf,
+    /// The output; without it the job is named by `--out-dir` and `--name`.
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub negative_prompt: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub steps: Option<usize>,
+    #[serde(default)]
+    pub guidance: Option<f64>,
+    #[serde(default)]
+    pub noise_level: Option<u32>,
+    #[serde(default, deserialize_with = "scheduler")]
+    pub scheduler: Option<SchedulerKind>,
+    #[serde(default)]
+    pub eta: Option<f64>,
+}
+
+fn scheduler<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<SchedulerKind>, D::Error> {
+    let name: Option<String> = Option::deserialize(d)?;
+    name.map(|n| n.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// A parsed manifest: its jobs with their line numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub path: PathBuf,
+    /// (line number from 1, job), paths already resolved against the manifest's folder.
+    pub jobs: Vec<(usize, ManifestJob)>,
+}
+
+impl Manifest {
+    /// Reads and checks `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Self::parse(path, &text, base)
+    }
+
+    /// Parses manifest `text` (named `path` in messages), resolving relative paths in `base`.
+    pub fn parse(path: &Path, text: &str, base: &Path) -> Result<Self> {
+        let mut jobs = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let number = i + 1;
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let bad = |message: String| Error::Manifest {
+                path: path.to_path_buf(),
+                line: number,
+                message,
+            };
+            let mut job: ManifestJob =
+                serde_json::from_str(trimmed).map_err(|e| bad(json_message(&e)))?;
+            if job.input.as_os_str().is_empty() {
+                return Err(bad("`input` is empty".into()));
+            }
+            job.input = base.join(&job.input);
+            job.output = job.output.map(|o| base.join(o));
+            jobs.push((number, job));
+        }
+        if jobs.is_empty() {
+            return Err(Error::option(
+                "--manifest",
+                format!("{}: holds no job", path.display()),
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            jobs,
+        })
+    }
+}
+
+/// serde_json's message without its "at line 1 column N" (each manifest line is its own
+/// document, so the file's line number is the one that matters).
+fn json_message(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    match message.rfind(" at line ") {
+        Some(at) => format!("{} (column {})", &message[..at], e.column()),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_jobs_and_names_the_bad_line() {
+        let base = Path::new("/data");
+        let text = "# jobs\n\n{\"input\": \"a.png\", \"seed\": 3, \"scheduler\": \"ddim\"}\n";
+        let m = Manifest::parse(Path::new("jobs.jsonl"), text, base).unwrap();
+        assert_eq!(m.jobs.len(), 1);
+        assert_eq!(m.jobs[0].0, 3);
+        assert_eq!(m.jobs[0].1.input, PathBuf::from("/data/a.png"));
+        assert_eq!(m.jobs[0].1.seed, Some(3));
+        for bad in [
+            "{\"input\": \"a.png\", \"seeed\": 3}",
+            "{\"input\": \"a.png\"",
+            "{\"seed\": 3}",
+            "{\"input\": \"a.png\", \"scheduler\": \"lms\"}",
+            "{\"input\": \"a.png\", \"seed\": -1}",
+        ] {
+            let text = format!("{{\"input\": \"b.png\"}}\n\n{bad}\n");
+            let e = Manifest::parse(Path::new("jobs.jsonl"), &text, base)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("jobs.jsonl") && e.contains("line 3"),
+                "{bad}: {e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! From inputs (or a manifest) to the jobs this machine runs: outputs named, options checked,
+//! two jobs writing one file refused, the shard kept, finished outputs skipped. All of it
+//! happens before the model loads, on the full job list, so every shard of a run agrees on
+//! the numbering and a collision is caught whichever machine would have hit it.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::image_io::check_output_path;
+use crate::pipeline::UpscaleOptions;
+
+use super::{Input, Manifest, OutputTemplate, Shard, TemplateVars};
+
+/// One image to upscale.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Position in the full (unsharded) job list, from 0: the `{index}` of its name and the
+    /// number `--shard` splits on.
+    pub index: usize,
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub options: UpscaleOptions,
+    /// The output's folder is created when the job runs (outputs named under `--out-dir`,
+    /// whose `{dir}` subfolders need not exist yet); explicit outputs need an existing folder.
+    pub create_folder: bool,
+}
+
+/// Where the jobs come from and how outputs are named.
+#[derive(Debug, Clone)]
+pub struct PlanOptions<'a> {
+    /// The CLI's options; a manifest line overrides them field by field.
+    pub defaults: &'a UpscaleOptions,
+    /// `-o`: the output of a single input.
+    pub output: Option<&'a Path>,
+    /// `--out-dir`: outputs named by `template` under it.
+    pub out_dir: Option<&'a Path>,
+    pub template: &'a OutputTemplate,
+    /// The pipeline's scale, for `{scale}`.
+    pub scale: usize,
+    pub shard: Option<Shard>,
+    /// `--skip-existing`: jobs whose output exists are set aside, not run.
+    pub skip_existing: bool,
+}
+
+/// What a run does.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Jobs in the full list, before sharding and skipping.
+    pub total: usize,
+    /// This shard's jobs to run, in order.
+    pub jobs: Vec<Job>,
+    /// This shard's jobs whose output already exists (`--skip-existing`).
+    pub skipped: Vec<Job>,
+}
+
+/// The job source: INPUTs, or a manifest.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Inputs(Vec<Input>),
+    Manifest(Manifest),
+}
+
+/// Plans the run; every error is an argument error (nothing has run yet).
+pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
+    if options.output.is_some() && options.out_dir.is_some() {
+        return Err(Error::option(
+            "-o",
+            "give either -o (one input) or --out-dir (any number), not both",
+        ));
+    }
+    let mut all = Vec::new();
+    match source {
+        Source::Inputs(inputs) => {
+            if inputs.is_empty() {
+                return Err(Error::option("INPUT", "no input given"));
+            }
+            if options.output.is_some() && inputs.len() > 1 {
+                return Err(Error::option(
+                    "-o",
+                    format!(
+                        "-o names one output but the inputs give {} images; use --out-dir \
+                         (with --name) for several",
+                        inputs.len()
+                    ),
+                ));
+            }
+            for (index, input) in inputs.iter().enumerate() {
+                let opts = options.defaults.clone();
+                let (output, create_folder) = name(options, index, &input.path, &input.dir, &opts)
+                    .ok_or_else(|| {
+                        Error::option("-o", "give -o OUTPUT (one input) or --out-dir DIR")
+                    })?;
+                all.push(Job {
+                    index,
+                    input: input.path.clone(),
+                    output,
+                    options: opts,
+                    create_folder,
+                });
+            }
+        }
+        Source::Manifest(manifest) => {
+            if options.output.is_some() {
+                return Err(Error::option(
+                    "-o",
+                    "a manifest names its outputs itself (or through --out-dir); -o is for one input",
+                ));
+            }
+            for (index, (line, job)) in manifest.jobs.iter().enumerate() {
+                let bad = |message: String| Error::Manifest {
+                    path: manifest.path.clone(),
+                    line: *line,
+                    message,
+                };
+                let d = options.defaults;
+                let opts = UpscaleOptions {
+                    prompt: job.prompt.clone().unwrap_or_else(|| d.prompt.clone()),
+                    negative_prompt: job
+                        .negative_prompt
+                        .clone()
+                        .unwrap_or_else(|| d.negative_prompt.clone()),
+                    steps: job.steps.unwrap_or(d.steps),
+                    guidance_scale: job.guidance.unwrap_or(d.guidance_scale),
+                    noise_level: job.noise_level.unwrap_or(d.noise_level),
+                    eta: job.eta.unwrap_or(d.eta),
+                    scheduler: job.scheduler.or(d.scheduler),
+                    seed: job.seed.unwrap_or(d.seed),
+                };
+                opts.validate().map_err(|e| bad(e.to_string()))?;
+                let (output, create_folder) = match &job.output {
+                    Some(o) => (o.clone(), false),
+                    None => name(options, index, &job.input, "", &opts).ok_or_else(|| {
+                        bad("no `output`: give one, or --out-dir to name it".into())
+                    })?,
+                };
+                all.push(Job {
+                    index,
+                    input: job.input.clone(),
+                    output,
+                    options: opts,
+                    create_folder,
+                });
+            }
+        }
+    }
+    check_outputs(&all)?;
+    let total = all.len();
+    let mut plan = Plan {
+        total,
+        ..Plan::default()
+    };
+    for job in all {
+        if options.shard.is_some_and(|s| !s.contains(job.index)) {
+            continue;
+        }
+        if options.skip_existing && job.output.exists() {
+            plan.skipped.push(job);
+        } else {
+            plan.jobs.push(job);
+        }
+    }
+    Ok(plan)
+}
+
+/// The output of job `index`: `-o`, or `--out-dir` joined with the template; `None` when
+/// neither is given. The flag says whether its folder is to be created.
+fn name(
+    options: &PlanOptions<'_>,
+    index: usize,
+    input: &Path,
+    dir: &str,
+    opts: &UpscaleOptions,
+) -> Option<(PathBuf, bool)> {
+    if let Some(o) = options.output {
+        return Some((o.to_path_buf(), false));
+    }
+    let out_dir = options.out_dir?;
+    let stem = input.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = input.extension().unwrap_or_default().to_string_lossy();
+    let scheduler = opts.scheduler.map_or("default", |k| k.name());
+    let vars = TemplateVars {
+        stem: &stem,
+        ext: &ext,
+        scale: options.scale,
+        seed: opts.seed,
+        index,
+        scheduler,
+        steps: opts.steps,
+        dir,
+    };
+    // Empty components dropped: `{dir}/{stem}.png` with an empty {dir} names `a.png`, not
+    // `/a.png` (which `join` would take for an absolute path outside --out-dir).
+    let rendered = options.template.render(&vars);
+    let mut path = out_dir.to_path_buf();
+    path.extend(rendered.split('/').filter(|c| !c.is_empty()));
+    Some((path, true))
+}
+
+/// Refuses an output that is its job's input, or that two jobs share.
+fn check_outputs(jobs: &[Job]) -> Result<()> {
+    let mut owners: HashMap<PathBuf, &Job> = HashMap::new();
+    for job in jobs {
+        let folder_exists = job
+            .output
+            .parent()
+            .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+        // A folder still to be created cannot hold the input, and check_output_path would
+        // refuse it for not existing.
+        if !job.create_folder || folder_exists {
+            check_output_path(&job.input, &job.output)?;
+        }
+        if let Some(first) = owners.insert(normalize(&job.output), job) {
+            return Err(Error::option(
+                "output",
+                format!(
+                    "{} and {} would both be written to {}; add {{index}} or {{dir}} to --name, \
+                     or give distinct outputs",
+                    first.input.display(),
+                    job.input.display(),
+                    job.output.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute and cleaned of `.` and `..` without touching the disk (the file need
+/// not exist), so `out/a.png` and `./out/../out/a.png` compare equal.
+fn normalize(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}

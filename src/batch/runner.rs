@@ -1,0 +1,176 @@
+//! Running planned jobs through one loaded pipeline, in order. A failed job is reported and
+//! the run goes on; outputs are written whole (temporary file, then rename) only after their
+//! last step, so a cancelled or failed job leaves no partial file and a rerun with
+//! `--skip-existing` redoes exactly the unfinished ones.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::image_io::{load_image, save_result, GenerationInfo, OutputFormat, WrittenImage};
+use crate::pipeline::UpscalePipeline;
+
+use super::plan::{Job, Plan};
+use super::{Event, Failure, Summary};
+
+/// How results are written and described.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// `None`: from each output's extension.
+    pub format: Option<OutputFormat>,
+    /// JPEG quality, 1..=100.
+    pub quality: u8,
+    /// The model as given (repo id or folder), for the outputs' metadata.
+    pub model: String,
+    /// The hub revision (commit) the model resolved to, if it came from the hub.
+    pub revision: Option<String>,
+}
+
+/// Runs `plan`'s jobs with `pipeline`, reporting through `on_event` (skips first, a summary
+/// last). `cancel` is read before each job and after each denoising step: once set, the job in
+/// progress stops at the step boundary, nothing of it is written, and no further job starts.
+pub fn run_jobs(
+    pipeline: &UpscalePipeline,
+    plan: &Plan,
+    settings: &RunSettings,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(&Event),
+) -> Summary {
+    let started = Instant::now();
+    let mut summary = Summary {
+        total: plan.jobs.len() + plan.skipped.len(),
+        skipped: plan.skipped.len(),
+        ..Summary::default()
+    };
+    for job in &plan.skipped {
+        on_event(&Event::Skipped {
+            index: job.index,
+            input: job.input.clone(),
+            output: job.output.clone(),
+        });
+    }
+    for (i, job) in plan.jobs.iter().enumerate() {
+        if cancel.load(Ordering::SeqCst) {
+            summary.cancelled = true;
+            summary.not_started = plan.jobs.len() - i;
+            break;
+        }
+        on_event(&Event::Started {
+            index: job.index,
+            position: i + 1,
+            count: plan.jobs.len(),
+            input: job.input.clone(),
+            output: job.output.clone(),
+            seed: job.options.seed,
+            steps: job.options.steps,
+        });
+        let job_started = Instant::now();
+        match run_one(pipeline, job, settings, cancel, on_event) {
+            Ok(written) => {
+                if written.alpha_dropped {
+                    on_event(&Event::Note {
+                        index: job.index,
+                        message: format!(
+                            "{} has an alpha channel, which the output format cannot hold; \
+                             it is dropped",
+                            job.input.display()
+                        ),
+                    });
+                }
+                summary.done += 1;
+                on_event(&Event::Done {
+                    index: job.index,
+                    input: job.input.clone(),
+                    output: job.output.clone(),
+                    width: written.width,
+                    height: written.height,
+                    seconds: job_started.elapsed().as_secs_f64(),
+                });
+            }
+            Err(Error::Cancelled) => {
+                summary.cancelled = true;
+                summary.not_started = plan.jobs.len() - i;
+                break;
+            }
+            Err(e) => {
+                let error = e.to_string();
+                summary.failed += 1;
+                summary.failures.push(Failure {
+                    input: job.input.clone(),
+                    error: error.clone(),
+                });
+                on_event(&Event::Failed {
+                    index: job.index,
+                    input: job.input.clone(),
+                    output: job.output.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    on_event(&Event::Summary(summary.clone()));
+    summary
+}
+
+fn run_one(
+    pipeline: &UpscalePipeline,
+    job: &Job,
+    settings: &RunSettings,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<WrittenImage> {
+    job.options.validate()?;
+    let image = load_image(&job.input)?;
+    // The VAE works on 4x4 blocks: say so, naming the file, rather than fail in the model.
+    image.check_min_size(4)?;
+    let result = pipeline.upscale_rgb8(
+        &image.rgb.data,
+        image.rgb.width,
+        image.rgb.height,
+        &job.options,
+        &mut |p| {
+            on_event(&Event::Step {
+                index: job.index,
+                step: p.step,
+                total: p.total,
+            });
+            if cancel.load(Ordering::SeqCst) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )?;
+    if job.create_folder {
+        if let Some(folder) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|source| Error::Io {
+                path: folder.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    let o = &job.options;
+    let metadata = GenerationInfo {
+        model: settings.model.clone(),
+        revision: settings.revision.clone(),
+        prompt: o.prompt.clone(),
+        negative_prompt: o.negative_prompt.clone(),
+        seed: o.seed,
+        steps: o.steps,
+        scheduler: o.scheduler.map_or("default".into(), |k| k.name().into()),
+        guidance: o.guidance_scale,
+        noise_level: o.noise_level,
+        eta: o.eta,
+        diffsr_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    save_result(
+        &job.output,
+        &image,
+        &result,
+        settings.format,
+        settings.quality,
+        metadata,
+    )
+}
