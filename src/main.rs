@@ -33,6 +33,8 @@ enum Command {
     /// Manage hub models in the cache: pull, list, info, rm.
     #[command(subcommand)]
     Models(cli::models::ModelsCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -58,5 +60,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Schedule(args) => cli::schedule::run(args),
         Command::Models(command) => cli::models::run(command),
         Command::Info(args) => cli::info::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "diffsr", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

@@ -88,9 +88,12 @@ pub struct UpscaleArgs {
     /// DDIM's eta.
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
-    /// cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
     device: String,
+    /// CPU threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// dtype of the UNet and text encoder (the VAE always runs in f32).
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
@@ -117,12 +120,27 @@ impl From<DtypeArg> for DType {
 
 fn parse_device(spec: &str) -> Result<Device> {
     let device = match spec {
+        "auto" => {
+            // Only backends compiled in can be found; each probe fails cleanly otherwise.
+            let device = Device::cuda_if_available(0)
+                .ok()
+                .filter(|d| d.is_cuda())
+                .or_else(|| Device::new_metal(0).ok())
+                .unwrap_or(Device::Cpu);
+            let name = match &device {
+                Device::Cpu => "cpu",
+                Device::Cuda(_) => "cuda:0",
+                Device::Metal(_) => "metal",
+            };
+            eprintln!("device: {name}");
+            device
+        }
         "cpu" => Device::Cpu,
         "metal" => Device::new_metal(0)?,
         "cuda" => Device::new_cuda(0)?,
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(i)) => Device::new_cuda(i)?,
-            _ => bail!("--device {other}: expected cpu, cuda, cuda:N or metal"),
+            _ => bail!("--device {other}: expected auto, cpu, cuda, cuda:N or metal"),
         },
     };
     Ok(device)
@@ -167,6 +185,13 @@ fn plan_run(args: &UpscaleArgs, defaults: &UpscaleOptions, scale: usize) -> Resu
 }
 
 pub fn run(args: UpscaleArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            return Err(usage("--threads must be at least 1".to_string()));
+        }
+        // candle's CPU kernels and rayon's global pool read this before their first use.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     let device = parse_device(&args.device)
         .with_context(|| format!("--device {}: this device is not available", args.device))
         .map_err(|e| usage(format!("{e:#}")))?;
