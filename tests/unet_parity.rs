@@ -10,6 +10,9 @@ use candle_nn::VarBuilder;
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::Error;
 
+mod common;
+use common::compare;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -36,28 +39,6 @@ fn weights(dtype: DType) -> Result<VarBuilder<'static>> {
 fn load(dtype: DType) -> Result<UNet2DConditionModel> {
     let config = UNet2DConditionConfig::from_file(&unet_dir().join("config.json"))?;
     Ok(UNet2DConditionModel::new(&config, weights(dtype)?)?)
-}
-
-/// max|Δ| and the bound 1e-4·max(1, max|ref|) scaled by `rel`.
-fn compare(name: &str, got: &Tensor, want: &Tensor, rel: f64) -> Result<()> {
-    ensure!(
-        got.dims() == want.dims(),
-        "{name}: shape {:?} vs {:?}",
-        got.dims(),
-        want.dims()
-    );
-    let got = got.to_dtype(DType::F32)?;
-    let want = want.to_dtype(DType::F32)?;
-    let diff = (&got - &want)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f32>()? as f64;
-    let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
-    let bound = rel * scale.max(1.0);
-    println!("{name}: max|Δ| = {diff:.3e}, max|ref| = {scale:.4}, bound {bound:.1e}");
-    ensure!(diff <= bound, "{name}: max|Δ| {diff:e} exceeds {bound:e}");
-    Ok(())
 }
 
 fn run_case(

@@ -14,6 +14,9 @@ use diffsr::models::layers::{
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use diffsr::Error;
 
+mod common;
+use common::compare;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -48,28 +51,6 @@ fn load() -> Result<AutoencoderKL> {
     Ok(load_from(
         vae_dir().join("diffusion_pytorch_model.safetensors"),
     )?)
-}
-
-/// Checks max|Δ| ≤ rel·max(1, max|ref|) and prints both.
-fn compare(name: &str, got: &Tensor, want: &Tensor, rel: f64) -> Result<()> {
-    ensure!(
-        got.dims() == want.dims(),
-        "{name}: shape {:?} vs {:?}",
-        got.dims(),
-        want.dims()
-    );
-    let got = got.to_dtype(DType::F32)?;
-    let want = want.to_dtype(DType::F32)?;
-    let diff = (&got - &want)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f32>()? as f64;
-    let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
-    let bound = rel * scale.max(1.0);
-    println!("{name}: max|Δ| = {diff:.3e}, max|ref| = {scale:.4}, bound {bound:.1e}");
-    ensure!(diff <= bound, "{name}: max|Δ| {diff:e} exceeds {bound:e}");
-    Ok(())
 }
 
 #[test]

@@ -70,11 +70,6 @@ impl Ddpm {
         })
     }
 
-    /// The training schedule, for callers that only need `add_noise` (noise augmentation).
-    pub fn noise_schedule(&self) -> &NoiseSchedule {
-        &self.schedule
-    }
-
     /// The noise standard deviation added when stepping from `alpha_prod` to `alpha_prod_prev`.
     fn noise_std(&self, alpha_prod: f32, alpha_prod_prev: f32) -> f32 {
         let current_beta = 1.0 - alpha_prod / alpha_prod_prev;
