@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod gan;
 pub mod hub;
 pub mod image_io;
 pub mod model_dir;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod pipeline;
 pub mod rng;
 pub mod schedule_report;
+pub mod tiling;
 pub mod tokenizer;
 
 pub use diffsr_schedulers as schedulers;

@@ -1,0 +1,1 @@
+//! ncnn models (`.param` + `.bin`), as realesrgan-ncnn-vulkan and Upscayl ship them.
