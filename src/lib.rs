@@ -10,13 +10,16 @@ pub mod error;
 pub mod gan;
 pub mod hub;
 pub mod image_io;
+pub mod memory;
 pub mod model_dir;
 pub mod models;
 pub mod pipeline;
+pub mod resample;
 pub mod rng;
 pub mod schedule_report;
 pub mod tiling;
 pub mod tokenizer;
+pub mod upscaler;
 
 pub use diffsr_schedulers as schedulers;
 pub use error::{Error, Result};

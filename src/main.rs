@@ -22,8 +22,10 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Upscale an image 4x with the latent-diffusion upscaler.
+    /// Upscale images with the latent-diffusion upscaler or a Real-ESRGAN-family model.
     Upscale(cli::upscale::UpscaleArgs),
+    /// Write a GAN model file (.pth, ncnn .param/.bin, safetensors) as safetensors.
+    Convert(cli::convert::ConvertArgs),
     /// List the denoising solvers.
     Schedulers,
     /// Print a solver's timesteps and sigmas for a config and step count.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Upscale(args) => cli::upscale::run(args),
+        Command::Convert(args) => cli::convert::run(args),
         Command::Schedulers => {
             cli::schedule::list();
             Ok(())

@@ -740,6 +740,8 @@ fn upscale_takes_a_hub_repo_and_says_what_is_missing_offline() {
         output.to_str().unwrap(),
         "--model",
         REPO,
+        "--engine",
+        "diffusion",
         "--steps",
         "2",
         "--seed",
@@ -799,4 +801,330 @@ fn hf_hub_cache_and_hf_token_are_honoured() {
     let auth = server.state.lock().unwrap().auth.clone();
     assert!(!auth.is_empty());
     assert!(auth.iter().all(|a| a == "Bearer hf_test_token"), "{auth:?}");
+}
+
+// Single-file hub models (`owner/name[@revision]:path/in/repo`) for the GAN path.
+
+const GAN: &str = "gan/RealESRGAN_x4plus.pth";
+const GAN_ST: &str = "gan/RealESRGAN_x4plus.safetensors";
+const NCNN_PARAM: &str = "ncnn/realesr-x4.param";
+const NCNN_BIN: &str = "ncnn/realesr-x4.bin";
+
+fn gan_bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn gan_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (GAN, gan_bytes(5000, 1)),
+        (GAN_ST, gan_bytes(7000, 2)),
+        (NCNN_PARAM, b"7767517\n3 3\nInput data 0 1 data\n".to_vec()),
+        (NCNN_BIN, gan_bytes(3000, 3)),
+    ]
+}
+
+fn served(server: &HubServer, file: &str) -> Vec<u8> {
+    server.state.lock().unwrap().files[file].clone()
+}
+
+fn file_spec(file: &str) -> ModelSpec {
+    ModelSpec::parse(&format!("{REPO}:{file}")).unwrap()
+}
+
+fn snapshot_of(cache: &Path) -> PathBuf {
+    cache
+        .join("models--diffsr-test--tiny-x4/snapshots")
+        .join(COMMIT)
+}
+
+fn no_part_files(cache: &Path) -> bool {
+    std::fs::read_dir(cache.join("models--diffsr-test--tiny-x4/blobs"))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".part"))
+}
+
+#[test]
+fn a_single_hub_file_is_downloaded_alone_and_then_used_from_the_cache() {
+    let server = HubServer::start(&gan_files());
+    let tmp = Scratch::new("file");
+    type Seen = Vec<(String, u64, u64, bool)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let sink = seen.clone();
+    let opts = HubOptions {
+        progress: Some(Arc::new(move |p: &hub::DownloadProgress<'_>| {
+            sink.lock()
+                .unwrap()
+                .push((p.file.to_string(), p.downloaded, p.total, p.finished))
+        })),
+        ..options(&server, &tmp.0, DType::F32)
+    };
+    let spec = file_spec(GAN);
+    assert!(spec.is_single_file());
+    let path = hub::resolve_file(&spec, &opts).unwrap();
+    assert_eq!(path, snapshot_of(&tmp.0).join(GAN));
+    assert_eq!(std::fs::read(&path).unwrap(), served(&server, GAN));
+    // Only that file, nothing of the diffusion model or the other weights.
+    assert_eq!(server.fetched(), vec![GAN.to_string()]);
+    assert_eq!(
+        hub::snapshot_files(&snapshot_of(&tmp.0)),
+        vec![(GAN.to_string(), 5000)]
+    );
+    let refs = tmp.0.join("models--diffsr-test--tiny-x4/refs");
+    assert_eq!(std::fs::read_to_string(refs.join("main")).unwrap(), COMMIT);
+    assert!(!refs.join(COMMIT).exists());
+    assert!(no_part_files(&tmp.0));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .contains(&(GAN.to_string(), 5000, 5000, true)),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    // Cached: no request at all, offline or not.
+    server.clear_log();
+    let offline = HubOptions {
+        offline: true,
+        ..options(&server, &tmp.0, DType::F32)
+    };
+    assert_eq!(hub::resolve_file(&spec, &offline).unwrap(), path);
+    assert_eq!(
+        hub::resolve_file(&spec, &options(&server, &tmp.0, DType::F32)).unwrap(),
+        path
+    );
+    assert_eq!(server.log(), Vec::<String>::new());
+    let pulled = hub::pull_file(REPO, "main", GAN, &offline).unwrap();
+    assert_eq!((pulled.commit.as_str(), pulled.downloaded), (COMMIT, 0));
+
+    // A refresh asks for the listing but downloads nothing again.
+    let refreshed = hub::pull_file(
+        REPO,
+        "main",
+        GAN,
+        &HubOptions {
+            refresh: true,
+            ..options(&server, &tmp.0, DType::F32)
+        },
+    )
+    .unwrap();
+    assert_eq!(refreshed.downloaded, 0);
+    assert_eq!(server.fetched(), Vec::<String>::new());
+
+    // By commit, an LFS file (served through the CDN redirect) into the same snapshot.
+    server.clear_log();
+    let by_commit = ModelSpec::parse(&format!("{REPO}@{COMMIT}:{GAN_ST}")).unwrap();
+    let st = hub::resolve_file(&by_commit, &options(&server, &tmp.0, DType::F32)).unwrap();
+    assert_eq!(st, snapshot_of(&tmp.0).join(GAN_ST));
+    assert_eq!(std::fs::read(&st).unwrap(), served(&server, GAN_ST));
+    assert_eq!(server.fetched(), vec![GAN_ST.to_string()]);
+    assert_eq!(hub::resolve_file(&by_commit, &offline).unwrap(), st);
+}
+
+#[test]
+fn an_ncnn_param_or_bin_brings_its_sibling() {
+    let server = HubServer::start(&gan_files());
+    let tmp = Scratch::new("ncnn");
+    let opts = options(&server, &tmp.0, DType::F32);
+    let param = hub::resolve_file(&file_spec(NCNN_PARAM), &opts).unwrap();
+    assert_eq!(param, snapshot_of(&tmp.0).join(NCNN_PARAM));
+    let bin = param.with_extension("bin");
+    assert_eq!(std::fs::read(&param).unwrap(), served(&server, NCNN_PARAM));
+    assert_eq!(std::fs::read(&bin).unwrap(), served(&server, NCNN_BIN));
+    let mut fetched = server.fetched();
+    fetched.sort();
+    assert_eq!(fetched, vec![NCNN_BIN.to_string(), NCNN_PARAM.to_string()]);
+
+    // Either name works offline from the cache, returning the one named.
+    let offline = HubOptions {
+        offline: true,
+        ..opts.clone()
+    };
+    server.clear_log();
+    assert_eq!(
+        hub::resolve_file(&file_spec(NCNN_BIN), &offline).unwrap(),
+        bin
+    );
+    assert_eq!(
+        hub::resolve_file(&file_spec(NCNN_PARAM), &offline).unwrap(),
+        param
+    );
+    assert!(server.log().is_empty());
+
+    // Starting from the `.bin` fetches the `.param` too.
+    let tmp2 = Scratch::new("ncnn-bin");
+    let opts2 = options(&server, &tmp2.0, DType::F32);
+    let bin2 = hub::resolve_file(&file_spec(NCNN_BIN), &opts2).unwrap();
+    assert_eq!(bin2, snapshot_of(&tmp2.0).join(NCNN_BIN));
+    assert!(snapshot_of(&tmp2.0).join(NCNN_PARAM).is_file());
+
+    // A cached `.param` without its `.bin` is not taken for complete offline.
+    std::fs::remove_file(&bin2).unwrap();
+    let err = hub::resolve_file(
+        &file_spec(NCNN_PARAM),
+        &HubOptions {
+            offline: true,
+            ..opts2.clone()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(NCNN_PARAM) && err.contains("sibling"), "{err}");
+    // Online, the missing half is fetched again.
+    server.clear_log();
+    hub::resolve_file(&file_spec(NCNN_PARAM), &opts2).unwrap();
+    assert_eq!(server.fetched(), vec![NCNN_BIN.to_string()]);
+}
+
+#[test]
+fn an_ncnn_param_without_weights_is_an_error_and_a_lone_bin_is_fine() {
+    let server = HubServer::start(&[
+        ("lone/graph.param", b"7767517\n".to_vec()),
+        ("torch/pytorch_model.bin", gan_bytes(100, 4)),
+    ]);
+    let tmp = Scratch::new("ncnn-missing");
+    let opts = options(&server, &tmp.0, DType::F32);
+    let err = hub::resolve_file(&file_spec("lone/graph.param"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lone/graph.bin"), "{err}");
+    assert!(server.fetched().is_empty());
+    // A `.bin` with no `.param` (a PyTorch pickle) is fetched alone.
+    let bin = hub::resolve_file(&file_spec("torch/pytorch_model.bin"), &opts).unwrap();
+    assert_eq!(std::fs::read(bin).unwrap(), gan_bytes(100, 4));
+    assert_eq!(
+        server.fetched(),
+        vec!["torch/pytorch_model.bin".to_string()]
+    );
+}
+
+#[test]
+fn a_missing_hub_file_repo_or_cache_entry_is_a_clear_error() {
+    let server = HubServer::start(&gan_files());
+    let tmp = Scratch::new("file-404");
+    let opts = options(&server, &tmp.0, DType::F32);
+
+    let err = hub::resolve_file(&file_spec("gan/no-such.pth"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(REPO), "{err}");
+    assert!(err.contains("no file `gan/no-such.pth`"), "{err}");
+    // It lists some of the repo's weight files, not its configs.
+    assert!(err.contains(GAN) && err.contains(NCNN_PARAM), "{err}");
+    assert!(!err.contains("model_index.json"), "{err}");
+    assert!(server.fetched().is_empty());
+
+    let spec = ModelSpec::parse("nobody/no-such-model:x4.pth").unwrap();
+    let err = hub::resolve_file(&spec, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("nobody/no-such-model") && err.contains("no such repo"),
+        "{err}"
+    );
+    let spec = ModelSpec::parse(&format!("{REPO}@no-such-branch:{GAN}")).unwrap();
+    let err = hub::resolve_file(&spec, &opts).unwrap_err().to_string();
+    assert!(err.contains("no-such-branch"), "{err}");
+    assert!(hub::HubCache::new(tmp.0.clone()).list().unwrap().is_empty());
+
+    server.clear_log();
+    let offline = HubOptions {
+        offline: true,
+        ..opts.clone()
+    };
+    let err = hub::resolve_file(&file_spec(GAN), &offline)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(GAN) && err.contains("not in the cache"),
+        "{err}"
+    );
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+    // A cached snapshot without that file is no help offline either.
+    hub::resolve_file(&file_spec(GAN_ST), &opts).unwrap();
+    let err = hub::resolve_file(&file_spec(GAN), &offline)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(GAN) && err.contains("not in the cache"),
+        "{err}"
+    );
+    assert!(!server.log().iter().any(|l| l.contains(GAN)));
+}
+
+#[test]
+fn single_file_specs_and_the_diffusion_resolver_keep_apart() {
+    let server = HubServer::start(&gan_files());
+    let tmp = Scratch::new("file-kinds");
+    let opts = options(&server, &tmp.0, DType::F32);
+    // The diffusion pipeline's resolver refuses a single file without asking the hub.
+    let err = hub::resolve(&file_spec(GAN), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a single file, not a diffusion model directory"),
+        "{err}"
+    );
+    assert!(server.log().is_empty());
+    // resolve_file refuses a repo or a directory, and checks a local file is readable.
+    let err = hub::resolve_file(&repo_spec(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{REPO}:path/in/repo")), "{err}");
+    assert!(hub::resolve_file(&ModelSpec::Dir(tmp.0.clone()), &opts).is_err());
+    let local = tmp.0.join("w.pth");
+    assert!(hub::resolve_file(&ModelSpec::File(local.clone()), &opts).is_err());
+    std::fs::write(&local, b"w").unwrap();
+    assert_eq!(
+        hub::resolve_file(&ModelSpec::File(local.clone()), &opts).unwrap(),
+        local
+    );
+    assert!(server.log().is_empty());
+}
+
+#[test]
+fn a_broken_single_file_download_is_resumed_or_caught_by_size() {
+    let server = HubServer::start(&gan_files());
+    let tmp = Scratch::new("file-broken");
+    let opts = options(&server, &tmp.0, DType::F32);
+    let offline = HubOptions {
+        offline: true,
+        ..opts.clone()
+    };
+
+    // Dropped mid-body without retries: an error, nothing trusted, then resumed.
+    server.state.lock().unwrap().drop_once = Some(GAN_ST.into());
+    let err = hub::resolve_file(&file_spec(GAN_ST), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(GAN_ST) && err.contains("run the command again"),
+        "{err}"
+    );
+    assert!(!snapshot_of(&tmp.0).join(GAN_ST).exists());
+    assert!(hub::resolve_file(&file_spec(GAN_ST), &offline).is_err());
+    server.clear_log();
+    let path = hub::resolve_file(&file_spec(GAN_ST), &opts).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), served(&server, GAN_ST));
+    let log = server.log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("GET /cdn/") && l.ends_with("bytes=3500-")),
+        "the second run did not resume: {log:#?}"
+    );
+    assert!(no_part_files(&tmp.0));
+
+    // A short body the client cannot detect: caught by the listed size and removed.
+    server.state.lock().unwrap().short_once = Some(GAN.into());
+    let err = hub::resolve_file(&file_spec(GAN), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(GAN) && err.contains("bytes where the hub lists"),
+        "{err}"
+    );
+    assert!(!snapshot_of(&tmp.0).join(GAN).exists());
+    assert!(hub::resolve_file(&file_spec(GAN), &offline).is_err());
+    let path = hub::resolve_file(&file_spec(GAN), &opts).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), served(&server, GAN));
 }

@@ -285,6 +285,8 @@ fn png_carries_the_generation_parameters() -> Result<()> {
     let dir = scratch("meta")?;
     let (rgb, _) = gradient(8, 8);
     let meta = GenerationInfo {
+        engine: "diffusion".into(),
+        scale: Some(2.5),
         model: "stabilityai/stable-diffusion-x4-upscaler".into(),
         revision: Some("main".into()),
         prompt: "a café, “quoted”".into(),
@@ -307,6 +309,7 @@ fn png_carries_the_generation_parameters() -> Result<()> {
     assert_eq!(GenerationInfo::from_texts(&path, &texts)?, Some(meta));
     let parameters = &texts.iter().find(|(k, _)| k == "parameters").unwrap().1;
     assert!(parameters.contains("Seed: 42") && parameters.contains("a café"));
+    assert!(parameters.contains("Scale: 2.5"));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

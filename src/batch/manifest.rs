@@ -36,6 +36,9 @@ pub struct ManifestJob {
     pub scheduler: Option<SchedulerKind>,
     #[serde(default)]
     pub eta: Option<f64>,
+    /// Output factor (`--scale`).
+    #[serde(default)]
+    pub scale: Option<f64>,
 }
 
 fn scheduler<'de, D: serde::Deserializer<'de>>(

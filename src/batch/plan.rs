@@ -126,6 +126,7 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
                     eta: job.eta.unwrap_or(d.eta),
                     scheduler: job.scheduler.or(d.scheduler),
                     seed: job.seed.unwrap_or(d.seed),
+                    scale: job.scale.or(d.scale),
                 };
                 opts.validate().map_err(|e| bad(e.to_string()))?;
                 let (output, create_folder) = match &job.output {
@@ -182,7 +183,7 @@ fn name(
     let vars = TemplateVars {
         stem: &stem,
         ext: &ext,
-        scale: options.scale,
+        scale: opts.scale.unwrap_or(options.scale as f64),
         seed: opts.seed,
         index,
         scheduler,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::image_io::{load_image, save_result, GenerationInfo, OutputFormat, WrittenImage};
-use crate::pipeline::UpscalePipeline;
+use crate::upscaler::{upscale_to_scale, Engine, Upscaler};
 
 use super::plan::{Job, Plan};
 use super::{Event, Failure, Summary};
@@ -31,7 +31,7 @@ pub struct RunSettings {
 /// last). `cancel` is read before each job and after each denoising step: once set, the job in
 /// progress stops at the step boundary, nothing of it is written, and no further job starts.
 pub fn run_jobs(
-    pipeline: &UpscalePipeline,
+    upscaler: &dyn Upscaler,
     plan: &Plan,
     settings: &RunSettings,
     cancel: &AtomicBool,
@@ -66,7 +66,7 @@ pub fn run_jobs(
             steps: job.options.steps,
         });
         let job_started = Instant::now();
-        match run_one(pipeline, job, settings, cancel, on_event) {
+        match run_one(upscaler, job, settings, cancel, on_event) {
             Ok(written) => {
                 if written.alpha_dropped {
                     on_event(&Event::Note {
@@ -115,7 +115,7 @@ pub fn run_jobs(
 }
 
 fn run_one(
-    pipeline: &UpscalePipeline,
+    upscaler: &dyn Upscaler,
     job: &Job,
     settings: &RunSettings,
     cancel: &AtomicBool,
@@ -125,7 +125,8 @@ fn run_one(
     let image = load_image(&job.input)?;
     // The VAE works on 4x4 blocks: say so, naming the file, rather than fail in the model.
     image.check_min_size(4)?;
-    let result = pipeline.upscale_rgb8(
+    let result = upscale_to_scale(
+        upscaler,
         &image.rgb.data,
         image.rgb.width,
         image.rgb.height,
@@ -152,7 +153,9 @@ fn run_one(
         }
     }
     let o = &job.options;
-    let metadata = GenerationInfo {
+    let mut metadata = GenerationInfo {
+        engine: upscaler.engine().name().into(),
+        scale: o.scale,
         model: settings.model.clone(),
         revision: settings.revision.clone(),
         prompt: o.prompt.clone(),
@@ -165,6 +168,17 @@ fn run_one(
         eta: o.eta,
         diffsr_version: env!("CARGO_PKG_VERSION").into(),
     };
+    if upscaler.engine() == Engine::Gan {
+        // A GAN is deterministic and takes no prompt: only the model and scale describe it.
+        metadata = GenerationInfo {
+            engine: metadata.engine,
+            scale: metadata.scale,
+            model: metadata.model,
+            revision: metadata.revision,
+            diffsr_version: metadata.diffsr_version,
+            ..GenerationInfo::default()
+        };
+    }
     save_result(
         &job.output,
         &image,

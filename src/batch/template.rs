@@ -38,7 +38,8 @@ pub struct TemplateVars<'a> {
     pub stem: &'a str,
     /// The input's extension, without the dot.
     pub ext: &'a str,
-    pub scale: usize,
+    /// The output factor (`4`, or `2.5` for a fractional --scale).
+    pub scale: f64,
     pub seed: u64,
     /// The job's position in the full (unsharded) job list, from 0.
     pub index: usize,
@@ -131,7 +132,7 @@ mod tests {
         TemplateVars {
             stem: "cat",
             ext: "jpg",
-            scale: 4,
+            scale: 4.0,
             seed: 7,
             index: 3,
             scheduler: "ddim",

@@ -27,22 +27,32 @@ pub fn run(args: InfoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
-    let rows: [(&str, String); 11] = [
+    let mut rows: Vec<(&str, String)> = vec![
+        ("engine", info.engine.clone()),
         ("model", info.model.clone()),
         (
             "revision",
             info.revision.clone().unwrap_or_else(|| "-".into()),
         ),
-        ("prompt", info.prompt.clone()),
-        ("negative prompt", info.negative_prompt.clone()),
-        ("seed", info.seed.to_string()),
-        ("steps", info.steps.to_string()),
-        ("scheduler", info.scheduler.clone()),
-        ("guidance", info.guidance.to_string()),
-        ("noise level", info.noise_level.to_string()),
-        ("eta", info.eta.to_string()),
-        ("diffsr", info.diffsr_version.clone()),
     ];
+    if info.engine != "gan" {
+        rows.extend([
+            ("prompt", info.prompt.clone()),
+            ("negative prompt", info.negative_prompt.clone()),
+            ("seed", info.seed.to_string()),
+            ("steps", info.steps.to_string()),
+            ("scheduler", info.scheduler.clone()),
+            ("guidance", info.guidance.to_string()),
+            ("noise level", info.noise_level.to_string()),
+            ("eta", info.eta.to_string()),
+        ]);
+    }
+    rows.push((
+        "scale",
+        info.scale
+            .map_or_else(|| "model's own".into(), |s| s.to_string()),
+    ));
+    rows.push(("diffsr", info.diffsr_version.clone()));
     for (key, value) in rows {
         println!("{key:<16} {value}");
     }

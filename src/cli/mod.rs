@@ -1,6 +1,8 @@
 //! The `diffsr` command line: one module per subcommand.
 
 pub mod batch_progress;
+pub mod convert;
+pub mod engine;
 pub mod info;
 pub mod models;
 pub mod output;

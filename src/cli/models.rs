@@ -45,6 +45,9 @@ fn parse_repo(s: &str) -> Result<(String, String)> {
             "`{}` is a local path; `diffsr models` manages hub repos (owner/name)",
             p.display()
         ),
+        spec @ ModelSpec::HubFile { .. } => {
+            bail!("`{spec}` names a single file; `diffsr models` manages hub repos (owner/name)")
+        }
     }
 }
 

@@ -13,12 +13,15 @@ use diffsr::batch::{
     expand_inputs, plan, run_jobs, Event, Manifest, OutputTemplate, Plan, PlanOptions, RunSettings,
     Shard, Source, Summary, DEFAULT_TEMPLATE,
 };
-use diffsr::hub::{resolve, HubOptions, ModelSpec};
+use diffsr::gan::GanOptions;
+use diffsr::hub::HubOptions;
 use diffsr::image_io::{load_image, OutputFormat};
-use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::pipeline::UpscaleOptions;
 use diffsr::schedulers::SchedulerKind;
+use diffsr::upscaler::Engine;
 
 use super::batch_progress::{describe, Reporter};
+use super::engine::{load_engine, EngineArg, EngineRequest};
 use super::{parse_kind, Exit};
 
 /// The x4 upscaler's scale, for naming outputs before the model loads (checked after).
@@ -56,10 +59,35 @@ pub struct UpscaleArgs {
     /// Print one JSON event a line on stdout (started, step, done, failed, summary).
     #[arg(long)]
     json: bool,
-    /// Hub repo id (owner/name[@revision], downloaded into the hub cache) or a local model
-    /// directory in the diffusers layout (model_index.json, unet/, vae/, ...).
-    #[arg(long, default_value = diffsr::hub::DEFAULT_REPO)]
-    model: String,
+    /// The model. Diffusion: a hub repo id (owner/name[@revision], downloaded into the hub
+    /// cache; default stabilityai/stable-diffusion-x4-upscaler) or a local diffusers folder.
+    /// GAN: a model file (.safetensors, .pth, ncnn .param/.bin) or owner/repo[@rev]:file on the
+    /// hub; default: the built-in realesr-animevideov3 x4.
+    #[arg(long)]
+    model: Option<String>,
+    /// auto: diffusion when its model is available or downloadable, else the GAN engine (a
+    /// model file given to --model means GAN); diffusion: never fall back; gan: Real-ESRGAN.
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineArg,
+    /// Output size as a factor of the input's (any number up to 16; default: the model's own).
+    /// Other factors than the model's are reached by one Lanczos resample of its output.
+    #[arg(long)]
+    scale: Option<f64>,
+    /// GAN tile edge in input pixels (0: the whole image at once; default: chosen from
+    /// --max-memory).
+    #[arg(long)]
+    tile: Option<usize>,
+    /// Working-memory budget, e.g. 4G, 512M (default: half the available RAM, at most 8G, on
+    /// the CPU; 4G on a GPU).
+    #[arg(long, value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+    /// realesr-general-x4v3's denoise strength 0..1: blends its weights with the
+    /// realesr-general-wdn-x4v3 model's (weight D on the general model), as Real-ESRGAN does.
+    #[arg(long, value_name = "D")]
+    denoise: Option<f64>,
+    /// The -wdn model --denoise blends in (default: realesr-general-wdn-x4v3 beside --model).
+    #[arg(long, requires = "denoise")]
+    denoise_model: Option<String>,
     /// No download or run progress (failures and the summary are still printed).
     #[arg(short, long)]
     quiet: bool,
@@ -94,9 +122,10 @@ pub struct UpscaleArgs {
     /// CPU threads (default: every core).
     #[arg(long)]
     threads: Option<usize>,
-    /// dtype of the UNet and text encoder (the VAE always runs in f32).
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: DtypeArg,
+    /// Diffusion: dtype of the UNet and text encoder (default f32; the VAE always runs in f32).
+    /// GAN: dtype of the network (default f16 on a GPU, f32 on the CPU).
+    #[arg(long, value_enum)]
+    dtype: Option<DtypeArg>,
     #[command(flatten)]
     output_format: super::output::OutputArgs,
 }
@@ -144,6 +173,40 @@ fn parse_device(spec: &str) -> Result<Device> {
         },
     };
     Ok(device)
+}
+
+/// `4G`, `512M`, `1.5GiB`, `1000000`: a byte count with an optional binary unit.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let factor: u64 = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{s}`: expected a size such as 4G, 512M or 1073741824"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a size such as 4G, 512M or 1073741824"))?;
+    let bytes = value * factor as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{s}`: must be at least one byte"));
+    }
+    Ok(bytes as u64)
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
@@ -212,6 +275,7 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         eta: args.eta,
         scheduler: args.scheduler,
         seed,
+        scale: args.scale,
     };
     defaults.validate().map_err(usage)?;
     let mut plan = plan_run(&args, &defaults, PLANNED_SCALE)?;
@@ -241,44 +305,49 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         let job = &plan.jobs[0];
         load_image(&job.input)?.check_min_size(4)?;
     }
-    let load = LoadOptions {
-        device,
-        dtype: args.dtype.into(),
+    let request = EngineRequest {
+        engine: args.engine,
+        model: args.model.as_deref(),
+        device: device.clone(),
+        dtype: args.dtype.map(DType::from),
+        gan: GanOptions {
+            device,
+            tile: args.tile,
+            max_memory: args.max_memory,
+            ..GanOptions::default()
+        },
+        denoise: args.denoise,
+        denoise_model: args.denoise_model.as_deref(),
+        hub: HubOptions {
+            progress: (!args.quiet).then(super::models::progress_printer),
+            ..HubOptions::from_env(args.dtype.map_or(DType::F32, DType::from))?
+        },
     };
-    let spec = ModelSpec::parse(&args.model)?;
-    if let ModelSpec::File(path) = &spec {
-        bail!(
-            "--model {}: a single weights file is not a diffusion model; give the model \
-             directory (diffusers layout) or a hub repo id",
-            path.display()
-        );
+    if let Some(d) = args.denoise {
+        if !(0.0..=1.0).contains(&d) {
+            return Err(usage(format!(
+                "--denoise {d}: expected a strength from 0 to 1"
+            )));
+        }
     }
-    let hub_options = HubOptions {
-        progress: (!args.quiet).then(super::models::progress_printer),
-        ..HubOptions::from_env(load.dtype)?
-    };
-    let model_dir = resolve(&spec, &hub_options)?;
-    let pipeline = UpscalePipeline::load(&model_dir, &load)
-        .with_context(|| format!("loading the model from {}", model_dir.display()))?;
-    if pipeline.scale() != PLANNED_SCALE {
+    let loaded = load_engine(request)?;
+    let upscaler = loaded.upscaler.as_ref();
+    if upscaler.scale() != PLANNED_SCALE {
         // Outputs were named with {scale} = 4; name them again with the model's own.
-        plan = plan_run(&args, &defaults, pipeline.scale())?;
+        plan = plan_run(&args, &defaults, upscaler.scale())?;
     }
     let settings = RunSettings {
         format: args.output_format.format,
         quality: args.output_format.quality,
-        model: spec.to_string(),
-        revision: match &spec {
-            ModelSpec::Hub { .. } => model_dir
-                .file_name()
-                .map(|commit| commit.to_string_lossy().into_owned()),
-            _ => None,
-        },
+        model: loaded.model.clone(),
+        revision: loaded.revision.clone(),
     };
-    eprintln!("seed {seed}");
+    if upscaler.engine() == Engine::Diffusion {
+        eprintln!("seed {seed}");
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     install_ctrlc(&cancel);
-    let summary = run_jobs(&pipeline, &plan, &settings, &cancel, &mut |e| {
+    let summary = run_jobs(upscaler, &plan, &settings, &cancel, &mut |e| {
         reporter.event(e)
     });
     if summary.cancelled {

@@ -1,7 +1,19 @@
-//! The GAN path: the Real-ESRGAN family (RRDBNet, SRVGGNetCompact) in Candle, loaded from
-//! safetensors, PyTorch `.pth` or ncnn files, and run in tiles.
+//! The GAN path: the Real-ESRGAN family (RRDBNet, SRVGGNetCompact) in Candle, detected from
+//! the weights alone, loaded from safetensors, PyTorch `.pth` or ncnn files, and run in
+//! blended tiles. The fast path, and the fallback when diffusion cannot run.
 
+pub mod arch;
+pub mod detect;
+pub mod embedded;
+pub mod keys;
+pub mod load;
+pub mod model;
 pub mod ncnn;
+pub mod pth;
 pub mod state_dict;
+pub mod upscaler;
 
+pub use arch::{GanArch, GanNetwork};
+pub use model::GanModel;
 pub use state_dict::StateDict;
+pub use upscaler::{GanOptions, GanUpscaler};

@@ -7,6 +7,10 @@
 //! the x4 upscaling pipeline needs for the chosen dtype, and returns the snapshot directory, which
 //! [`crate::pipeline::UpscalePipeline::load`] opens like any local model folder.
 //!
+//! Single-file models (the GAN upscalers) name one file of a repo,
+//! `owner/name[@revision]:path/in/repo` ([`ModelSpec::HubFile`]); [`resolve_file`] fetches that
+//! file (and an ncnn `.param`/`.bin` file's sibling) into the same cache and returns its path.
+//!
 //! Downloads go to `blobs/<etag>.part`, are checked against the size the hub lists, and only
 //! then renamed and linked into `snapshots/<commit>/`, so an interrupted download is never
 //! taken for a complete file: the next run resumes the `.part` file with a range request.
@@ -146,12 +150,203 @@ pub struct Snapshot {
 }
 
 /// Turns a model spec into a local path: a directory or file as given, or for a hub repo the
-/// cached snapshot directory, downloading what is missing.
+/// cached snapshot directory, downloading what is missing. A single hub file
+/// ([`ModelSpec::HubFile`]) is an error here: it is no diffusion model; see [`resolve_file`].
 pub fn resolve(spec: &ModelSpec, options: &HubOptions) -> Result<PathBuf> {
     match spec {
         ModelSpec::Dir(path) | ModelSpec::File(path) => Ok(path.clone()),
         ModelSpec::Hub { repo, revision } => Ok(pull(repo, revision, options)?.dir),
+        ModelSpec::HubFile { repo, .. } => Err(hub_error(
+            repo,
+            format!(
+                "`{spec}` names a single file, not a diffusion model directory; give the repo \
+                 id ({repo}) of a model in the diffusers layout"
+            ),
+        )),
     }
+}
+
+/// The local path of a single-file model spec: a local file as given (checked readable), or
+/// for a hub file ([`ModelSpec::HubFile`]) its path in the cached snapshot, downloaded unless
+/// the cache already has it (see [`pull_file`]). For an ncnn `.param` or `.bin` file its
+/// sibling (same stem, the other extension) is fetched too, so the two lie side by side.
+pub fn resolve_file(spec: &ModelSpec, options: &HubOptions) -> Result<PathBuf> {
+    match spec {
+        ModelSpec::File(path) => {
+            std::fs::File::open(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(path.clone())
+        }
+        ModelSpec::HubFile {
+            repo,
+            revision,
+            file,
+        } => Ok(pull_file(repo, revision, file, options)?.dir.join(file)),
+        ModelSpec::Dir(path) => Err(Error::ModelSpec {
+            spec: spec.to_string(),
+            reason: format!(
+                "{} is a directory; give a single weights file, or a hub file \
+                 owner/name[@revision]:path/in/repo",
+                path.display()
+            ),
+        }),
+        ModelSpec::Hub { repo, .. } => Err(Error::ModelSpec {
+            spec: spec.to_string(),
+            reason: format!(
+                "a hub repo, not a single weights file; name the file in the repo as \
+                 {repo}:path/in/repo"
+            ),
+        }),
+    }
+}
+
+/// The ncnn sibling of `file`: `x.bin` for `x.param`, `x.param` for `x.bin`.
+fn ncnn_sibling(file: &str) -> Option<String> {
+    if let Some(stem) = file.strip_suffix(".param") {
+        Some(format!("{stem}.bin"))
+    } else {
+        file.strip_suffix(".bin")
+            .map(|stem| format!("{stem}.param"))
+    }
+}
+
+/// Makes sure the cache holds `file` of `repo` at `revision` (and, for an ncnn `.param` or
+/// `.bin` file, its sibling: required for a `.param`, fetched for a `.bin` when the repo has
+/// one). [`Snapshot::files`] lists the file first.
+///
+/// Without [`HubOptions::refresh`], a cached file is used without any request; offline, only
+/// the cache is used.
+pub fn pull_file(repo: &str, revision: &str, file: &str, options: &HubOptions) -> Result<Snapshot> {
+    spec::check_repo_id(repo).map_err(|why| hub_error(repo, format!("bad repo id: {why}")))?;
+    spec::check_repo_file(file).map_err(|why| hub_error(repo, format!("bad file: {why}")))?;
+    let cache = HubCache::new(options.cache_dir.clone());
+    let sibling = ncnn_sibling(file);
+    let cached = cache.snapshot(repo, revision);
+    if !options.refresh || options.offline {
+        if let Some((commit, dir)) = &cached {
+            // A `.param` needs its `.bin`; a `.bin` may be a PyTorch pickle with no `.param`,
+            // and was fetched with its `.param` if the repo had one.
+            let sibling_ok = match &sibling {
+                Some(s) if file.ends_with(".param") => dir.join(s).is_file(),
+                _ => true,
+            };
+            if dir.join(file).is_file() && sibling_ok {
+                let mut files = vec![file.to_string()];
+                files.extend(sibling.filter(|s| dir.join(s).is_file()));
+                return Ok(Snapshot {
+                    repo: repo.to_string(),
+                    revision: revision.to_string(),
+                    commit: commit.clone(),
+                    dir: dir.clone(),
+                    files,
+                    downloaded: 0,
+                });
+            }
+        }
+    }
+    if options.offline {
+        let what = match &cached {
+            Some((_, dir)) if dir.join(file).is_file() => {
+                format!("{file} is cached but its ncnn sibling is not")
+            }
+            _ => format!("{file} is not in the cache"),
+        };
+        return Err(hub_error(
+            repo,
+            format!(
+                "offline mode (HF_HUB_OFFLINE) is on and revision `{revision}` cannot be used: \
+                 {what} ({}); run once with network access to download it, or unset \
+                 HF_HUB_OFFLINE",
+                options.cache_dir.display(),
+            ),
+        ));
+    }
+
+    let api = build_api(options, cache.root())?;
+    let info = repo_info(&api, repo, revision, options)?;
+    let commit = info.sha.clone();
+    let listed = |f: &str| info.siblings.iter().any(|s| s.rfilename == f);
+    if !listed(file) {
+        return Err(hub_error(
+            repo,
+            format!(
+                "revision `{revision}` has no file `{file}`{}",
+                weight_files_hint(&info)
+            ),
+        ));
+    }
+    let mut wanted = vec![file.to_string()];
+    match sibling {
+        Some(s) if listed(&s) => wanted.push(s),
+        Some(s) if file.ends_with(".param") => {
+            return Err(hub_error(
+                repo,
+                format!(
+                    "revision `{revision}` has the ncnn graph `{file}` but not its weights `{s}`"
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let pinned = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        commit.clone(),
+    ));
+    let dir = cache.snapshot_dir(repo, &commit);
+    let mut downloaded = 0;
+    for f in &wanted {
+        if fetch_file(&pinned, repo, f, info.size_of(f), &dir, options)? {
+            downloaded += 1;
+        }
+    }
+    cache.write_ref(repo, revision, &commit)?;
+    if revision != commit {
+        cache.remove_ref(repo, &commit);
+    }
+    Ok(Snapshot {
+        repo: repo.to_string(),
+        revision: revision.to_string(),
+        commit,
+        dir,
+        files: wanted,
+        downloaded,
+    })
+}
+
+/// `; its weight files: a, b (and N more)`, or `` when the repo lists none.
+fn weight_files_hint(info: &RepoInfo) -> String {
+    const EXTENSIONS: [&str; 9] = [
+        ".safetensors",
+        ".pth",
+        ".pt",
+        ".ckpt",
+        ".bin",
+        ".param",
+        ".onnx",
+        ".gguf",
+        ".npz",
+    ];
+    const SHOWN: usize = 8;
+    let weights: Vec<&str> = info
+        .siblings
+        .iter()
+        .map(|s| s.rfilename.as_str())
+        .filter(|f| EXTENSIONS.iter().any(|e| f.ends_with(e)))
+        .collect();
+    if weights.is_empty() {
+        return "; it lists no weight files".to_string();
+    }
+    let mut out = format!(
+        "; its weight files: {}",
+        weights[..weights.len().min(SHOWN)].join(", ")
+    );
+    if weights.len() > SHOWN {
+        out.push_str(&format!(" (and {} more)", weights.len() - SHOWN));
+    }
+    out
 }
 
 /// Makes sure the cache holds what the pipeline needs from `repo` at `revision`.
@@ -227,6 +422,16 @@ impl Sibling {
     }
 }
 
+impl RepoInfo {
+    /// The size the hub lists for `file`.
+    fn size_of(&self, file: &str) -> Option<u64> {
+        self.siblings
+            .iter()
+            .find(|s| s.rfilename == file)
+            .and_then(Sibling::size)
+    }
+}
+
 fn hub_error(repo: &str, message: impl Into<String>) -> Error {
     Error::Hub {
         repo: repo.to_string(),
@@ -268,13 +473,8 @@ fn status_of(err: &ApiError) -> Option<u16> {
     }
 }
 
-fn download(
-    repo: &str,
-    revision: &str,
-    options: &HubOptions,
-    cache: &HubCache,
-) -> Result<Snapshot> {
-    let api = build_api(options, cache.root())?;
+/// The repo's info at `revision` with file sizes, its commit checked.
+fn repo_info(api: &Api, repo: &str, revision: &str, options: &HubOptions) -> Result<RepoInfo> {
     let info_repo = api.repo(Repo::with_revision(
         repo.to_string(),
         RepoType::Model,
@@ -314,6 +514,21 @@ fn download(
             format!("the hub sent a bad commit id `{commit}`"),
         ));
     }
+    Ok(RepoInfo {
+        sha: commit,
+        siblings: info.siblings,
+    })
+}
+
+fn download(
+    repo: &str,
+    revision: &str,
+    options: &HubOptions,
+    cache: &HubCache,
+) -> Result<Snapshot> {
+    let api = build_api(options, cache.root())?;
+    let info = repo_info(&api, repo, revision, options)?;
+    let commit = info.sha.clone();
     let listing: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
     let selection = select_files(&listing, options.dtype).map_err(|missing| {
         hub_error(

@@ -16,6 +16,12 @@ pub const PARAMETERS_KEY: &str = "parameters";
 /// Everything needed to reproduce a result from the file alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct GenerationInfo {
+    /// `diffusion` or `gan` (files written before the GAN path have no key: diffusion).
+    #[serde(default = "diffusion")]
+    pub engine: String,
+    /// The requested output factor, when not the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
@@ -31,9 +37,24 @@ pub struct GenerationInfo {
     pub diffsr_version: String,
 }
 
+fn diffusion() -> String {
+    "diffusion".into()
+}
+
 impl GenerationInfo {
     /// One human-readable paragraph.
     pub fn summary(&self) -> String {
+        if self.engine == "gan" {
+            let mut s = format!("Engine: GAN, Model: {}", self.model);
+            if let Some(r) = &self.revision {
+                s.push_str(&format!(", Revision: {r}"));
+            }
+            if let Some(scale) = self.scale {
+                s.push_str(&format!(", Scale: {scale}"));
+            }
+            s.push_str(&format!(", diffsr: {}", self.diffsr_version));
+            return s;
+        }
         let mut s = format!("{}\n", self.prompt);
         if !self.negative_prompt.is_empty() {
             s.push_str(&format!("Negative prompt: {}\n", self.negative_prompt));
@@ -51,6 +72,9 @@ impl GenerationInfo {
         ));
         if let Some(r) = &self.revision {
             s.push_str(&format!(", Revision: {r}"));
+        }
+        if let Some(scale) = self.scale {
+            s.push_str(&format!(", Scale: {scale}"));
         }
         s.push_str(&format!(", diffsr: {}", self.diffsr_version));
         s

@@ -40,6 +40,9 @@ pub struct UpscaleOptions {
     pub scheduler: Option<SchedulerKind>,
     /// Seed of the torch-compatible CPU generator, as `torch.Generator("cpu").manual_seed`.
     pub seed: u64,
+    /// Output size as a factor of the input's; `None` is the model's own factor. Another
+    /// factor is reached by one Lanczos resample of the model's output.
+    pub scale: Option<f64>,
 }
 
 impl Default for UpscaleOptions {
@@ -53,6 +56,7 @@ impl Default for UpscaleOptions {
             eta: 0.0,
             scheduler: None,
             seed: 0,
+            scale: None,
         }
     }
 }
@@ -75,9 +79,20 @@ impl UpscaleOptions {
                 format!("must be a finite number >= 0, got {}", self.eta),
             ));
         }
+        if let Some(scale) = self.scale {
+            if !(scale.is_finite() && scale > 0.0 && scale <= MAX_SCALE) {
+                return Err(Error::option(
+                    "scale",
+                    format!("must be a number above 0 and at most {MAX_SCALE}, got {scale}"),
+                ));
+            }
+        }
         Ok(())
     }
 }
+
+/// The largest output factor accepted.
+pub const MAX_SCALE: f64 = 16.0;
 
 /// Reported after every denoising step.
 #[derive(Debug, Clone, Copy)]

@@ -258,3 +258,28 @@ impl UpscalePipeline {
         Ok(self.text_encoder.forward(&ids)?.to_dtype(self.dtype)?)
     }
 }
+
+impl crate::upscaler::Upscaler for UpscalePipeline {
+    fn engine(&self) -> crate::upscaler::Engine {
+        crate::upscaler::Engine::Diffusion
+    }
+
+    fn scale(&self) -> usize {
+        self.vae_scale_factor
+    }
+
+    fn describe(&self) -> String {
+        format!("latent-diffusion x{} upscaler", self.vae_scale_factor)
+    }
+
+    fn upscale_rgb8(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        options: &UpscaleOptions,
+        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<Tensor> {
+        UpscalePipeline::upscale_rgb8(self, rgb, width, height, options, on_step)
+    }
+}

@@ -1,1 +1,80 @@
 //! ncnn models (`.param` + `.bin`), as realesrgan-ncnn-vulkan and Upscayl ship them.
+//!
+//! Follows ncnn's own model format (`Net::load_param` for the text `.param`,
+//! `ModelBinFromDataReader` for the `.bin`) and turns the graph into the PyTorch state dict of
+//! Real-ESRGAN's basicsr architectures, so the GAN path loads these files like any other:
+//! [`param`] parses the graph, [`bin`] reads the weights, [`convert`] recognises the
+//! architecture and names the tensors.
+
+pub mod bin;
+pub mod convert;
+pub mod param;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::gan::StateDict;
+
+/// Loads an ncnn model pair into a state dict with basicsr names (`body.0.weight`,
+/// `conv_first.weight`, ...). Kernels keep their stored dtype (F16 for fp16 files, F32
+/// otherwise); biases and PReLU slopes are F32. All tensors are on the CPU.
+pub fn load_ncnn(param: &Path, bin: &Path) -> Result<StateDict> {
+    let bytes = std::fs::read(param).map_err(|source| Error::Io {
+        path: param.to_path_buf(),
+        source,
+    })?;
+    // A binary `.param.bin` or a mixed-up file is not text; say so instead of a parse error.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        weights_error(
+            param,
+            format!(
+                "{} is not UTF-8 text (invalid byte at {}): expected a text ncnn .param file",
+                file_name(param),
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    let layers = param::parse(param, &text)?;
+    let data = std::fs::read(bin).map_err(|source| Error::Io {
+        path: bin.to_path_buf(),
+        source,
+    })?;
+    let weights = bin::read(param, bin, &data, &layers)?;
+    convert::to_state_dict(param, &layers, weights)
+}
+
+/// Given either file of a pair (`x.param` or `x.bin`), returns `(x.param, x.bin)`: the two
+/// share their stem. `None` for any other extension, and for ncnn's binary `x.param.bin`
+/// (which has no text `.param`). Whether the files exist is not checked.
+pub fn ncnn_pair(path: &Path) -> Option<(PathBuf, PathBuf)> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    let stem = Path::new(path.file_stem()?);
+    match ext.as_str() {
+        "param" => Some((path.to_path_buf(), path.with_extension("bin"))),
+        "bin"
+            if stem
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("param")) =>
+        {
+            None
+        }
+        "bin" => Some((path.with_extension("param"), path.to_path_buf())),
+        _ => None,
+    }
+}
+
+/// An [`Error::Weights`] about `path`.
+fn weights_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Weights {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// The file's name for messages (the full path is already in the error's prefix).
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}

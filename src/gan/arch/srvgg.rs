@@ -1,0 +1,102 @@
+//! SRVGGNetCompact (Real-ESRGAN's `srvgg_arch.py`: realesr-animevideov3,
+//! realesr-general-x4v3): a plain chain of 3×3 convolutions and activations at the input
+//! resolution, a pixel shuffle, and the nearest-neighbour upsampled input added back.
+
+use candle_core::Tensor;
+use candle_nn::{Conv2d, Module};
+
+use super::Weights;
+use crate::error::Result;
+
+/// The activation between convolutions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SrvggAct {
+    /// One learned slope per channel (`body.N.weight`), the released models' choice.
+    PRelu,
+    Relu,
+    /// Slope 0.1, as Real-ESRGAN's `act_type='leakyrelu'`.
+    LeakyRelu,
+}
+
+impl SrvggAct {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PRelu => "prelu",
+            Self::Relu => "relu",
+            Self::LeakyRelu => "leakyrelu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SrvggParams {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub num_feat: usize,
+    pub num_conv: usize,
+    pub upscale: usize,
+    pub act: SrvggAct,
+}
+
+enum Act {
+    PRelu(Tensor),
+    Relu,
+    LeakyRelu,
+}
+
+impl Act {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            // max(x, 0) + slope · min(x, 0), slope broadcast over (B, C, H, W).
+            Self::PRelu(slope) => (x.relu()? + x.minimum(0f64)?.broadcast_mul(slope)?)?,
+            Self::Relu => x.relu()?,
+            Self::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.1)?,
+        })
+    }
+}
+
+pub struct Srvgg {
+    convs: Vec<Conv2d>,
+    acts: Vec<Act>,
+    upscale: usize,
+}
+
+impl Srvgg {
+    pub(crate) fn new(p: &SrvggParams, w: &Weights) -> Result<Self> {
+        let mut convs = Vec::with_capacity(p.num_conv + 2);
+        let mut acts = Vec::with_capacity(p.num_conv + 1);
+        // body = [conv, act, (conv, act) × num_conv, conv]: module index 2k is the k-th conv.
+        for k in 0..=p.num_conv {
+            let c_in = if k == 0 { p.in_channels } else { p.num_feat };
+            convs.push(w.conv3x3(&format!("body.{}", 2 * k), c_in, p.num_feat)?);
+            acts.push(match p.act {
+                SrvggAct::PRelu => {
+                    let slope = w.get(&format!("body.{}.weight", 2 * k + 1), &[p.num_feat])?;
+                    Act::PRelu(slope.reshape((1, p.num_feat, 1, 1))?)
+                }
+                SrvggAct::Relu => Act::Relu,
+                SrvggAct::LeakyRelu => Act::LeakyRelu,
+            });
+        }
+        let last = 2 * p.num_conv + 2;
+        let c_out = p.out_channels * p.upscale * p.upscale;
+        convs.push(w.conv3x3(&format!("body.{last}"), p.num_feat, c_out)?);
+        Ok(Self {
+            convs,
+            acts,
+            upscale: p.upscale,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (conv, act) in self.convs.iter().zip(&self.acts) {
+            h = act.forward(&conv.forward(&h)?)?;
+        }
+        let last = self.convs.last().expect("at least one conv").forward(&h)?;
+        let out = candle_nn::ops::pixel_shuffle(&last, self.upscale)?;
+        let (_, _, height, width) = x.dims4()?;
+        let base = x.upsample_nearest2d(height * self.upscale, width * self.upscale)?;
+        Ok((out + base)?)
+    }
+}

@@ -1,0 +1,170 @@
+//! A GAN model as read from a file: its detected architecture and its weights (on the CPU,
+//! in the file's dtype), ready to be blended (`--denoise`), written as safetensors
+//! (`diffsr convert`) or built into a network.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+
+use super::arch::GanArch;
+use super::detect::detect_arch;
+use super::keys::normalise_keys;
+use super::load::{read_model_file, read_safetensors_bytes};
+use super::StateDict;
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct GanModel {
+    arch: GanArch,
+    weights: StateDict,
+    source: PathBuf,
+}
+
+impl std::fmt::Debug for GanModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GanModel")
+            .field("arch", &self.arch)
+            .field("tensors", &self.weights.len())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl GanModel {
+    /// Reads and identifies a model file (.safetensors, .pth, ncnn .param/.bin).
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_state_dict(read_model_file(path)?, path)
+    }
+
+    /// Identifies safetensors bytes held in memory; `name` stands for the file in messages.
+    pub fn from_safetensors_bytes(bytes: &[u8], name: &Path) -> Result<Self> {
+        Self::from_state_dict(read_safetensors_bytes(bytes, name)?, name)
+    }
+
+    /// Identifies a state dict in any of the known key layouts.
+    pub fn from_state_dict(dict: StateDict, source: &Path) -> Result<Self> {
+        let weights = normalise_keys(dict);
+        let arch = detect_arch(&weights, source)?;
+        Ok(Self {
+            arch,
+            weights,
+            source: source.to_path_buf(),
+        })
+    }
+
+    /// Overrides the SRVGGNetCompact activation, which the weights cannot tell when it has
+    /// no parameters (ReLU is assumed; Real-ESRGAN also offers LeakyReLU 0.1).
+    pub fn with_srvgg_act(mut self, act: super::arch::SrvggAct) -> Result<Self> {
+        match &mut self.arch {
+            GanArch::Srvgg(p) if p.act != super::arch::SrvggAct::PRelu => {
+                p.act = act;
+                Ok(self)
+            }
+            other => Err(Error::option(
+                "activation",
+                format!("{} has a fixed activation", other.describe()),
+            )),
+        }
+    }
+
+    pub fn arch(&self) -> &GanArch {
+        &self.arch
+    }
+
+    pub fn weights(&self) -> &StateDict {
+        &self.weights
+    }
+
+    /// The file the weights came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Network interpolation (Real-ESRGAN's `dni`): every parameter becomes
+    /// `weight · self + (1 − weight) · other`. realesr-general-x4v3's `--denoise D` blends the
+    /// general model (weight D) with its `-wdn` twin.
+    pub fn interpolate(&self, other: &GanModel, weight: f64) -> Result<GanModel> {
+        if !(0.0..=1.0).contains(&weight) {
+            return Err(Error::option(
+                "denoise",
+                format!("{weight} is outside 0..=1"),
+            ));
+        }
+        let mismatch = |message: String| Error::Weights {
+            path: other.source.clone(),
+            message: format!(
+                "cannot be blended with {}: {message}",
+                self.source.display()
+            ),
+        };
+        if other.arch != self.arch {
+            return Err(mismatch(format!(
+                "it is {}, the other is {}",
+                other.arch.describe(),
+                self.arch.describe()
+            )));
+        }
+        let mut weights = StateDict::new();
+        for (name, a) in &self.weights {
+            let b = other
+                .weights
+                .get(name)
+                .ok_or_else(|| mismatch(format!("it has no tensor `{name}`")))?;
+            if a.dims() != b.dims() {
+                return Err(mismatch(format!(
+                    "tensor `{name}` is {:?} here and {:?} there",
+                    b.dims(),
+                    a.dims()
+                )));
+            }
+            // In f32 whatever the files hold, so that a blend of f16 files loses nothing more.
+            let a = a.to_dtype(DType::F32)?;
+            let b = b.to_dtype(DType::F32)?;
+            let blended = (a.affine(weight, 0.0)? + b.affine(1.0 - weight, 0.0)?)?;
+            weights.insert(name.clone(), blended);
+        }
+        Ok(GanModel {
+            arch: self.arch.clone(),
+            weights,
+            source: self.source.clone(),
+        })
+    }
+
+    /// Writes the weights as safetensors under basicsr's names (`diffsr convert`); `dtype`
+    /// `None` keeps each tensor's own. The file is written whole, then renamed into place.
+    pub fn save_safetensors(&self, path: &Path, dtype: Option<DType>) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> = self
+            .weights
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), dtype.map_or(Ok(t.clone()), |d| t.to_dtype(d))?)))
+            .collect::<Result<_>>()?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+        candle_core::safetensors::save(
+            &tensors
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.clone()))
+                .collect(),
+            &tmp,
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Weights {
+                path: path.to_path_buf(),
+                message: format!("cannot write safetensors: {e}"),
+            }
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+
+    /// Parameters in all.
+    pub fn parameter_count(&self) -> usize {
+        self.weights.values().map(|t| t.elem_count()).sum()
+    }
+}

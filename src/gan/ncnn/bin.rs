@@ -1,0 +1,280 @@
+//! Reader for ncnn's `.bin` weights, laid out as `ncnn::ModelBinFromDataReader` reads them:
+//! the weights of each layer back to back, in the layer order of the `.param`, with no header
+//! and no padding between layers. Only `Convolution` and `PReLU` (the layers of the
+//! Real-ESRGAN family) are read; other layers that store weights are refused.
+//!
+//! A convolution's kernel is a "type 0" blob: a 4-byte flag says how the values are stored
+//! (fp16, int8, raw f32, or an 8-bit index into a 256-entry f32 table). Biases and PReLU slopes
+//! are "type 1" blobs: raw little-endian f32 with no flag.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::param::Layer;
+use super::{file_name, weights_error};
+use crate::error::Result;
+
+/// Flag of a kernel stored as IEEE half floats.
+const TAG_FP16: u32 = 0x0130_6B47;
+/// Flag of an int8-quantised kernel.
+const TAG_INT8: u32 = 0x000D_4B38;
+/// Flag of raw f32 data (with a nonzero flag, unlike the usual all-zero one).
+const TAG_RAW_F32: u32 = 0x0002_C056;
+/// Entries of the lookup table of a table-quantised kernel.
+const TABLE_LEN: usize = 256;
+
+/// Layers that never read from the `.bin`, so they can be skipped safely.
+const WEIGHTLESS: &[&str] = &[
+    "Input",
+    "Split",
+    "Concat",
+    "Eltwise",
+    "Interp",
+    "PixelShuffle",
+    "BinaryOp",
+    "ReLU",
+    "Reshape",
+    "Permute",
+    "Crop",
+    "Padding",
+    "Pooling",
+    "Sigmoid",
+    "TanH",
+    "Clip",
+    "Slice",
+    "Flatten",
+    "Noop",
+    "UnaryOp",
+    "Dropout",
+];
+
+/// The tensors one layer read from the `.bin`.
+#[derive(Debug, Clone)]
+pub enum LayerWeights {
+    None,
+    /// Kernel `[out, in, kh, kw]` in its stored dtype, bias `[out]` f32.
+    Conv {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    /// PReLU slopes `[num_slope]` f32.
+    Slopes(Tensor),
+}
+
+/// Reads the weights of every layer from `data` (the `.bin` file's bytes), one entry per layer;
+/// errors about the graph name `param`, errors about the data name `bin`.
+pub fn read(param: &Path, bin: &Path, data: &[u8], layers: &[Layer]) -> Result<Vec<LayerWeights>> {
+    let mut reader = Reader {
+        path: bin,
+        data,
+        pos: 0,
+    };
+    let mut out = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let weights = match layer.kind.as_str() {
+            "Convolution" => read_conv(param, &mut reader, layer)?,
+            "PReLU" => {
+                let n = layer.count(param, 0, 0)?;
+                if n == 0 {
+                    return Err(layer_error(
+                        param,
+                        layer,
+                        "has num_slope (param 0) = 0, expected at least 1",
+                    ));
+                }
+                LayerWeights::Slopes(reader.f32s(layer, n)?)
+            }
+            kind if WEIGHTLESS.contains(&kind) => LayerWeights::None,
+            kind => {
+                return Err(layer_error(
+                    param,
+                    layer,
+                    &format!(
+                    "unsupported layer type {kind}: diffsr reads the weights of Convolution and \
+                         PReLU layers only (the Real-ESRGAN family)"
+                ),
+                ))
+            }
+        };
+        out.push(weights);
+    }
+    if reader.pos != data.len() {
+        return Err(weights_error(
+            bin,
+            format!(
+                "{} has {} bytes left after the last layer: it does not belong to {} (mismatched pair)",
+                file_name(bin),
+                data.len() - reader.pos,
+                file_name(param)
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+fn read_conv(param: &Path, reader: &mut Reader, layer: &Layer) -> Result<LayerWeights> {
+    let num_output = layer.count(param, 0, 0)?;
+    let kernel_w = layer.count(param, 1, 0)?;
+    let kernel_h = layer.count(param, 11, kernel_w)?;
+    let bias_term = layer.int(param, 5, 0)? != 0;
+    let data_size = layer.count(param, 6, 0)?;
+    if layer.int(param, 8, 0)? != 0 {
+        // int8_scale_term: the kernel is followed by quantisation scales.
+        return Err(layer_error(
+            param,
+            layer,
+            "is int8-quantised (param 8): int8-quantised ncnn models are not supported",
+        ));
+    }
+    if layer.int(param, 19, 0)? != 0 {
+        return Err(layer_error(
+            param,
+            layer,
+            "takes its kernel as an input (dynamic_weight, param 19), which is not supported",
+        ));
+    }
+    if num_output == 0 || kernel_w == 0 || kernel_h == 0 || data_size == 0 {
+        return Err(layer_error(
+            param,
+            layer,
+            &format!(
+                "has num_output {num_output}, kernel {kernel_h}x{kernel_w}, weight_data_size \
+                 {data_size}: expected all of them nonzero"
+            ),
+        ));
+    }
+    let per_input = num_output
+        .checked_mul(kernel_h)
+        .and_then(|n| n.checked_mul(kernel_w));
+    let in_channels = match per_input {
+        Some(p) if data_size % p == 0 => data_size / p,
+        _ => {
+            return Err(layer_error(
+                param,
+                layer,
+                &format!(
+                "has weight_data_size {data_size}, expected a multiple of num_output x kernel_h \
+                     x kernel_w = {num_output} x {kernel_h} x {kernel_w}"
+            ),
+            ))
+        }
+    };
+    let shape = [num_output, in_channels, kernel_h, kernel_w];
+    let weight = reader.kernel(layer, data_size, &shape)?;
+    let bias = if bias_term {
+        Some(reader.f32s(layer, num_output)?)
+    } else {
+        None
+    };
+    Ok(LayerWeights::Conv { weight, bias })
+}
+
+fn layer_error(param: &Path, layer: &Layer, message: &str) -> crate::Error {
+    weights_error(
+        param,
+        format!(
+            "{} line {}: layer {} {message}",
+            file_name(param),
+            layer.line,
+            layer.describe()
+        ),
+    )
+}
+
+/// A cursor over the `.bin` bytes.
+struct Reader<'a> {
+    path: &'a Path,
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// The next `bytes` bytes; `what` says in the error what they were to hold.
+    fn take(&mut self, layer: &Layer, bytes: Option<usize>, what: &str) -> Result<&'a [u8]> {
+        let end = bytes.and_then(|b| self.pos.checked_add(b));
+        match (bytes, end) {
+            (Some(bytes), Some(end)) if end <= self.data.len() => {
+                let slice = &self.data[self.pos..end];
+                self.pos = end;
+                debug_assert_eq!(slice.len(), bytes);
+                Ok(slice)
+            }
+            _ => Err(weights_error(
+                self.path,
+                format!(
+                    "{} is truncated: layer {} needs {what} at byte {} but the file ends at byte {}",
+                    file_name(self.path),
+                    layer.describe(),
+                    self.pos,
+                    self.data.len()
+                ),
+            )),
+        }
+    }
+
+    /// A type-1 blob: `n` raw little-endian f32, shape `[n]`.
+    fn f32s(&mut self, layer: &Layer, n: usize) -> Result<Tensor> {
+        let values = self.f32_vec(layer, n, "f32 values")?;
+        Ok(Tensor::from_vec(values, n, &Device::Cpu)?)
+    }
+
+    fn f32_vec(&mut self, layer: &Layer, n: usize, what: &str) -> Result<Vec<f32>> {
+        let bytes = self.take(
+            layer,
+            n.checked_mul(4),
+            &format!("{n} {what} ({} bytes)", n.saturating_mul(4)),
+        )?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// A type-0 blob of `n` values: the 4-byte flag, then the values in the format it names.
+    fn kernel(&mut self, layer: &Layer, n: usize, shape: &[usize]) -> Result<Tensor> {
+        let flag = self.take(layer, Some(4), "the 4-byte weight format flag")?;
+        let flag = [flag[0], flag[1], flag[2], flag[3]];
+        let values = match u32::from_le_bytes(flag) {
+            TAG_FP16 => {
+                // ncnn pads the half-float data to a 4-byte boundary.
+                let bytes = n.checked_mul(2);
+                let padded = bytes.and_then(|b| b.checked_next_multiple_of(4));
+                let what = format!("{n} fp16 weights ({} bytes)", n.saturating_mul(2));
+                let raw = &self.take(layer, padded, &what)?[..n * 2];
+                // Candle reads the buffer in host order; the file is little-endian.
+                let mut native: Vec<u8> = raw.to_vec();
+                if cfg!(target_endian = "big") {
+                    native.chunks_exact_mut(2).for_each(|c| c.swap(0, 1));
+                }
+                return Ok(Tensor::from_raw_buffer(
+                    &native,
+                    DType::F16,
+                    shape,
+                    &Device::Cpu,
+                )?);
+            }
+            TAG_INT8 => {
+                return Err(weights_error(
+                    self.path,
+                    format!(
+                        "{}: layer {} stores int8 weights (flag 0x{TAG_INT8:08X}): int8-quantised \
+                         ncnn models are not supported",
+                        file_name(self.path),
+                        layer.describe()
+                    ),
+                ))
+            }
+            TAG_RAW_F32 => self.f32_vec(layer, n, "f32 weights")?,
+            _ if flag == [0; 4] => self.f32_vec(layer, n, "f32 weights")?,
+            _ => {
+                // Any other nonzero flag: a 256-entry f32 table and one u8 index per weight.
+                let table = self.f32_vec(layer, TABLE_LEN, "f32 quantisation table entries")?;
+                let padded = n.checked_next_multiple_of(4);
+                let indices = self.take(layer, padded, &format!("{n} u8 table indices"))?;
+                indices[..n].iter().map(|&i| table[i as usize]).collect()
+            }
+        };
+        Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+    }
+}

@@ -1,0 +1,228 @@
+//! Running a GAN model over an image: reflect pre-padding, overlapping tiles sized from the
+//! memory budget and blended without seams (the shared [`crate::tiling`] routine), f16 on
+//! GPUs. Follows Real-ESRGAN's `RealESRGANer` (pre_pad, tile, tile_pad), with blending added.
+
+use std::ops::ControlFlow;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::arch::{GanArch, GanNetwork};
+use super::model::GanModel;
+use crate::error::{Error, Result};
+use crate::pipeline::{rgb8_to_tensor, StepProgress, UpscaleOptions};
+use crate::tiling::{exact_overlap, plan_tiles, run_tiled, TileOptions};
+use crate::upscaler::{Engine, Upscaler};
+
+/// Smallest automatic tile edge: below it the overlap dominates the work.
+const MIN_AUTO_TILE: usize = 64;
+/// Largest automatic tile edge: beyond it the CPU gains nothing and a GPU little.
+const MAX_AUTO_TILE: usize = 512;
+
+/// How a GAN model is run.
+#[derive(Debug, Clone)]
+pub struct GanOptions {
+    pub device: Device,
+    /// `None`: f16 on CUDA and Metal, f32 on the CPU.
+    pub dtype: Option<DType>,
+    /// Tile edge in input pixels; `None` chooses it from `max_memory`; `Some(0)` runs the
+    /// whole image at once.
+    pub tile: Option<usize>,
+    /// Working-memory budget in bytes for the activations; `None`: see
+    /// [`crate::memory::default_budget`].
+    pub max_memory: Option<u64>,
+    /// Reflect padding around the image, in input pixels (Real-ESRGAN's `pre_pad`), so the
+    /// borders see plausible context instead of zeros.
+    pub pre_pad: usize,
+}
+
+impl Default for GanOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: None,
+            tile: None,
+            max_memory: None,
+            pre_pad: 10,
+        }
+    }
+}
+
+/// A loaded GAN model, upscaling many images.
+pub struct GanUpscaler {
+    arch: GanArch,
+    network: GanNetwork,
+    name: String,
+    device: Device,
+    dtype: DType,
+    tile: Option<usize>,
+    budget: u64,
+    pre_pad: usize,
+}
+
+impl GanUpscaler {
+    /// Builds the network of `model` on the options' device.
+    pub fn new(model: &GanModel, options: &GanOptions) -> Result<Self> {
+        let arch = model.arch().clone();
+        if !matches!(arch.in_channels(), 1 | 3) || arch.in_channels() != arch.out_channels() {
+            return Err(Error::Weights {
+                path: model.source().to_path_buf(),
+                message: format!(
+                    "{}: only 3-channel (RGB) or 1-channel (grey) models are run",
+                    arch.describe()
+                ),
+            });
+        }
+        let dtype = options.dtype.unwrap_or(match options.device {
+            Device::Cpu => DType::F32,
+            _ => DType::F16,
+        });
+        let network = GanNetwork::new(
+            &arch,
+            model.weights(),
+            dtype,
+            &options.device,
+            model.source(),
+        )?;
+        Ok(Self {
+            name: model
+                .source()
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            arch,
+            network,
+            device: options.device.clone(),
+            dtype,
+            tile: options.tile,
+            budget: options
+                .max_memory
+                .unwrap_or_else(|| crate::memory::default_budget(&options.device)),
+            pre_pad: options.pre_pad,
+        })
+    }
+
+    pub fn arch(&self) -> &GanArch {
+        &self.arch
+    }
+
+    /// The tile edge used for a `width` × `height` input (0: the whole image in one go).
+    pub fn tile_for(&self, width: usize, height: usize) -> usize {
+        if let Some(tile) = self.tile {
+            return tile;
+        }
+        let per_pixel = self.arch.bytes_per_input_pixel(self.dtype) as u64;
+        let padded = (width + 2 * self.pre_pad) as u64 * (height + 2 * self.pre_pad) as u64;
+        if padded * per_pixel <= self.budget && width.max(height) <= MAX_AUTO_TILE {
+            return 0;
+        }
+        let edge = ((self.budget / per_pixel.max(1)) as f64).sqrt() as usize;
+        let align = 8 * self.arch.input_multiple();
+        (edge / align * align).clamp(MIN_AUTO_TILE, MAX_AUTO_TILE)
+    }
+
+    /// Tiling for an input of this size.
+    fn tile_options(&self, width: usize, height: usize) -> Result<TileOptions> {
+        let overlap = exact_overlap(self.arch.context_radius());
+        let tile = self.tile_for(width, height);
+        if tile > 0 && tile < 2 * overlap {
+            return Err(Error::option(
+                "tile",
+                format!(
+                    "{tile} is too small for {}: its tiles overlap by {overlap} pixels; use at \
+                     least {} (or 0 for no tiling)",
+                    self.arch.describe(),
+                    2 * overlap
+                ),
+            ));
+        }
+        Ok(TileOptions {
+            tile,
+            // Wide enough that every kept pixel saw its full context (exact for SRVGG).
+            overlap,
+            scale: self.arch.scale(),
+            align: self.arch.input_multiple(),
+            pad: self.pre_pad,
+            batch: 1,
+        })
+    }
+
+    /// How many tiles an input of this size is cut into.
+    pub fn tile_count(&self, width: usize, height: usize) -> Result<usize> {
+        Ok(plan_tiles(width, height, &self.tile_options(width, height)?)?.len())
+    }
+
+    /// Upscales a (1, 3, h, w) image in [0, 1] by the model's factor; result clamped to
+    /// [0, 1], f32, on the model's device. `on_tile(done, total)` may cancel.
+    pub fn upscale(
+        &self,
+        image: &Tensor,
+        on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<Tensor> {
+        let (n, c, h, w) = image.dims4()?;
+        if n != 1 || c != 3 || h == 0 || w == 0 {
+            return Err(Error::option(
+                "image",
+                format!(
+                    "expected one RGB image (1, 3, h, w), got {:?}",
+                    image.dims()
+                ),
+            ));
+        }
+        let image = image.to_device(&self.device)?.to_dtype(DType::F32)?;
+        // Grey models see the luma and their output is repeated over R, G and B.
+        let input = if self.arch.in_channels() == 1 {
+            let weights = Tensor::new(&[0.299f32, 0.587, 0.114], &self.device)?;
+            image
+                .broadcast_mul(&weights.reshape((1, 3, 1, 1))?)?
+                .sum_keepdim(1)?
+        } else {
+            image
+        };
+        let options = self.tile_options(w, h)?;
+        let dtype = self.dtype;
+        let network = &self.network;
+        let out = run_tiled(
+            &input,
+            &options,
+            &mut |tile: &Tensor| network.forward(&tile.to_dtype(dtype)?),
+            on_tile,
+        )?;
+        let out = if self.arch.out_channels() == 1 {
+            out.repeat((1, 3, 1, 1))?
+        } else {
+            out
+        };
+        Ok(out.to_dtype(DType::F32)?.clamp(0f32, 1f32)?)
+    }
+}
+
+impl Upscaler for GanUpscaler {
+    fn engine(&self) -> Engine {
+        Engine::Gan
+    }
+
+    fn scale(&self) -> usize {
+        self.arch.scale()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.arch.describe())
+    }
+
+    fn upscale_rgb8(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        _options: &UpscaleOptions,
+        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<Tensor> {
+        let image = rgb8_to_tensor(rgb, width, height, &self.device)?;
+        self.upscale(&image, &mut |done, total| {
+            on_step(StepProgress {
+                step: done,
+                total,
+                timestep: 0.0,
+            })
+        })
+    }
+}

@@ -1,0 +1,345 @@
+//! `diffsr upscale` on the GAN engine and `diffsr convert`, through the real binary: the
+//! built-in model with no network, `--engine auto`'s fallback and `--engine diffusion`'s
+//! refusal, model files of every container, `--scale`, `--denoise`, alpha, and the errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{ensure, Result};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn photo() -> PathBuf {
+    fixtures().join("gan/photos/coffee.png")
+}
+
+fn scratch(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("diffsr-cli-gan-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs the binary with an empty hub cache and a hub that refuses connections, so nothing
+/// can come from the network.
+fn diffsr(dir: &Path, args: &[&str]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr"))
+        .args(args)
+        .env("HF_HUB_CACHE", dir.join("hub-cache"))
+        .env("HF_HOME", dir.join("hf-home"))
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .output()?)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn size(path: &Path) -> Result<(u32, u32)> {
+    Ok(image::image_dimensions(path)?)
+}
+
+#[test]
+fn the_built_in_model_runs_with_no_network() -> Result<()> {
+    let dir = scratch("builtin")?;
+    let out_path = dir.join("coffee-4x.png");
+    let out = diffsr(
+        &dir,
+        &[
+            "upscale",
+            photo().to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--engine",
+            "gan",
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    ensure!(size(&out_path)? == (192, 160));
+    let info = diffsr(&dir, &["info", out_path.to_str().unwrap(), "--json"])?;
+    let info = String::from_utf8_lossy(&info.stdout);
+    ensure!(
+        info.contains("\"engine\": \"gan\"") && info.contains("realesr-animevideov3"),
+        "{info}"
+    );
+    ensure!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn auto_falls_back_to_gan_with_the_reason_and_diffusion_never_does() -> Result<()> {
+    let dir = scratch("fallback")?;
+    let out_path = dir.join("out.png");
+    let input = photo();
+    let args = [
+        "upscale",
+        input.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ];
+    let out = diffsr(&dir, &args)?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    ensure!(warnings.len() == 1, "one warning line: {err}");
+    ensure!(
+        warnings[0].contains("diffusion cannot run") && warnings[0].contains("127.0.0.1:9"),
+        "says why: {err}"
+    );
+    ensure!(size(&out_path)? == (192, 160));
+
+    let refused = dir.join("refused.png");
+    let out = diffsr(
+        &dir,
+        &[
+            "upscale",
+            photo().to_str().unwrap(),
+            "-o",
+            refused.to_str().unwrap(),
+            "--engine",
+            "diffusion",
+        ],
+    )?;
+    ensure!(
+        !out.status.success(),
+        "--engine diffusion must not fall back"
+    );
+    ensure!(!refused.exists());
+    ensure!(!stderr(&out).contains("falling back"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn a_model_file_picks_the_gan_engine_and_any_scale_is_exact() -> Result<()> {
+    let dir = scratch("file")?;
+    let model = fixtures().join("gan/srvgg_x2_relu.safetensors");
+    let out_path = dir.join("x2.png");
+    let out = diffsr(
+        &dir,
+        &[
+            "upscale",
+            photo().to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    ensure!(size(&out_path)? == (96, 80), "the model's own x2");
+
+    for (scale, want) in [("3", (144, 120)), ("1.5", (72, 60)), ("0.5", (24, 20))] {
+        let p = dir.join(format!("s{scale}.png"));
+        let out = diffsr(
+            &dir,
+            &[
+                "upscale",
+                photo().to_str().unwrap(),
+                "-o",
+                p.to_str().unwrap(),
+                "--engine",
+                "gan",
+                "--scale",
+                scale,
+            ],
+        )?;
+        ensure!(out.status.success(), "{}", stderr(&out));
+        ensure!(size(&p)? == want, "--scale {scale}: {:?}", size(&p)?);
+    }
+    let out = diffsr(
+        &dir,
+        &[
+            "upscale",
+            photo().to_str().unwrap(),
+            "-o",
+            dir.join("bad.png").to_str().unwrap(),
+            "--scale",
+            "0",
+        ],
+    )?;
+    ensure!(
+        !out.status.success() && stderr(&out).contains("scale"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn denoise_blends_a_general_model_with_its_wdn_twin() -> Result<()> {
+    let dir = scratch("denoise")?;
+    let general = fixtures().join("gan/srvgg_general.pth");
+    let wdn = fixtures().join("gan/srvgg_general_wdn.pth");
+    let run = |denoise: &str, name: &str| -> Result<Output> {
+        diffsr(
+            &dir,
+            &[
+                "upscale",
+                photo().to_str().unwrap(),
+                "-o",
+                dir.join(name).to_str().unwrap(),
+                "--model",
+                general.to_str().unwrap(),
+                "--denoise",
+                denoise,
+                "--denoise-model",
+                wdn.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = run("0.3", "d03.png")?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    let out = run("1", "d1.png")?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    let a = image::open(dir.join("d03.png"))?.to_rgb8();
+    let b = image::open(dir.join("d1.png"))?.to_rgb8();
+    ensure!(a.as_raw() != b.as_raw(), "the strength changes the output");
+    let out = run("1.5", "bad.png")?;
+    ensure!(
+        !out.status.success() && stderr(&out).contains("--denoise"),
+        "{}",
+        stderr(&out)
+    );
+    // The built-in model has no -wdn twin.
+    let out = diffsr(
+        &dir,
+        &[
+            "upscale",
+            photo().to_str().unwrap(),
+            "-o",
+            dir.join("x.png").to_str().unwrap(),
+            "--engine",
+            "gan",
+            "--denoise",
+            "0.5",
+        ],
+    )?;
+    ensure!(
+        !out.status.success() && stderr(&out).contains("--denoise"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn alpha_is_kept() -> Result<()> {
+    let dir = scratch("alpha")?;
+    let input = dir.join("rgba.png");
+    let mut rgba = image::RgbaImage::new(20, 14);
+    for (x, y, p) in rgba.enumerate_pixels_mut() {
+        *p = image::Rgba([
+            (x * 12) as u8,
+            (y * 18) as u8,
+            128,
+            if x < 10 { 255 } else { 40 },
+        ]);
+    }
+    rgba.save(&input)?;
+    let out_path = dir.join("out.png");
+    let out = diffsr(
+        &dir,
+        &[
+            "upscale",
+            input.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--engine",
+            "gan",
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    let result = image::open(&out_path)?;
+    ensure!(result.color().has_alpha(), "alpha kept");
+    let result = result.to_rgba8();
+    ensure!(result.dimensions() == (80, 56));
+    ensure!(result.get_pixel(2, 2)[3] == 255 && result.get_pixel(77, 50)[3] == 40);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn convert_writes_safetensors_that_upscale_the_same() -> Result<()> {
+    let dir = scratch("convert")?;
+    let pth = fixtures().join("gan/rrdb_x4_esrgan_old.pth");
+    let converted = dir.join("rrdb.safetensors");
+    let out = diffsr(
+        &dir,
+        &[
+            "convert",
+            pth.to_str().unwrap(),
+            converted.to_str().unwrap(),
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    ensure!(stderr(&out).contains("RRDBNet x4"), "{}", stderr(&out));
+    let mut images = Vec::new();
+    for (model, name) in [(&pth, "from-pth.png"), (&converted, "from-st.png")] {
+        let p = dir.join(name);
+        let out = diffsr(
+            &dir,
+            &[
+                "upscale",
+                photo().to_str().unwrap(),
+                "-o",
+                p.to_str().unwrap(),
+                "--model",
+                model.to_str().unwrap(),
+            ],
+        )?;
+        ensure!(out.status.success(), "{}", stderr(&out));
+        images.push(image::open(&p)?.to_rgb8().into_raw());
+    }
+    ensure!(images[0] == images[1], "same weights, same image");
+    let out = diffsr(
+        &dir,
+        &[
+            "convert",
+            pth.to_str().unwrap(),
+            dir.join("x.pth").to_str().unwrap(),
+        ],
+    )?;
+    ensure!(!out.status.success() && stderr(&out).contains(".safetensors"));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn bad_model_files_are_named() -> Result<()> {
+    let dir = scratch("bad")?;
+    for (file, says) in [
+        ("gan/unknown_arch.safetensors", "not a known architecture"),
+        ("gan/not_a_state_dict.pth", "no state dict"),
+        ("gan/legacy_format.pth", "zip"),
+    ] {
+        let model = fixtures().join(file);
+        let out = diffsr(
+            &dir,
+            &[
+                "upscale",
+                photo().to_str().unwrap(),
+                "-o",
+                dir.join("o.png").to_str().unwrap(),
+                "--model",
+                model.to_str().unwrap(),
+            ],
+        )?;
+        let err = stderr(&out);
+        ensure!(!out.status.success(), "{file} must fail");
+        ensure!(
+            err.contains(file.rsplit('/').next().unwrap()) && err.contains(says),
+            "{err}"
+        );
+    }
+    ensure!(!dir.join("o.png").exists());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
