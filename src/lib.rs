@@ -6,6 +6,7 @@
 //! re-exported here as [`schedulers`].
 
 pub mod batch;
+pub mod color_fix;
 pub mod error;
 pub mod gan;
 pub mod hub;

@@ -59,6 +59,8 @@ def main():
     p.add_argument("--size", type=int, required=True, help="input is size x size RGB")
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--reps", type=int, default=3, help="timed runs after one warm-up")
+    p.add_argument("--fp32", action="store_true",
+                   help="turn ncnn's fp16/bf16 storage and arithmetic off (f32 like diffsr's CPU path)")
     args = p.parse_args()
     if args.reps < 1:
         sys.exit("--reps must be at least 1")
@@ -71,6 +73,9 @@ def main():
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
     net.opt.num_threads = args.threads
+    if args.fp32:
+        for k in FP_OPTIONS[:5]:
+            setattr(net.opt, k, False)
     log(f"[ncnn {ncnn.__version__}] " + ", ".join(f"{k}={getattr(net.opt, k)}" for k in FP_OPTIONS))
     model_dir = Path(args.model_dir)
     t0 = time.perf_counter()
@@ -106,6 +111,7 @@ def main():
                 "model": args.model,
                 "size": args.size,
                 "threads": args.threads,
+                "precision": "f32" if args.fp32 else "ncnn default",
                 "seconds": statistics.median(times),
                 # Linux reports ru_maxrss in KiB.
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

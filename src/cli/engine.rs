@@ -83,6 +83,7 @@ fn load_diffusion(request: &EngineRequest<'_>, spec: ModelSpec) -> Result<Loaded
     let load = LoadOptions {
         device: request.device.clone(),
         dtype: request.dtype.unwrap_or(DType::F32),
+        ..LoadOptions::default()
     };
     let hub = HubOptions {
         dtype: load.dtype,

@@ -5,6 +5,6 @@ mod options;
 mod preprocess;
 mod upscale;
 
-pub use options::{LoadOptions, StepProgress, UpscaleOptions};
+pub use options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions};
 pub use preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor, tensor_to_rgb8};
 pub use upscale::UpscalePipeline;

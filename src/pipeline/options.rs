@@ -4,6 +4,7 @@ use candle_core::{DType, Device};
 use diffsr_schedulers::SchedulerKind;
 
 use crate::error::{Error, Result};
+use crate::models::vae::VaeTiling;
 
 /// How the models are loaded.
 #[derive(Debug, Clone)]
@@ -12,6 +13,8 @@ pub struct LoadOptions {
     /// dtype of the UNet and the text encoder; the VAE always runs in f32 because it overflows
     /// in f16 (diffusers' `force_upcast`).
     pub dtype: DType,
+    /// How large pictures are cut into tiles.
+    pub tiling: TilingOptions,
 }
 
 impl Default for LoadOptions {
@@ -19,6 +22,32 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             dtype: DType::F32,
+            tiling: TilingOptions::default(),
+        }
+    }
+}
+
+/// Tiled denoising and decoding of latents larger than a tile. A latent that fits in one
+/// tile runs untiled, exactly as the reference does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TilingOptions {
+    /// Latent tile edge for the UNet (default 128, the x4 model's trained size).
+    pub latent_tile: usize,
+    /// Overlap of neighbouring UNet tiles, in latent pixels.
+    pub latent_overlap: usize,
+    /// UNet tiles denoised together (each is doubled under guidance).
+    pub unet_batch: usize,
+    /// The VAE decode's tiles.
+    pub vae: VaeTiling,
+}
+
+impl Default for TilingOptions {
+    fn default() -> Self {
+        Self {
+            latent_tile: 128,
+            latent_overlap: 32,
+            unet_batch: 1,
+            vae: VaeTiling::default(),
         }
     }
 }

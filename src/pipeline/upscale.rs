@@ -10,7 +10,8 @@ use diffsr_schedulers::{
     build_from_config, NoiseSchedule, Scheduler, SchedulerConfig, SolverOptions,
 };
 
-use super::options::{LoadOptions, StepProgress, UpscaleOptions};
+use super::options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions};
+use crate::tiling::{plan_tiles, run_tiled, TileOptions};
 use super::preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor};
 use crate::error::{Error, Result};
 use crate::model_dir::{with_weights, ModelDir};
@@ -36,6 +37,7 @@ pub struct UpscalePipeline {
     vae_scale_factor: usize,
     device: Device,
     dtype: DType,
+    tiling: TilingOptions,
 }
 
 impl UpscalePipeline {
@@ -89,7 +91,39 @@ impl UpscalePipeline {
             vae_scale_factor: 1 << levels.saturating_sub(1),
             device: device.clone(),
             dtype,
+            tiling: options.tiling,
         })
+    }
+
+    /// The tiling in use.
+    pub fn tiling(&self) -> &TilingOptions {
+        &self.tiling
+    }
+
+    /// Changes the tiling (e.g. after [`crate::pipeline::plan_memory`] chose one).
+    pub fn set_tiling(&mut self, tiling: TilingOptions) {
+        self.tiling = tiling;
+    }
+
+    /// UNet tile options for a latent of this size.
+    fn unet_tiles(&self) -> TileOptions {
+        TileOptions {
+            tile: self.tiling.latent_tile,
+            overlap: self.tiling.latent_overlap,
+            scale: 1,
+            align: 1,
+            pad: 0,
+            batch: self.tiling.unet_batch.max(1),
+        }
+    }
+
+    /// UNet forward passes per denoising step for an h × w latent (1: untiled).
+    pub fn unet_batches_per_step(&self, height: usize, width: usize) -> Result<usize> {
+        let t = &self.tiling;
+        if t.latent_tile == 0 || (height <= t.latent_tile && width <= t.latent_tile) {
+            return Ok(1);
+        }
+        Ok(plan_tiles(width, height, &self.unet_tiles())?.batches())
     }
 
     /// The largest `noise_level` the model accepts.
@@ -194,9 +228,6 @@ impl UpscalePipeline {
         let image =
             self.low_res_schedule
                 .add_noise(&image, &noise, options.noise_level as usize)?;
-        let copies = if guidance { 2 } else { 1 };
-        let image = Tensor::cat(&vec![&image; copies], 0)?;
-        let class_labels = Tensor::new(vec![options.noise_level; copies], &self.device)?;
 
         // 4. Latents at the low-resolution size.
         let latent_channels = self.vae.config().latent_channels;
@@ -208,23 +239,27 @@ impl UpscalePipeline {
             )?
             .affine(scheduler.init_noise_sigma(), 0.0)?;
 
-        // 5. The denoising loop.
+        // 5. The denoising loop. Latents larger than a tile are denoised in overlapping
+        // tiles whose noise predictions are blended (MultiDiffusion); the latents, the image
+        // and the noise are whole-picture tensors, so the tiling never changes what is drawn.
         let total = scheduler.num_inference_steps();
+        let tiled = {
+            let t = &self.tiling;
+            t.latent_tile > 0 && (height > t.latent_tile || width > t.latent_tile)
+        };
         for i in 0..total {
             let t = scheduler.timesteps()[i];
-            let input = Tensor::cat(&vec![&latents; copies], 0)?;
-            let input = scheduler.scale_model_input(&input, i)?;
-            let input = Tensor::cat(&[&input, &image], 1)?.to_dtype(self.dtype)?;
-            let prediction = self
-                .unet
-                .forward(&input, t, &embeddings, &class_labels)?
-                .to_dtype(DType::F32)?;
-            let prediction = if guidance {
-                let uncond = prediction.narrow(0, 0, 1)?;
-                let cond = prediction.narrow(0, 1, 1)?;
-                (&uncond + (cond - &uncond)?.affine(options.guidance_scale, 0.0)?)?
+            let scaled = scheduler.scale_model_input(&latents, i)?;
+            let unet_input = Tensor::cat(&[&scaled, &image], 1)?;
+            let mut predict = |x: &Tensor| -> Result<Tensor> {
+                self.guided_prediction(x, t, &embeddings, options)
+            };
+            let prediction = if tiled {
+                run_tiled(&unet_input, &self.unet_tiles(), &mut predict, &mut |_, _| {
+                    ControlFlow::Continue(())
+                })?
             } else {
-                prediction
+                predict(&unet_input)?
             };
             let step_noise = if scheduler.needs_noise(i) {
                 Some(rng.randn_tensor(latents.shape(), DType::F32, &self.device)?)
@@ -244,11 +279,46 @@ impl UpscalePipeline {
             }
         }
 
-        // 6. Decode in f32 and map to [0, 1].
-        let decoded = self
-            .vae
-            .decode(&latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?)?;
+        // 6. Decode in f32 (in tiles when large) and map to [0, 1].
+        let decoded = self.vae.decode_tiled(
+            &latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?,
+            &self.tiling.vae,
+            &mut |_, _| ControlFlow::Continue(()),
+        )?;
         Ok(decoded.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
+    }
+
+    /// The guided noise prediction for a batch of (latent ‖ image) tiles (B, 7, h, w): under
+    /// guidance each tile is run unconditioned and conditioned (one UNet batch of 2B, the
+    /// unconditioned half first, as the reference orders it) and combined.
+    fn guided_prediction(
+        &self,
+        x: &Tensor,
+        t: f64,
+        embeddings: &Tensor,
+        options: &UpscaleOptions,
+    ) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let guidance = options.guidance_scale > 1.0;
+        let copies = if guidance { 2 } else { 1 };
+        let input = Tensor::cat(&vec![x; copies], 0)?.to_dtype(self.dtype)?;
+        // embeddings is (copies, 77, d): repeat each row over the B tiles of its half.
+        let (_, seq, dim) = embeddings.dims3()?;
+        let context = embeddings
+            .unsqueeze(1)?
+            .broadcast_as((copies, b, seq, dim))?
+            .reshape((copies * b, seq, dim))?;
+        let class_labels = Tensor::new(vec![options.noise_level; copies * b], &self.device)?;
+        let prediction = self
+            .unet
+            .forward(&input, t, &context, &class_labels)?
+            .to_dtype(DType::F32)?;
+        if !guidance {
+            return Ok(prediction);
+        }
+        let uncond = prediction.narrow(0, 0, b)?;
+        let cond = prediction.narrow(0, b, b)?;
+        Ok((&uncond + (cond - &uncond)?.affine(options.guidance_scale, 0.0)?)?)
     }
 
     /// The text encoder's last hidden state for one prompt, (1, 77, hidden) in the model dtype.

@@ -8,10 +8,10 @@ pub use rrdbnet::{RrdbNet, RrdbNetParams};
 pub use srvgg::{Srvgg, SrvggAct, SrvggParams};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::Conv2d;
 
 use super::StateDict;
 use crate::error::{Error, Result};
+use crate::models::layers::conv::Conv2d;
 
 /// An architecture and its hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]

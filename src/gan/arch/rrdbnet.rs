@@ -4,10 +4,11 @@
 //! steps each followed by a convolution.
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Module};
+use candle_nn::Module;
 
 use super::Weights;
 use crate::error::Result;
+use crate::models::layers::conv::Conv2d;
 
 /// basicsr's leaky-ReLU slope and residual scaling.
 const SLOPE: f64 = 0.2;

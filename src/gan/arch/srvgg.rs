@@ -3,10 +3,11 @@
 //! resolution, a pixel shuffle, and the nearest-neighbour upsampled input added back.
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Module};
+use candle_nn::Module;
 
 use super::Weights;
 use crate::error::Result;
+use crate::models::layers::conv::Conv2d;
 
 /// The activation between convolutions.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,12 +3,15 @@
 //! Follows ncnn's own model format (`Net::load_param` for the text `.param`,
 //! `ModelBinFromDataReader` for the `.bin`) and turns the graph into the PyTorch state dict of
 //! Real-ESRGAN's basicsr architectures, so the GAN path loads these files like any other:
-//! [`param`] parses the graph, [`bin`] reads the weights, [`convert`] recognises the
-//! architecture and names the tensors.
+//! [`param`] (with [`value`]) parses the graph, [`bin`] reads the weights, [`convert`]
+//! recognises the architecture (`srvgg`, `rrdb`) and names the tensors.
 
 pub mod bin;
 pub mod convert;
 pub mod param;
+mod rrdb;
+mod srvgg;
+pub mod value;
 
 use std::path::{Path, PathBuf};
 
@@ -77,4 +80,13 @@ fn file_name(path: &Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+/// Quotes at most 60 characters of a bad token, so that garbage input gives short messages.
+fn clip(text: &str) -> String {
+    let mut clipped: String = text.chars().take(60).collect();
+    if clipped.len() < text.len() {
+        clipped.push_str("...");
+    }
+    clipped
 }

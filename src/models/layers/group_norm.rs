@@ -11,6 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use candle_nn::VarBuilder;
 
+use super::group_norm_stats::{next_mode, push_recorded, StatsMode};
 use crate::{Error, Result};
 
 /// Below this many elements the CPU kernel stays on the calling thread: spawning costs more.
@@ -61,6 +62,10 @@ impl GroupNorm {
                 dims
             ))));
         }
+        let mode = next_mode()?;
+        if !matches!(mode, StatsMode::Own) {
+            return self.run_tensor_ops(x, silu, mode);
+        }
         if x.device().is_cpu() {
             let op = GroupNormOp {
                 num_groups: self.num_groups,
@@ -72,11 +77,13 @@ impl GroupNorm {
             let x = x.contiguous()?;
             return Ok(x.apply_op3_no_bwd(&self.weight, &self.bias, &op)?);
         }
-        self.run_tensor_ops(x, silu)
+        self.run_tensor_ops(x, silu, StatsMode::Own)
     }
 
-    /// Device-agnostic formulation (two-pass mean / variance in f32).
-    fn run_tensor_ops(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+    /// Device-agnostic formulation (two-pass mean / variance in f32). A replayed (mean, var),
+    /// each (groups,), replaces the input's own statistics; while recording (see
+    /// [`super::group_norm_stats`]) the batch-averaged statistics are stored.
+    fn run_tensor_ops(&self, x: &Tensor, silu: bool, mode: StatsMode) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let per_group = x.elem_count() / (b * self.num_groups);
@@ -85,9 +92,24 @@ impl GroupNorm {
             _ => DType::F32,
         };
         let xg = x.reshape((b, self.num_groups, per_group))?.to_dtype(work)?;
-        let mean = (xg.sum_keepdim(2)? / per_group as f64)?;
+        let (mean, var) = match mode {
+            StatsMode::Replay(mean, var) => {
+                let shape = (1, self.num_groups, 1);
+                (
+                    mean.to_dtype(work)?.reshape(shape)?,
+                    var.to_dtype(work)?.reshape(shape)?,
+                )
+            }
+            own_or_record => {
+                let mean = (xg.sum_keepdim(2)? / per_group as f64)?;
+                let var = (xg.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / per_group as f64)?;
+                if matches!(own_or_record, StatsMode::Record) {
+                    push_recorded(mean.mean(0)?.flatten_all()?, var.mean(0)?.flatten_all()?);
+                }
+                (mean, var)
+            }
+        };
         let centred = xg.broadcast_sub(&mean)?;
-        let var = (centred.sqr()?.sum_keepdim(2)? / per_group as f64)?;
         let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         let mut affine_shape = vec![1usize; dims.len()];
         affine_shape[1] = c;
@@ -303,7 +325,9 @@ mod tests {
                 let x = x.to_dtype(dtype)?;
                 for silu in [false, true] {
                     let fast = gn.run(&x, silu)?.to_dtype(DType::F32)?;
-                    let slow = gn.run_tensor_ops(&x, silu)?.to_dtype(DType::F32)?;
+                    let slow = gn
+                        .run_tensor_ops(&x, silu, StatsMode::Own)?
+                        .to_dtype(DType::F32)?;
                     let diff = (fast - slow)?
                         .abs()?
                         .flatten_all()?

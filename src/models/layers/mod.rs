@@ -5,8 +5,10 @@
 
 pub mod activation;
 pub mod attention;
+pub mod conv;
 pub mod downsampling;
 pub mod group_norm;
+pub mod group_norm_stats;
 pub mod resnet;
 pub mod sdpa;
 pub mod upsampling;
@@ -15,6 +17,7 @@ pub use activation::check_silu;
 pub use attention::{Attention, AttentionConfig};
 pub use downsampling::Downsample2D;
 pub use group_norm::GroupNorm;
+pub use group_norm_stats::{record_group_norm_stats, with_group_norm_stats, GroupNormStats};
 pub use resnet::{ResnetBlock2D, ResnetConfig};
 pub use sdpa::{plan_chunks, scaled_dot_product_attention, ChunkPlan, DEFAULT_MAX_SCORE_BYTES};
 pub use upsampling::Upsample2D;

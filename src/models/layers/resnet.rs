@@ -3,8 +3,9 @@
 //! at all (the VAE's blocks).
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, Module, VarBuilder};
 
+use super::conv::{conv2d, Conv2d};
 use super::group_norm::GroupNorm;
 use crate::Result;
 
@@ -41,7 +42,7 @@ pub(crate) fn conv3x3(input: usize, output: usize, vb: VarBuilder) -> Result<Con
         padding: 1,
         ..Default::default()
     };
-    Ok(candle_nn::conv2d(input, output, 3, cfg, vb)?)
+    Ok(conv2d(input, output, 3, cfg, vb)?)
 }
 
 impl ResnetBlock2D {
@@ -53,7 +54,7 @@ impl ResnetBlock2D {
             None => None,
         };
         let conv_shortcut = if cin != cout {
-            Some(candle_nn::conv2d(
+            Some(conv2d(
                 cin,
                 cout,
                 1,

@@ -3,7 +3,9 @@
 //! latents that are not a multiple of its downsampling factor), then a 3x3 convolution.
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
+
+use super::conv::Conv2d;
 
 use super::resnet::conv3x3;
 use crate::Result;

@@ -16,7 +16,7 @@ mod transformer_block;
 mod up_blocks;
 
 use candle_core::{DType, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Embedding, Module, VarBuilder};
 
 pub use config::{LevelSpec, PerBlock, TransformerLayers, UNet2DConditionConfig};
 use down_blocks::{DownBlock, DownBlockConfig};
@@ -25,6 +25,7 @@ use mid_block::{MidBlock, MidBlockConfig};
 use transformer_2d::Transformer2DConfig;
 use up_blocks::{UpBlock, UpBlockConfig};
 
+use crate::models::layers::conv::{conv2d, Conv2d};
 use crate::models::layers::GroupNorm;
 use crate::{Error, Result};
 
@@ -48,7 +49,7 @@ fn conv(input: usize, output: usize, kernel: usize, vb: VarBuilder) -> Result<Co
         padding: (kernel - 1) / 2,
         ..Default::default()
     };
-    Ok(candle_nn::conv2d(input, output, kernel, cfg, vb)?)
+    Ok(conv2d(input, output, kernel, cfg, vb)?)
 }
 
 impl UNet2DConditionModel {

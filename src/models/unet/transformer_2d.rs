@@ -3,9 +3,10 @@
 //! transformer blocks over H·W tokens, `proj_out`, plus the input as residual.
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, Module, VarBuilder};
 
 use super::transformer_block::{BasicTransformerBlock, TransformerBlockConfig};
+use crate::models::layers::conv::Conv2d;
 use crate::models::layers::GroupNorm;
 use crate::Result;
 
@@ -36,7 +37,7 @@ impl Projection {
         Ok(if linear {
             Projection::Linear(candle_nn::linear(input, output, vb)?)
         } else {
-            Projection::Conv(candle_nn::conv2d(
+            Projection::Conv(crate::models::layers::conv::conv2d(
                 input,
                 output,
                 1,

@@ -3,10 +3,11 @@
 //! norm + SiLU, conv_out.
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::blocks::{UNetMidBlock2D, UpDecoderBlock2D, VAE_EPS};
 use super::config::AutoencoderKLConfig;
+use crate::models::layers::conv::Conv2d;
 use crate::models::layers::resnet::conv3x3;
 use crate::models::layers::GroupNorm;
 use crate::Result;

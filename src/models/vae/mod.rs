@@ -12,15 +12,18 @@ mod config;
 mod decoder;
 mod distribution;
 mod encoder;
+mod tiled;
 
 use candle_core::{DType, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 pub use config::AutoencoderKLConfig;
 use decoder::Decoder;
 pub use distribution::DiagonalGaussian;
+pub use tiled::VaeTiling;
 use encoder::Encoder;
 
+use crate::models::layers::conv::Conv2d;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -34,7 +37,7 @@ pub struct AutoencoderKL {
 }
 
 fn conv1x1(channels: usize, vb: VarBuilder) -> Result<Conv2d> {
-    Ok(candle_nn::conv2d(
+    Ok(crate::models::layers::conv::conv2d(
         channels,
         channels,
         1,

@@ -1,0 +1,160 @@
+//! CPU 2-D convolution: candle 0.11's `conv2d` (tiled im2col gather + GEMM) against
+//! `diffsr::models::layers::conv::Conv2d` (padded "wide grid", one GEMM per kernel tap), on the
+//! shapes the models run:
+//!
+//! ```bash
+//! cargo bench --bench conv_cpu
+//! ```
+//!
+//! 3×3, padding 1, stride 1, batch 1, with bias, f32: C=64 at 128² and 256² (the GAN
+//! bodies), 128/256 channels at 64² and 128² and 512 at 64² (the VAE decoder), 320 at 64²
+//! (the UNet), plus one 1×1 channel change. Besides the default plan (row chunks sized for L2,
+//! spread over the threads), two variants of ours are timed: the unblocked one (one GEMM per
+//! tap over the whole image, each GEMM parallel) and row chunks run in turn with parallel
+//! GEMMs. Medians of `DIFFSR_BENCH_REPS` runs (default 5) after one warm-up; GFLOP/s counts
+//! 2·C_in·C_out·kh·kw multiply-adds per output pixel.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Module, Tensor};
+use candle_nn::Conv2dConfig;
+use diffsr::models::layers::conv::{conv2d_f32, Conv2d, ConvShape, Plan};
+
+fn median_secs(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(t[t.len() / 2])
+}
+
+fn main() -> Result<()> {
+    let reps: usize = std::env::var("DIFFSR_BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let threads = candle_core::utils::get_num_threads();
+    println!("threads: {threads}, reps: {reps}");
+    // (label, c_in, c_out, h = w, kernel)
+    let shapes = [
+        ("GAN", 64, 64, 128, 3),
+        ("GAN", 64, 64, 256, 3),
+        ("VAE", 128, 128, 64, 3),
+        ("VAE", 128, 128, 128, 3),
+        ("VAE", 256, 256, 64, 3),
+        ("VAE", 256, 256, 128, 3),
+        ("VAE", 512, 512, 64, 3),
+        ("UNet", 320, 320, 64, 3),
+        ("VAE 1x1", 256, 128, 128, 1),
+    ];
+    println!(
+        "{:<8} {:>5} {:>5} {:>5} {:>2} | {:>10} {:>10} {:>7} | {:>8} {:>8} | {:>10} {:>10}",
+        "model",
+        "c_in",
+        "c_out",
+        "hw",
+        "k",
+        "candle ms",
+        "ours ms",
+        "speedup",
+        "cand GF/s",
+        "ours GF/s",
+        "unblk ms",
+        "chunk-seq"
+    );
+    let dev = Device::Cpu;
+    for (label, ci, co, hw, k) in shapes {
+        let pad = k / 2;
+        let w = (Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev)? * 0.05)?;
+        let b = Tensor::randn(0f32, 1.0, co, &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (1, ci, hw, hw), &dev)?;
+        let cfg = Conv2dConfig {
+            padding: pad,
+            ..Default::default()
+        };
+        let theirs = candle_nn::Conv2d::new(w.clone(), Some(b.clone()), cfg);
+        let ours = Conv2d::new(w.clone(), Some(b.clone()), cfg);
+        let want = theirs.forward(&x)?;
+        let got = ours.forward(&x)?;
+        let diff = (&got - &want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-3, "{label}: results differ by {diff}");
+
+        let t_candle = median_secs(reps, || {
+            theirs.forward(&x)?;
+            Ok(())
+        })?;
+        let t_ours = median_secs(reps, || {
+            ours.forward(&x)?;
+            Ok(())
+        })?;
+        // The variants, on the raw kernel.
+        let taps = w.permute((2, 3, 0, 1))?.flatten_all()?.to_vec1::<f32>()?;
+        let bias = b.to_vec1::<f32>()?;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let s = ConvShape {
+            b: 1,
+            ci,
+            h: hw,
+            w: hw,
+            co,
+            kh: k,
+            kw: k,
+            pad,
+        };
+        let variant = |plan: Plan| {
+            median_secs(reps, || {
+                std::hint::black_box(conv2d_f32(&xs, &taps, Some(&bias), &s, plan));
+                Ok(())
+            })
+        };
+        let t_unblocked = variant(Plan {
+            rows_per_chunk: None,
+            threads,
+            spread: false,
+        })?;
+        let t_seq = variant(Plan {
+            rows_per_chunk: Some(0),
+            threads,
+            spread: false,
+        })?;
+        if std::env::var_os("DIFFSR_CONV_SWEEP").is_some() {
+            // Rows per chunk, chunks spread over the threads.
+            let mut line = format!("  sweep {label} {ci}->{co} {hw}^2:");
+            for r in [1, 2, 4, 8, 16, 32, 64] {
+                let t = variant(Plan {
+                    rows_per_chunk: Some(r),
+                    threads,
+                    spread: true,
+                })?;
+                line += &format!(" r{r}={:.1}", t * 1e3);
+            }
+            println!("{line}");
+        }
+        let gflop = 2.0 * (ci * co * k * k * hw * hw) as f64 / 1e9;
+        println!(
+            "{:<8} {:>5} {:>5} {:>5} {:>2} | {:>10.2} {:>10.2} {:>6.2}x | {:>8.1} {:>8.1} | {:>10.2} {:>10.2}",
+            label,
+            ci,
+            co,
+            hw,
+            k,
+            t_candle * 1e3,
+            t_ours * 1e3,
+            t_candle / t_ours,
+            gflop / t_candle,
+            gflop / t_ours,
+            t_unblocked * 1e3,
+            t_seq * 1e3,
+        );
+    }
+    Ok(())
+}
