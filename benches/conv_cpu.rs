@@ -12,7 +12,9 @@
 //! spread over the threads), two variants of ours are timed: the unblocked one (one GEMM per
 //! tap over the whole image, each GEMM parallel) and row chunks run in turn with parallel
 //! GEMMs. Medians of `DIFFSR_BENCH_REPS` runs (default 5) after one warm-up; GFLOP/s counts
-//! 2·C_in·C_out·kh·kw multiply-adds per output pixel.
+//! 2·C_in·C_out·kh·kw multiply-adds per output pixel. `DIFFSR_BENCH_FILTER`: comma-separated
+//! substrings of "label c_in->c_out hw" to run only some rows; `DIFFSR_CONV_SWEEP=1` also times
+//! rows-per-chunk choices.
 
 use std::time::Instant;
 
@@ -31,6 +33,27 @@ fn median_secs(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     }
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(t[t.len() / 2])
+}
+
+/// Median seconds of each contender, running them in turn `reps` times after one warm-up.
+fn round_robin(reps: usize, fs: &mut [&mut dyn FnMut() -> Result<()>]) -> Result<Vec<f64>> {
+    let mut t = vec![Vec::with_capacity(reps); fs.len()];
+    for f in fs.iter_mut() {
+        f()?;
+    }
+    for _ in 0..reps {
+        for (f, t) in fs.iter_mut().zip(&mut t) {
+            let s = Instant::now();
+            f()?;
+            t.push(s.elapsed().as_secs_f64());
+        }
+    }
+    Ok(t.into_iter()
+        .map(|mut t| {
+            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            t[t.len() / 2]
+        })
+        .collect())
 }
 
 fn main() -> Result<()> {
@@ -69,6 +92,12 @@ fn main() -> Result<()> {
     );
     let dev = Device::Cpu;
     for (label, ci, co, hw, k) in shapes {
+        let name = format!("{label} {ci}->{co} {hw}");
+        if let Ok(f) = std::env::var("DIFFSR_BENCH_FILTER") {
+            if !f.split(',').any(|f| name.contains(f)) {
+                continue;
+            }
+        }
         let pad = k / 2;
         let w = (Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev)? * 0.05)?;
         let b = Tensor::randn(0f32, 1.0, co, &dev)?;
@@ -88,14 +117,6 @@ fn main() -> Result<()> {
             .to_scalar::<f32>()?;
         assert!(diff < 1e-3, "{label}: results differ by {diff}");
 
-        let t_candle = median_secs(reps, || {
-            theirs.forward(&x)?;
-            Ok(())
-        })?;
-        let t_ours = median_secs(reps, || {
-            ours.forward(&x)?;
-            Ok(())
-        })?;
         // The variants, on the raw kernel.
         let taps = w.permute((2, 3, 0, 1))?.flatten_all()?.to_vec1::<f32>()?;
         let bias = b.to_vec1::<f32>()?;
@@ -110,22 +131,39 @@ fn main() -> Result<()> {
             kw: k,
             pad,
         };
-        let variant = |plan: Plan| {
-            median_secs(reps, || {
-                std::hint::black_box(conv2d_f32(&xs, &taps, Some(&bias), &s, plan));
-                Ok(())
-            })
+        let run_plan = |plan: Plan| -> Result<()> {
+            std::hint::black_box(conv2d_f32(&xs, &taps, Some(&bias), &s, plan));
+            Ok(())
         };
-        let t_unblocked = variant(Plan {
+        let unblocked = Plan {
             rows_per_chunk: None,
             threads,
             spread: false,
-        })?;
-        let t_seq = variant(Plan {
+        };
+        let chunk_seq = Plan {
             rows_per_chunk: Some(0),
             threads,
             spread: false,
-        })?;
+        };
+        // Round robin, so that load changes on a shared machine hit every contender alike.
+        let [t_candle, t_ours, t_unblocked, t_seq] = round_robin(
+            reps,
+            &mut [
+                &mut || {
+                    theirs.forward(&x)?;
+                    Ok(())
+                },
+                &mut || {
+                    ours.forward(&x)?;
+                    Ok(())
+                },
+                &mut || run_plan(unblocked),
+                &mut || run_plan(chunk_seq),
+            ],
+        )?[..] else {
+            unreachable!()
+        };
+        let variant = |plan: Plan| median_secs(reps, || run_plan(plan));
         if std::env::var_os("DIFFSR_CONV_SWEEP").is_some() {
             // Rows per chunk, chunks spread over the threads.
             let mut line = format!("  sweep {label} {ci}->{co} {hw}^2:");

@@ -29,13 +29,25 @@ fn main() -> Result<()> {
     // Tiles are sized from the memory available; `tile: Some(n)` fixes them.
     let upscaler = GanUpscaler::new(&model, &GanOptions::default())?;
     let image = load_rgb8(&input)?;
-    let x = rgb8_to_tensor(&image.data, image.width, image.height, &candle_core::Device::Cpu)?;
+    let x = rgb8_to_tensor(
+        &image.data,
+        image.width,
+        image.height,
+        &candle_core::Device::Cpu,
+    )?;
     let y = upscaler.upscale(&x, &mut |done, total| {
         eprintln!("tile {done}/{total}");
         ControlFlow::Continue(()) // Break cancels between tiles
     })?;
     let (data, width, height) = tensor_to_rgb8(&y)?;
-    save_rgb8(&output, &Rgb8 { data, width, height })?;
+    save_rgb8(
+        &output,
+        &Rgb8 {
+            data,
+            width,
+            height,
+        },
+    )?;
     eprintln!("wrote {} ({width}x{height})", output.display());
     Ok(())
 }

@@ -97,13 +97,15 @@ impl FromStr for ColorFix {
 /// [`ColorFix::None`] the result is returned unchanged (as f32, not clamped), but both shapes are
 /// still checked so a bad call fails the same way whatever the option.
 ///
-/// Memory: at most about six image-sized f32 buffers are alive at once (the inputs, the resized
-/// source and the blur's shifted copies), whatever the image size.
+/// Memory: at most about six image-sized f32 buffers are alive at once (the result, the resized
+/// source or the difference, the blur's shifted copies and the output): ~1.2 GB peak for a
+/// 4096×4096 result on the CPU. Time there: ~4 s (adain) and ~10-16 s (wavelet) for 1024² →
+/// 4096² (measured while other builds ran), mostly the memory traffic of the 10 blur passes.
 pub fn apply_color_fix(result: &Tensor, source: &Tensor, fix: ColorFix) -> Result<Tensor> {
     let (height, width) = check_rgb("result", result)?;
     check_rgb("source", source)?;
     let result = result.to_dtype(DType::F32)?;
-    // Only the source's bicubic resize is shared; each fix then works in place of the other.
+    // Made only when a fix needs it, so `none` costs nothing beyond the shape checks.
     let resized_source = || -> Result<Tensor> {
         let source = source.to_device(result.device())?.to_dtype(DType::F32)?;
         bicubic_resize(&source, height, width)

@@ -17,6 +17,7 @@ pub mod models;
 pub mod pipeline;
 pub mod resample;
 pub mod rng;
+pub mod scale_plan;
 pub mod schedule_report;
 pub mod tiling;
 pub mod tokenizer;

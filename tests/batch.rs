@@ -13,6 +13,7 @@ use diffsr::batch::{
 };
 use diffsr::image_io::{load_rgb8, read_png_text, GenerationInfo};
 use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::scale_plan::{PlannedUpscaler, ScalePlan};
 
 const IMAGES: [&str; 3] = [
     "astronaut-20x16.png",
@@ -434,7 +435,8 @@ fn cancelling_stops_at_a_step_and_keeps_finished_outputs() -> Result<()> {
     };
     let cancel = AtomicBool::new(false);
     let mut steps_of_second = 0;
-    let summary = run_jobs(&pipeline, &plan, &settings, &cancel, &mut |e| {
+    let planned = PlannedUpscaler::new(&pipeline, None, ScalePlan::Auto);
+    let summary = run_jobs(&planned, &plan, &settings, &cancel, &mut |e| {
         // Ctrl-C during the second image, after its first step.
         if let Event::Step { index: 1, .. } = e {
             steps_of_second += 1;

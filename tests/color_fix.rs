@@ -366,16 +366,3 @@ fn names_parse_and_unknown_values_list_the_choices() -> Result<()> {
     ensure!(err.contains("wavelet"), "{err}");
     Ok(())
 }
-
-#[test]
-#[ignore]
-fn tmp_big() -> Result<()> {
-    let result = Tensor::rand(0f32, 1f32, (1, 3, 4096, 4096), &Device::Cpu)?;
-    let source = Tensor::rand(0f32, 1f32, (1, 3, 1024, 1024), &Device::Cpu)?;
-    for fix in [ColorFix::Adain, ColorFix::Wavelet] {
-        let t = std::time::Instant::now();
-        let out = apply_color_fix(&result, &source, fix)?;
-        eprintln!("{fix}: {:?} {:?}", t.elapsed(), out.dims());
-    }
-    Ok(())
-}

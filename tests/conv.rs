@@ -36,6 +36,7 @@ fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok(d / m.max(1e-3))
 }
 
+#[derive(Clone, Copy)]
 struct Case {
     b: usize,
     ci: usize,
@@ -111,13 +112,6 @@ fn cases() -> Vec<Case> {
     out.extend(flipped);
     out
 }
-
-impl Clone for Case {
-    fn clone(&self) -> Self {
-        Case { ..*self }
-    }
-}
-impl Copy for Case {}
 
 #[test]
 fn fast_path_matches_candle_f32() -> Result<()> {

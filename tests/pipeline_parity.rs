@@ -29,7 +29,7 @@ fn options_of(case: &Value) -> Result<UpscaleOptions> {
         eta: case["eta"].as_f64().unwrap_or(0.0),
         scheduler: case["scheduler"].as_str().map(str::parse).transpose()?,
         seed: case["seed"].as_u64().context("seed")?,
-        scale: None,
+        ..UpscaleOptions::default()
     })
 }
 

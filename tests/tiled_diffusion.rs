@@ -25,7 +25,12 @@ fn fixtures() -> PathBuf {
 
 fn photo() -> Result<Tensor> {
     let image = load_rgb8(&fixtures().join("gan/photos/chelsea.png"))?;
-    Ok(rgb8_to_tensor(&image.data, image.width, image.height, &Device::Cpu)?)
+    Ok(rgb8_to_tensor(
+        &image.data,
+        image.width,
+        image.height,
+        &Device::Cpu,
+    )?)
 }
 
 fn pipeline(tiling: TilingOptions) -> Result<UpscalePipeline> {
@@ -68,7 +73,11 @@ fn untiled() -> TilingOptions {
 fn column_gradients(image: &Tensor, seams: &[(usize, usize)]) -> Result<(f64, f64)> {
     let (_, _, _, w) = image.dims4()?;
     let dx = (image.narrow(3, 1, w - 1)? - image.narrow(3, 0, w - 1)?)?.abs()?;
-    let per_column: Vec<f32> = dx.mean_keepdim(2)?.mean_keepdim(1)?.flatten_all()?.to_vec1()?;
+    let per_column: Vec<f32> = dx
+        .mean_keepdim(2)?
+        .mean_keepdim(1)?
+        .flatten_all()?
+        .to_vec1()?;
     let (mut border, mut nb, mut inside, mut ni) = (0.0, 0, 0.0, 0);
     for (x, g) in per_column.iter().enumerate() {
         if seams.iter().any(|&(a, b)| x >= a && x < b) {
@@ -111,7 +120,10 @@ fn tiles_give_one_image_whatever_the_batch_and_no_seams() -> Result<()> {
         },
     };
     let p1 = pipeline(tiled(1))?;
-    ensure!(p1.unet_batches_per_step(40, 48)? == 6, "3x2 tiles, one at a time");
+    ensure!(
+        p1.unet_batches_per_step(40, 48)? == 6,
+        "3x2 tiles, one at a time"
+    );
     let one = run(&p1, &image)?;
     let p3 = pipeline(tiled(3))?;
     ensure!(p3.unet_batches_per_step(40, 48)? == 2);
@@ -241,16 +253,14 @@ fn tiled_vae_decode_keeps_one_tone_and_no_seams() -> Result<()> {
     let shared = spread(&region_shifts(&tiled, &whole, 3, 2)?);
     let own = spread(&region_shifts(&naive, &whole, 3, 2)?);
     println!("tone shift spread between regions: shared statistics {shared:.4}, own {own:.4}");
-    ensure!(shared < own, "shared statistics must even out the tiles' tones");
+    ensure!(
+        shared < own,
+        "shared statistics must even out the tiles' tones"
+    );
     // Batching tiles changes nothing.
-    let batched = vae.decode_tiled(
-        &z,
-        &VaeTiling {
-            batch: 4,
-            ..tiling
-        },
-        &mut |_, _| ControlFlow::Continue(()),
-    )?;
+    let batched = vae.decode_tiled(&z, &VaeTiling { batch: 4, ..tiling }, &mut |_, _| {
+        ControlFlow::Continue(())
+    })?;
     common::compare("VAE tile batch 4 vs 1", &batched, &tiled, 1e-5)?;
     Ok(())
 }

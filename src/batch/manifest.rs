@@ -39,6 +39,15 @@ pub struct ManifestJob {
     /// Output factor (`--scale`).
     #[serde(default)]
     pub scale: Option<f64>,
+    /// Exact output size `WxH` (`--target`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Output long side (`--long-side`).
+    #[serde(default)]
+    pub long_side: Option<usize>,
+    /// `none`, `wavelet` or `adain` (`--color-fix`).
+    #[serde(default)]
+    pub color_fix: Option<String>,
 }
 
 fn scheduler<'de, D: serde::Deserializer<'de>>(

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::image_io::check_output_path;
 use crate::pipeline::UpscaleOptions;
+use crate::scale_plan::TargetSize;
 
 use super::{Input, Manifest, OutputTemplate, Shard, TemplateVars};
 
@@ -127,6 +128,16 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
                     scheduler: job.scheduler.or(d.scheduler),
                     seed: job.seed.unwrap_or(d.seed),
                     scale: job.scale.or(d.scale),
+                    target: match (&job.target, job.long_side) {
+                        (Some(t), _) => Some(t.parse().map_err(|e: Error| bad(e.to_string()))?),
+                        (None, Some(n)) => Some(TargetSize::LongSide(n)),
+                        (None, None) if job.scale.is_some() => None,
+                        (None, None) => d.target,
+                    },
+                    color_fix: match &job.color_fix {
+                        Some(c) => c.parse().map_err(|e: Error| bad(e.to_string()))?,
+                        None => d.color_fix,
+                    },
                 };
                 opts.validate().map_err(|e| bad(e.to_string()))?;
                 let (output, create_folder) = match &job.output {

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::image_io::{load_image, save_result, GenerationInfo, OutputFormat, WrittenImage};
-use crate::upscaler::{upscale_to_scale, Engine, Upscaler};
+use crate::scale_plan::PlannedUpscaler;
+use crate::upscaler::{Engine, Upscaler};
 
 use super::plan::{Job, Plan};
 use super::{Event, Failure, Summary};
@@ -31,7 +32,7 @@ pub struct RunSettings {
 /// last). `cancel` is read before each job and after each denoising step: once set, the job in
 /// progress stops at the step boundary, nothing of it is written, and no further job starts.
 pub fn run_jobs(
-    upscaler: &dyn Upscaler,
+    upscaler: &PlannedUpscaler<'_>,
     plan: &Plan,
     settings: &RunSettings,
     cancel: &AtomicBool,
@@ -115,7 +116,7 @@ pub fn run_jobs(
 }
 
 fn run_one(
-    upscaler: &dyn Upscaler,
+    upscaler: &PlannedUpscaler<'_>,
     job: &Job,
     settings: &RunSettings,
     cancel: &AtomicBool,
@@ -125,8 +126,7 @@ fn run_one(
     let image = load_image(&job.input)?;
     // The VAE works on 4x4 blocks: say so, naming the file, rather than fail in the model.
     image.check_min_size(4)?;
-    let result = upscale_to_scale(
-        upscaler,
+    let result = upscaler.upscale_rgb8(
         &image.rgb.data,
         image.rgb.width,
         image.rgb.height,

@@ -40,6 +40,8 @@ pub struct EngineRequest<'a> {
 /// The loaded engine and how to name its model in the outputs' metadata.
 pub struct LoadedEngine {
     pub upscaler: Box<dyn Upscaler>,
+    /// The GAN for second passes beyond the diffusion model's factor (the built-in model).
+    pub second_pass: Option<Box<dyn Upscaler>>,
     pub model: String,
     pub revision: Option<String>,
 }
@@ -83,6 +85,12 @@ fn load_diffusion(request: &EngineRequest<'_>, spec: ModelSpec) -> Result<Loaded
     let load = LoadOptions {
         device: request.device.clone(),
         dtype: request.dtype.unwrap_or(DType::F32),
+        max_memory: Some(
+            request
+                .gan
+                .max_memory
+                .unwrap_or_else(|| diffsr::memory::default_budget(&request.device)),
+        ),
         ..LoadOptions::default()
     };
     let hub = HubOptions {
@@ -92,8 +100,10 @@ fn load_diffusion(request: &EngineRequest<'_>, spec: ModelSpec) -> Result<Loaded
     let model_dir = resolve(&spec, &hub)?;
     let pipeline = UpscalePipeline::load(&model_dir, &load)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
+    let gan = GanUpscaler::new(&embedded::embedded_model()?, &request.gan)?;
     Ok(LoadedEngine {
         upscaler: Box::new(pipeline),
+        second_pass: Some(Box::new(gan)),
         revision: match &spec {
             ModelSpec::Hub { .. } => model_dir
                 .file_name()
@@ -141,6 +151,7 @@ fn load_gan(request: &EngineRequest<'_>, spec: Option<&ModelSpec>) -> Result<Loa
     };
     Ok(LoadedEngine {
         upscaler: Box::new(upscaler),
+        second_pass: None,
         model: name,
         revision,
     })

@@ -13,12 +13,14 @@ use diffsr::batch::{
     expand_inputs, plan, run_jobs, Event, Manifest, OutputTemplate, Plan, PlanOptions, RunSettings,
     Shard, Source, Summary, DEFAULT_TEMPLATE,
 };
+use diffsr::color_fix::ColorFix;
 use diffsr::gan::GanOptions;
 use diffsr::hub::HubOptions;
 use diffsr::image_io::{load_image, OutputFormat};
 use diffsr::pipeline::UpscaleOptions;
+use diffsr::scale_plan::{PlannedUpscaler, ScalePlan, TargetSize};
 use diffsr::schedulers::SchedulerKind;
-use diffsr::upscaler::Engine;
+use diffsr::upscaler::{Engine, Upscaler};
 
 use super::batch_progress::{describe, Reporter};
 use super::engine::{load_engine, EngineArg, EngineRequest};
@@ -71,8 +73,23 @@ pub struct UpscaleArgs {
     engine: EngineArg,
     /// Output size as a factor of the input's (any number up to 16; default: the model's own).
     /// Other factors than the model's are reached by one Lanczos resample of its output.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["target", "long_side"])]
     scale: Option<f64>,
+    /// Exact output size WxH instead of a factor (e.g. 3840x2160; the aspect ratio may change).
+    #[arg(long, value_name = "WxH", value_parser = parse_target, conflicts_with = "long_side")]
+    target: Option<TargetSize>,
+    /// Output long side in pixels instead of a factor (the aspect ratio is kept).
+    #[arg(long, value_name = "N")]
+    long_side: Option<usize>,
+    /// How factors beyond the model's own are reached: auto (diffusion then the GAN, or the
+    /// GAN twice), single (one pass, then a resample), diffusion+gan, diffusion+diffusion,
+    /// gan+gan.
+    #[arg(long, default_value = "auto", value_parser = parse_plan)]
+    plan: ScalePlan,
+    /// Colour correction of the result against the input: none, wavelet (keeps the result's
+    /// detail, the input's colours) or adain (per-channel mean and contrast).
+    #[arg(long, default_value = "none", value_parser = parse_color_fix)]
+    color_fix: ColorFix,
     /// GAN tile edge in input pixels (0: the whole image at once; default: chosen from
     /// --max-memory).
     #[arg(long)]
@@ -209,6 +226,18 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+fn parse_target(s: &str) -> Result<TargetSize, String> {
+    s.parse().map_err(|e: diffsr::Error| e.to_string())
+}
+
+fn parse_plan(s: &str) -> Result<ScalePlan, String> {
+    s.parse().map_err(|e: diffsr::Error| e.to_string())
+}
+
+fn parse_color_fix(s: &str) -> Result<ColorFix, String> {
+    s.parse().map_err(|e: diffsr::Error| e.to_string())
+}
+
 fn parse_shard(s: &str) -> Result<Shard, String> {
     s.parse().map_err(|e: diffsr::Error| e.to_string())
 }
@@ -276,6 +305,8 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         scheduler: args.scheduler,
         seed,
         scale: args.scale,
+        target: args.target.or(args.long_side.map(TargetSize::LongSide)),
+        color_fix: args.color_fix,
     };
     defaults.validate().map_err(usage)?;
     let mut plan = plan_run(&args, &defaults, PLANNED_SCALE)?;
@@ -331,7 +362,11 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         }
     }
     let loaded = load_engine(request)?;
-    let upscaler = loaded.upscaler.as_ref();
+    let upscaler = PlannedUpscaler::new(
+        loaded.upscaler.as_ref(),
+        loaded.second_pass.as_deref(),
+        args.plan,
+    );
     if upscaler.scale() != PLANNED_SCALE {
         // Outputs were named with {scale} = 4; name them again with the model's own.
         plan = plan_run(&args, &defaults, upscaler.scale())?;
@@ -345,9 +380,25 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     if upscaler.engine() == Engine::Diffusion {
         eprintln!("seed {seed}");
     }
+    if let Some(job) = plan.jobs.first() {
+        // Say what will happen (and refuse an impossible size) before the long part.
+        if let Ok((w, h)) = image::image_dimensions(&job.input) {
+            let line = upscaler
+                .describe(w as usize, h as usize, &job.options)
+                .map_err(usage)?;
+            if !args.quiet {
+                let first = if plan.jobs.len() > 1 {
+                    " (first image)"
+                } else {
+                    ""
+                };
+                eprintln!("plan{first}: {line}");
+            }
+        }
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     install_ctrlc(&cancel);
-    let summary = run_jobs(upscaler, &plan, &settings, &cancel, &mut |e| {
+    let summary = run_jobs(&upscaler, &plan, &settings, &cancel, &mut |e| {
         reporter.event(e)
     });
     if summary.cancelled {

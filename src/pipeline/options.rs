@@ -3,8 +3,10 @@
 use candle_core::{DType, Device};
 use diffsr_schedulers::SchedulerKind;
 
+use crate::color_fix::ColorFix;
 use crate::error::{Error, Result};
 use crate::models::vae::VaeTiling;
+use crate::scale_plan::TargetSize;
 
 /// How the models are loaded.
 #[derive(Debug, Clone)]
@@ -13,8 +15,11 @@ pub struct LoadOptions {
     /// dtype of the UNet and the text encoder; the VAE always runs in f32 because it overflows
     /// in f16 (diffusers' `force_upcast`).
     pub dtype: DType,
-    /// How large pictures are cut into tiles.
+    /// How large pictures are cut into tiles (when `max_memory` is `None`).
     pub tiling: TilingOptions,
+    /// A memory budget in bytes from which each image's tiles are chosen (see
+    /// [`crate::pipeline::plan_memory`]); `None` uses `tiling` as given.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -23,6 +28,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: DType::F32,
             tiling: TilingOptions::default(),
+            max_memory: None,
         }
     }
 }
@@ -70,8 +76,13 @@ pub struct UpscaleOptions {
     /// Seed of the torch-compatible CPU generator, as `torch.Generator("cpu").manual_seed`.
     pub seed: u64,
     /// Output size as a factor of the input's; `None` is the model's own factor. Another
-    /// factor is reached by one Lanczos resample of the model's output.
+    /// factor is reached by a [`crate::scale_plan::PlannedUpscaler`] (one or two passes, then
+    /// one Lanczos resample).
     pub scale: Option<f64>,
+    /// An exact output size or long side instead of a factor (wins over `scale`).
+    pub target: Option<TargetSize>,
+    /// Colour correction of the result against the input.
+    pub color_fix: ColorFix,
 }
 
 impl Default for UpscaleOptions {
@@ -86,6 +97,8 @@ impl Default for UpscaleOptions {
             scheduler: None,
             seed: 0,
             scale: None,
+            target: None,
+            color_fix: ColorFix::None,
         }
     }
 }
@@ -107,6 +120,15 @@ impl UpscaleOptions {
                 "eta",
                 format!("must be a finite number >= 0, got {}", self.eta),
             ));
+        }
+        match self.target {
+            Some(TargetSize::Exact { width, height }) if width == 0 || height == 0 => {
+                return Err(Error::option("target", "the size must be at least 1x1"));
+            }
+            Some(TargetSize::LongSide(0)) => {
+                return Err(Error::option("long_side", "must be at least 1"));
+            }
+            _ => {}
         }
         if let Some(scale) = self.scale {
             if !(scale.is_finite() && scale > 0.0 && scale <= MAX_SCALE) {

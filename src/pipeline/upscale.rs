@@ -10,8 +10,8 @@ use diffsr_schedulers::{
     build_from_config, NoiseSchedule, Scheduler, SchedulerConfig, SolverOptions,
 };
 
+use super::memory_plan::{plan_memory, MemoryPlan, ModelWidths};
 use super::options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions};
-use crate::tiling::{plan_tiles, run_tiled, TileOptions};
 use super::preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor};
 use crate::error::{Error, Result};
 use crate::model_dir::{with_weights, ModelDir};
@@ -19,6 +19,7 @@ use crate::models::clip_text::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::rng::TorchRng;
+use crate::tiling::{plan_tiles, run_tiled, TileOptions};
 use crate::tokenizer::ClipTokenizer;
 
 /// The pipeline forces this VAE scaling factor whatever the config says (as diffusers does).
@@ -38,6 +39,10 @@ pub struct UpscalePipeline {
     device: Device,
     dtype: DType,
     tiling: TilingOptions,
+    max_memory: Option<u64>,
+    /// Bytes of the loaded weights (from the files), for memory plans.
+    weight_bytes: u64,
+    widths: ModelWidths,
 }
 
 impl UpscalePipeline {
@@ -50,16 +55,29 @@ impl UpscalePipeline {
         let tokenizer = ClipTokenizer::from_dir(&model.component("tokenizer")?)?;
 
         let text_config = ClipTextConfig::from_file(&model.file("text_encoder", "config.json")?)?;
+        let mut weight_bytes = 0u64;
+        let mut count = |files: &crate::model_dir::WeightFiles, loaded: DType| {
+            // File sizes, scaled when a half-precision file is loaded in f32 (or back).
+            for f in &files.files {
+                let len = std::fs::metadata(f).map_or(0, |m| m.len());
+                let name = f.to_string_lossy();
+                let stored = if name.contains(".fp16.") { 2 } else { 4 };
+                weight_bytes += len * loaded.size_in_bytes() as u64 / stored;
+            }
+        };
         let (vb, files) = model.var_builder("text_encoder", "model", dtype, device)?;
+        count(&files, dtype);
         let text_encoder = with_weights(&files, || ClipTextModel::new(&text_config, vb))?;
 
         let unet_config = UNet2DConditionConfig::from_file(&model.file("unet", "config.json")?)?;
         let (vb, files) = model.var_builder("unet", "diffusion_pytorch_model", dtype, device)?;
+        count(&files, dtype);
         let unet = with_weights(&files, || UNet2DConditionModel::new(&unet_config, vb))?;
 
         let vae_config = AutoencoderKLConfig::from_file(&model.file("vae", "config.json")?)?;
         let (vb, files) =
             model.var_builder("vae", "diffusion_pytorch_model", DType::F32, device)?;
+        count(&files, DType::F32);
         let vae = with_weights(&files, || AutoencoderKL::new(&vae_config, vb))?;
 
         let scheduler_config =
@@ -92,7 +110,51 @@ impl UpscalePipeline {
             device: device.clone(),
             dtype,
             tiling: options.tiling,
+            max_memory: options.max_memory,
+            weight_bytes,
+            widths: ModelWidths::from_channels(
+                unet_config
+                    .block_out_channels
+                    .first()
+                    .copied()
+                    .unwrap_or(256),
+                vae_config
+                    .block_out_channels
+                    .first()
+                    .copied()
+                    .unwrap_or(128),
+            ),
         })
+    }
+
+    /// The tiles and memory estimate of an upscale of a `width` × `height` input under the
+    /// memory budget; `None` without one (the fixed tiling applies).
+    pub fn memory_plan(
+        &self,
+        width: usize,
+        height: usize,
+        options: &UpscaleOptions,
+    ) -> Result<Option<MemoryPlan>> {
+        let Some(budget) = self.max_memory else {
+            return Ok(None);
+        };
+        let f = self.vae_scale_factor;
+        let (w, h) = ((width / f * f).max(f), (height / f * f).max(f));
+        plan_memory(
+            h,
+            w,
+            budget,
+            self.weight_bytes,
+            options.guidance_scale > 1.0,
+            self.dtype.size_in_bytes(),
+            self.widths,
+        )
+        .map(Some)
+    }
+
+    /// The memory budget, if one was given.
+    pub fn max_memory(&self) -> Option<u64> {
+        self.max_memory
     }
 
     /// The tiling in use.
@@ -105,15 +167,15 @@ impl UpscalePipeline {
         self.tiling = tiling;
     }
 
-    /// UNet tile options for a latent of this size.
-    fn unet_tiles(&self) -> TileOptions {
+    /// UNet tile options.
+    fn unet_tiles(tiling: &TilingOptions) -> TileOptions {
         TileOptions {
-            tile: self.tiling.latent_tile,
-            overlap: self.tiling.latent_overlap,
+            tile: tiling.latent_tile,
+            overlap: tiling.latent_overlap,
             scale: 1,
             align: 1,
             pad: 0,
-            batch: self.tiling.unet_batch.max(1),
+            batch: tiling.unet_batch.max(1),
         }
     }
 
@@ -123,7 +185,7 @@ impl UpscalePipeline {
         if t.latent_tile == 0 || (height <= t.latent_tile && width <= t.latent_tile) {
             return Ok(1);
         }
-        Ok(plan_tiles(width, height, &self.unet_tiles())?.batches())
+        Ok(plan_tiles(width, height, &Self::unet_tiles(t))?.batches())
     }
 
     /// The largest `noise_level` the model accepts.
@@ -243,10 +305,12 @@ impl UpscalePipeline {
         // tiles whose noise predictions are blended (MultiDiffusion); the latents, the image
         // and the noise are whole-picture tensors, so the tiling never changes what is drawn.
         let total = scheduler.num_inference_steps();
-        let tiled = {
-            let t = &self.tiling;
-            t.latent_tile > 0 && (height > t.latent_tile || width > t.latent_tile)
+        let tiling = match self.memory_plan(width, height, options)? {
+            Some(plan) => plan.tiling,
+            None => self.tiling,
         };
+        let tiled =
+            tiling.latent_tile > 0 && (height > tiling.latent_tile || width > tiling.latent_tile);
         for i in 0..total {
             let t = scheduler.timesteps()[i];
             let scaled = scheduler.scale_model_input(&latents, i)?;
@@ -255,9 +319,12 @@ impl UpscalePipeline {
                 self.guided_prediction(x, t, &embeddings, options)
             };
             let prediction = if tiled {
-                run_tiled(&unet_input, &self.unet_tiles(), &mut predict, &mut |_, _| {
-                    ControlFlow::Continue(())
-                })?
+                run_tiled(
+                    &unet_input,
+                    &Self::unet_tiles(&tiling),
+                    &mut predict,
+                    &mut |_, _| ControlFlow::Continue(()),
+                )?
             } else {
                 predict(&unet_input)?
             };
@@ -282,7 +349,7 @@ impl UpscalePipeline {
         // 6. Decode in f32 (in tiles when large) and map to [0, 1].
         let decoded = self.vae.decode_tiled(
             &latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?,
-            &self.tiling.vae,
+            &tiling.vae,
             &mut |_, _| ControlFlow::Continue(()),
         )?;
         Ok(decoded.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
@@ -340,6 +407,20 @@ impl crate::upscaler::Upscaler for UpscalePipeline {
 
     fn describe(&self) -> String {
         format!("latent-diffusion x{} upscaler", self.vae_scale_factor)
+    }
+
+    fn memory_note(
+        &self,
+        width: usize,
+        height: usize,
+        options: &UpscaleOptions,
+    ) -> Result<Option<String>> {
+        let Some(budget) = self.max_memory else {
+            return Ok(None);
+        };
+        Ok(self
+            .memory_plan(width, height, options)?
+            .map(|plan| plan.describe(budget)))
     }
 
     fn upscale_rgb8(

@@ -435,7 +435,6 @@ pub fn conv2d_f32(
             work();
         });
     }
-    drop(out_ptr);
     out
 }
 

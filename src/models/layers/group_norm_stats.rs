@@ -114,7 +114,10 @@ pub fn record_group_norm_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, G
 }
 
 /// Runs `f` with every GroupNorm using the recorded statistics, in the same call order.
-pub fn with_group_norm_stats<T>(stats: &GroupNormStats, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub fn with_group_norm_stats<T>(
+    stats: &GroupNormStats,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let _guard = start(Tape::Replay {
         stats: stats.clone(),
         next: 0,

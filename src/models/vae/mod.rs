@@ -20,8 +20,8 @@ use candle_nn::{Conv2dConfig, Module, VarBuilder};
 pub use config::AutoencoderKLConfig;
 use decoder::Decoder;
 pub use distribution::DiagonalGaussian;
-pub use tiled::VaeTiling;
 use encoder::Encoder;
+pub use tiled::VaeTiling;
 
 use crate::models::layers::conv::Conv2d;
 use crate::{Error, Result};

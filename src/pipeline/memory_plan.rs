@@ -1,0 +1,199 @@
+//! Choosing the diffusion run's tiles from a memory budget (`--max-memory`), and the estimate
+//! shown before a long run. The per-pixel costs are measured, not derived: peak resident
+//! memory of the full-size x4 model on the CPU (`cargo bench --bench x4_cpu`, f32) minus its
+//! weights, divided by the latent pixels, rounded up. A budget that even the smallest tiles
+//! cannot meet is refused with the figure that would do, never left to run out of memory.
+
+use crate::error::{Error, Result};
+use crate::models::vae::VaeTiling;
+
+use super::TilingOptions;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+
+/// UNet activations per latent pixel per batch item in f32 (measured 33–42 KiB at 64² and
+/// 32² latents, guided; the attention score blocks are bounded separately).
+const UNET_BYTES_PER_PIXEL: u64 = 48 * KIB;
+/// VAE decoder activations per latent pixel (16 output pixels), f32 (measured ~120 KiB).
+const VAE_BYTES_PER_PIXEL: u64 = 128 * KIB;
+/// The chunked attention's score budget ([`crate::models::layers::DEFAULT_MAX_SCORE_BYTES`])
+/// plus its softmax temporaries.
+const ATTENTION_BYTES: u64 = 512 * MIB;
+
+/// UNet tile edges tried, largest first (128: the model's trained size).
+const UNET_TILES: [usize; 7] = [128, 112, 96, 80, 64, 48, 32];
+/// VAE tile edges tried, largest first.
+const VAE_TILES: [usize; 8] = [128, 96, 80, 64, 48, 32, 24, 16];
+/// Most tiles denoised together.
+const MAX_UNET_BATCH: usize = 8;
+
+/// What a run is expected to hold at its peak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub unet: u64,
+    pub vae: u64,
+    /// Latents, the noised image and the output accumulators.
+    pub buffers: u64,
+}
+
+impl MemoryEstimate {
+    pub fn peak(&self) -> u64 {
+        self.weights + self.unet.max(self.vae) + self.buffers
+    }
+}
+
+/// The tiling and its estimate for an h × w latent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub tiling: TilingOptions,
+    pub estimate: MemoryEstimate,
+    pub unet_tiles: usize,
+    pub vae_tiles: usize,
+}
+
+fn gib(b: u64) -> String {
+    if b < 1 << 30 {
+        format!("{} MiB", b.div_ceil(MIB))
+    } else {
+        format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+    }
+}
+
+/// The model's widths relative to the full-size x4 upscaler's (UNet first block 256
+/// channels, VAE 128 at full resolution), by which the measured per-pixel costs scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelWidths {
+    pub unet: f64,
+    pub vae: f64,
+}
+
+impl ModelWidths {
+    pub const X4_UPSCALER: Self = Self {
+        unet: 1.0,
+        vae: 1.0,
+    };
+
+    /// From the first block widths of the UNet and the VAE.
+    pub fn from_channels(unet_first: usize, vae_first: usize) -> Self {
+        Self {
+            unet: unet_first as f64 / 256.0,
+            vae: vae_first as f64 / 128.0,
+        }
+    }
+}
+
+impl MemoryPlan {
+    /// One line for the user.
+    pub fn describe(&self, budget: u64) -> String {
+        let t = &self.tiling;
+        let unet = if self.unet_tiles <= 1 {
+            "UNet untiled".to_string()
+        } else {
+            format!(
+                "UNet in {} tiles of {} (overlap {}, {} at once)",
+                self.unet_tiles, t.latent_tile, t.latent_overlap, t.unet_batch
+            )
+        };
+        let vae = if self.vae_tiles <= 1 {
+            "VAE untiled".to_string()
+        } else {
+            format!("VAE in {} tiles of {}", self.vae_tiles, t.vae.tile)
+        };
+        format!(
+            "{unet}, {vae}; estimated peak {} of a {} budget",
+            gib(self.estimate.peak()),
+            gib(budget)
+        )
+    }
+}
+
+fn tiles_along(len: usize, tile: usize, overlap: usize) -> usize {
+    if len <= tile {
+        1
+    } else {
+        (len - overlap).div_ceil(tile - overlap)
+    }
+}
+
+/// Picks the largest tiles (and UNet batch) whose estimate fits `budget` for an
+/// `height` × `width` latent. `weights` is what the loaded models hold; `unet_bytes` scales
+/// the UNet's per-pixel cost for its dtype (f16: half).
+pub fn plan_memory(
+    height: usize,
+    width: usize,
+    budget: u64,
+    weights: u64,
+    guidance: bool,
+    unet_dtype_bytes: usize,
+    widths: ModelWidths,
+) -> Result<MemoryPlan> {
+    let scaled = |bytes: u64, ratio: f64| (bytes as f64 * ratio).ceil() as u64;
+    let copies: u64 = if guidance { 2 } else { 1 };
+    let pixels = (height * width) as u64;
+    // Latents, image, noise, prediction, and the f32 output with its accumulator (16 output
+    // pixels per latent pixel, 3 channels, twice).
+    let buffers = pixels * 4 * 16 + pixels * 16 * 3 * 4 * 2;
+    let unet_per_px = scaled(UNET_BYTES_PER_PIXEL, widths.unet) * unet_dtype_bytes as u64 / 4;
+    let vae_per_px = scaled(VAE_BYTES_PER_PIXEL, widths.vae);
+    let attention = scaled(ATTENTION_BYTES, widths.unet.min(1.0));
+    let fixed = weights + buffers + attention;
+    let unet_cost = |tile: usize, batch: usize| {
+        let side = |len: usize| len.min(tile) as u64;
+        side(height) * side(width) * unet_per_px * copies * batch as u64
+    };
+    let vae_cost = |tile: usize| {
+        let side = |len: usize| len.min(tile) as u64;
+        side(height) * side(width) * vae_per_px
+    };
+    let fits = |cost: u64| fixed + cost <= budget;
+    let unet_tile = UNET_TILES.iter().copied().find(|&t| fits(unet_cost(t, 1)));
+    let vae_tile = VAE_TILES.iter().copied().find(|&t| fits(vae_cost(t)));
+    let (Some(unet_tile), Some(vae_tile)) = (unet_tile, vae_tile) else {
+        let need = fixed
+            + unet_cost(*UNET_TILES.last().unwrap_or(&32), 1)
+                .max(vae_cost(*VAE_TILES.last().unwrap_or(&16)));
+        return Err(Error::option(
+            "max_memory",
+            format!(
+                "{} is too little for a {width}x{height} latent even in the smallest tiles: \
+                 about {} is needed ({} of it weights)",
+                gib(budget),
+                gib(need),
+                gib(weights)
+            ),
+        ));
+    };
+    let overlap = unet_tile / 4;
+    let unet_tiles =
+        tiles_along(width, unet_tile, overlap) * tiles_along(height, unet_tile, overlap);
+    let batch = (1..=MAX_UNET_BATCH.min(unet_tiles))
+        .rev()
+        .find(|&b| fits(unet_cost(unet_tile, b)))
+        .unwrap_or(1);
+    let vae_overlap = vae_tile / 4;
+    let vae_tiles =
+        tiles_along(width, vae_tile, vae_overlap) * tiles_along(height, vae_tile, vae_overlap);
+    let tiling = TilingOptions {
+        latent_tile: unet_tile,
+        latent_overlap: overlap,
+        unet_batch: batch,
+        vae: VaeTiling {
+            tile: vae_tile,
+            overlap: vae_overlap,
+            batch: 1,
+        },
+    };
+    Ok(MemoryPlan {
+        tiling,
+        estimate: MemoryEstimate {
+            weights,
+            unet: unet_cost(unet_tile, batch) + attention,
+            vae: vae_cost(vae_tile),
+            buffers,
+        },
+        unet_tiles,
+        vae_tiles,
+    })
+}
