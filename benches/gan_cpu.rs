@@ -122,7 +122,7 @@ fn child(spec: &str) -> Result<()> {
         },
     )?;
     let x = input(size)?;
-    let mut run = || -> Result<f64> {
+    let run = || -> Result<f64> {
         let t = Instant::now();
         let y = upscaler.upscale(&x, &mut |_, _| ControlFlow::Continue(()))?;
         // Wait for the result itself (candle's CPU ops are eager; this is a cheap read).
