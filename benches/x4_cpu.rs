@@ -22,16 +22,17 @@
 //!   `~/.cache/diffsr-fixture-venv/bin/python`, made by `scripts/make-fixtures.sh`, if it
 //!   exists); `none` skips the reference.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Tensor};
+use common::proc_stats::{cpu_ticks, foreign_load, gib, loadavg, proc_status_kib};
+use common::random_model::RandomWeights;
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 
@@ -39,65 +40,6 @@ use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 const VAE_SCALING_FACTOR: f64 = 0.08333;
 const TIMESTEP: f64 = 500.0;
 const NOISE_LEVEL: u32 = 20;
-
-/// Random weights for any name: norms get weight 1 and bias 0, other vectors N(0, 0.02²),
-/// matrices and kernels N(0, 1/fan_in) so activations stay O(1) through the network (no
-/// overflow, no denormals that would distort the timings). Counts the parameters it hands out.
-struct RandomWeights {
-    params: Mutex<HashMap<String, usize>>,
-}
-
-impl RandomWeights {
-    fn new() -> Self {
-        Self {
-            params: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-/// Shares one backend between a `VarBuilder` (which takes ownership) and the caller.
-struct Shared<'a>(&'a RandomWeights);
-
-impl SimpleBackend for Shared<'_> {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0
-            .params
-            .lock()
-            .expect("parameter count lock")
-            .insert(name.to_string(), s.elem_count());
-        let dims = s.dims().to_vec();
-        let mut parts = name.rsplit('.');
-        let leaf = parts.next().unwrap_or("");
-        let module = parts.next().unwrap_or("");
-        let t = if dims.len() == 1 && module.contains("norm") {
-            match leaf {
-                "weight" => Tensor::ones(s, DType::F32, dev)?,
-                _ => Tensor::zeros(s, DType::F32, dev)?,
-            }
-        } else if dims.len() == 1 {
-            Tensor::randn(0f32, 0.02, s, dev)?
-        } else {
-            let fan_in: usize = dims[1..].iter().product();
-            Tensor::randn(0f32, (1.0 / (fan_in.max(1) as f64).sqrt()) as f32, s, dev)?
-        };
-        t.to_dtype(dtype)
-    }
-
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("random weights: {name} requested without a shape")
-    }
-
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
-    }
-}
 
 fn parse_list(var: &str, default: &str) -> Result<Vec<usize>> {
     let raw = std::env::var(var).unwrap_or_else(|_| default.to_string());
@@ -118,28 +60,6 @@ struct Timing {
     /// compiles on a shared machine); NaN when unknown.
     foreign_load: f64,
 }
-
-/// Busy CPU time of the whole machine and of this process, in clock ticks (USER_HZ, 100 on
-/// Linux), from /proc.
-fn cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-    let busy = cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?;
-    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
-    let mine = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
-    Some((busy, mine))
-}
-
-const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 impl Timing {
     fn median(&self) -> f64 {
@@ -186,38 +106,12 @@ fn time_it(label: &str, n: usize, mut f: impl FnMut() -> Result<Tensor>) -> Resu
         drop(out);
     }
     let wall = start.elapsed().as_secs_f64();
-    let foreign_load = match (before, cpu_ticks()) {
-        (Some((b0, m0)), Some((b1, m1))) => {
-            (b1 - b0).saturating_sub(m1 - m0) as f64 / CLOCK_TICKS_PER_S / wall
-        }
-        _ => f64::NAN,
-    };
+    let foreign_load = foreign_load(before, cpu_ticks(), wall);
     eprintln!("[diffsr] {label}: {times:.3?} s, other processes' load {foreign_load:.2}");
     Ok(Timing {
         times,
         foreign_load,
     })
-}
-
-fn proc_status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn gib(bytes: f64) -> String {
-    format!("{:.2} GiB", bytes / (1u64 << 30) as f64)
 }
 
 /// The Python to run the reference with, or why there is none.
@@ -376,9 +270,8 @@ fn main() -> Result<()> {
         let unet = if run_unet {
             let config = UNet2DConditionConfig::from_file(&assets.join("unet_config.json"))?;
             let weights = RandomWeights::new();
-            let vb = VarBuilder::from_backend(Box::new(Shared(&weights)), DType::F32, dev.clone());
-            let unet = UNet2DConditionModel::new(&config, vb)?;
-            unet_params = weights.params.lock().expect("lock").values().sum::<usize>();
+            let unet = UNet2DConditionModel::new(&config, weights.var_builder(DType::F32, &dev))?;
+            unet_params = weights.param_count();
             Some(unet)
         } else {
             None
@@ -386,9 +279,8 @@ fn main() -> Result<()> {
         let vae = if run_vae {
             let config = AutoencoderKLConfig::from_file(&assets.join("vae_config.json"))?;
             let weights = RandomWeights::new();
-            let vb = VarBuilder::from_backend(Box::new(Shared(&weights)), DType::F32, dev.clone());
-            let vae = AutoencoderKL::new(&config, vb)?;
-            vae_params = weights.params.lock().expect("lock").values().sum::<usize>();
+            let vae = AutoencoderKL::new(&config, weights.var_builder(DType::F32, &dev))?;
+            vae_params = weights.param_count();
             Some((vae, config.latent_channels))
         } else {
             None

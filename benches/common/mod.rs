@@ -1,0 +1,6 @@
+//! Code shared by the benches: each bench that needs it declares `mod common;` and uses the
+//! parts it needs (so not every bench uses every item).
+#![allow(dead_code)]
+
+pub mod proc_stats;
+pub mod random_model;
