@@ -9,7 +9,9 @@ use anyhow::{ensure, Result};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanOptions, GanUpscaler};
 use diffsr::image_io::load_rgb8;
-use diffsr::pipeline::{plan_memory, LoadOptions, ModelWidths, UpscaleOptions, UpscalePipeline};
+use diffsr::pipeline::{
+    plan_memory, LoadOptions, ModelFootprint, ModelWidths, UpscaleOptions, UpscalePipeline,
+};
 use diffsr::scale_plan::{PlannedUpscaler, ScalePlan, TargetSize};
 use diffsr::upscaler::Upscaler;
 
@@ -137,15 +139,26 @@ fn impossible_plans_and_sizes_are_refused() -> Result<()> {
 
 const GIB: u64 = 1 << 30;
 /// The full-size x4 model's f32 weights (UNet, VAE, text encoder).
-const X4_WEIGHTS: u64 = 2_700_000_000;
+const X4_WEIGHTS: u64 = 3_470_000_000;
+/// Its largest weights file (the UNet's).
+const X4_LARGEST_FILE: u64 = 1_890_000_000;
+
+/// The full-size model in f32 (`half` 1) or f16 (2).
+fn x4(half: u64) -> ModelFootprint {
+    ModelFootprint {
+        weights: X4_WEIGHTS / half,
+        loading: X4_LARGEST_FILE / half,
+        widths: ModelWidths::X4_UPSCALER,
+        unet_dtype_bytes: 4 / half as usize,
+    }
+}
 
 #[test]
 fn memory_plans_fit_the_budget_or_are_refused() -> Result<()> {
-    let widths = ModelWidths::X4_UPSCALER;
     // 512 px input: a 512² latent.
     let mut last_tile = 0;
-    for budget in [4 * GIB, 6 * GIB, 12 * GIB, 24 * GIB] {
-        let plan = plan_memory(512, 512, budget, X4_WEIGHTS, true, 4, widths)?;
+    for budget in [6 * GIB, 8 * GIB, 12 * GIB, 24 * GIB] {
+        let plan = plan_memory(512, 512, budget, &x4(1), true)?;
         println!("{} GiB: {}", budget / GIB, plan.describe(budget));
         ensure!(plan.estimate.peak() <= budget, "within the budget");
         ensure!(
@@ -159,14 +172,14 @@ fn memory_plans_fit_the_budget_or_are_refused() -> Result<()> {
         last_tile = plan.tiling.latent_tile;
     }
     // A small latent with a generous budget runs untiled.
-    let plan = plan_memory(64, 64, 16 * GIB, X4_WEIGHTS, true, 4, widths)?;
+    let plan = plan_memory(64, 64, 16 * GIB, &x4(1), true)?;
     ensure!(plan.unet_tiles == 1 && plan.vae_tiles == 1);
     // f16 halves the UNet's share.
-    let f32 = plan_memory(128, 128, 8 * GIB, X4_WEIGHTS, true, 4, widths)?;
-    let f16 = plan_memory(128, 128, 8 * GIB, X4_WEIGHTS / 2, true, 2, widths)?;
+    let f32 = plan_memory(128, 128, 8 * GIB, &x4(1), true)?;
+    let f16 = plan_memory(128, 128, 8 * GIB, &x4(2), true)?;
     ensure!(f16.estimate.unet < f32.estimate.unet);
     // Below the weights themselves: a refusal that says what would do.
-    let err = plan_memory(512, 512, 2 * GIB, X4_WEIGHTS, true, 4, widths)
+    let err = plan_memory(512, 512, 2 * GIB, &x4(1), true)
         .unwrap_err()
         .to_string();
     ensure!(

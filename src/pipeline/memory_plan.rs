@@ -12,9 +12,10 @@ use super::TilingOptions;
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-/// UNet activations per latent pixel per batch item in f32 (measured 33–42 KiB at 64² and
-/// 32² latents, guided; the attention score blocks are bounded separately).
-const UNET_BYTES_PER_PIXEL: u64 = 48 * KIB;
+/// UNet activations per latent pixel per batch item in f32. Measured with diffsr's own
+/// convolution (no im2col buffer): a 256² latent in 9 tiles of 128, 5 tiles (10 guided items)
+/// at once, peaked 2.5 GiB above the weights, ~16 KiB a pixel; 24 leaves a margin.
+const UNET_BYTES_PER_PIXEL: u64 = 24 * KIB;
 /// VAE decoder activations per latent pixel (16 output pixels), f32 (measured ~120 KiB).
 const VAE_BYTES_PER_PIXEL: u64 = 128 * KIB;
 /// The chunked attention's score budget ([`crate::models::layers::DEFAULT_MAX_SCORE_BYTES`])
@@ -32,6 +33,9 @@ const MAX_UNET_BATCH: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryEstimate {
     pub weights: u64,
+    /// Extra bytes held while the weights load (a file's mapped pages are counted while its
+    /// tensors are copied out): the largest weights file.
+    pub loading: u64,
     pub unet: u64,
     pub vae: u64,
     /// Latents, the noised image and the output accumulators.
@@ -40,7 +44,7 @@ pub struct MemoryEstimate {
 
 impl MemoryEstimate {
     pub fn peak(&self) -> u64 {
-        self.weights + self.unet.max(self.vae) + self.buffers
+        self.weights + (self.unet.max(self.vae) + self.buffers).max(self.loading)
     }
 }
 
@@ -117,19 +121,34 @@ fn tiles_along(len: usize, tile: usize, overlap: usize) -> usize {
     }
 }
 
+/// What a loaded model holds and how its activations scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelFootprint {
+    /// Bytes of all weights as loaded.
+    pub weights: u64,
+    /// The largest weights file (held twice for a moment while it loads).
+    pub loading: u64,
+    pub widths: ModelWidths,
+    /// Bytes per element of the UNet's dtype (its activations scale with it).
+    pub unet_dtype_bytes: usize,
+}
+
 /// Picks the largest tiles (and UNet batch) whose estimate fits `budget` for an
-/// `height` × `width` latent. `weights` is what the loaded models hold; `unet_bytes` scales
-/// the UNet's per-pixel cost for its dtype (f16: half).
+/// `height` × `width` latent of `model`.
 pub fn plan_memory(
     height: usize,
     width: usize,
     budget: u64,
-    weights: u64,
+    model: &ModelFootprint,
     guidance: bool,
-    unet_dtype_bytes: usize,
-    widths: ModelWidths,
 ) -> Result<MemoryPlan> {
     let scaled = |bytes: u64, ratio: f64| (bytes as f64 * ratio).ceil() as u64;
+    let ModelFootprint {
+        weights,
+        loading,
+        widths,
+        unet_dtype_bytes,
+    } = *model;
     let copies: u64 = if guidance { 2 } else { 1 };
     let pixels = (height * width) as u64;
     // Latents, image, noise, prediction, and the f32 output with its accumulator (16 output
@@ -139,6 +158,16 @@ pub fn plan_memory(
     let vae_per_px = scaled(VAE_BYTES_PER_PIXEL, widths.vae);
     let attention = scaled(ATTENTION_BYTES, widths.unet.min(1.0));
     let fixed = weights + buffers + attention;
+    if weights + loading > budget {
+        return Err(Error::option(
+            "max_memory",
+            format!(
+                "{} is too little to load the model: about {} is needed",
+                gib(budget),
+                gib(weights + loading)
+            ),
+        ));
+    }
     let unet_cost = |tile: usize, batch: usize| {
         let side = |len: usize| len.min(tile) as u64;
         side(height) * side(width) * unet_per_px * copies * batch as u64
@@ -189,6 +218,7 @@ pub fn plan_memory(
         tiling,
         estimate: MemoryEstimate {
             weights,
+            loading,
             unet: unet_cost(unet_tile, batch) + attention,
             vae: vae_cost(vae_tile),
             buffers,

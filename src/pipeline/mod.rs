@@ -6,7 +6,7 @@ mod options;
 mod preprocess;
 mod upscale;
 
-pub use memory_plan::{plan_memory, MemoryEstimate, MemoryPlan, ModelWidths};
+pub use memory_plan::{plan_memory, MemoryEstimate, MemoryPlan, ModelFootprint, ModelWidths};
 pub use options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions, MAX_SCALE};
 pub use preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor, tensor_to_rgb8};
 pub use upscale::UpscalePipeline;

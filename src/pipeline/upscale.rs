@@ -10,7 +10,7 @@ use diffsr_schedulers::{
     build_from_config, NoiseSchedule, Scheduler, SchedulerConfig, SolverOptions,
 };
 
-use super::memory_plan::{plan_memory, MemoryPlan, ModelWidths};
+use super::memory_plan::{plan_memory, MemoryPlan, ModelFootprint, ModelWidths};
 use super::options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions};
 use super::preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor};
 use crate::error::{Error, Result};
@@ -42,6 +42,8 @@ pub struct UpscalePipeline {
     max_memory: Option<u64>,
     /// Bytes of the loaded weights (from the files), for memory plans.
     weight_bytes: u64,
+    /// The largest weights file, held twice for a moment while it loads.
+    largest_file: u64,
     widths: ModelWidths,
 }
 
@@ -56,6 +58,7 @@ impl UpscalePipeline {
 
         let text_config = ClipTextConfig::from_file(&model.file("text_encoder", "config.json")?)?;
         let mut weight_bytes = 0u64;
+        let mut largest_file = 0u64;
         let mut count = |files: &crate::model_dir::WeightFiles, loaded: DType| {
             // File sizes, scaled when a half-precision file is loaded in f32 (or back).
             for f in &files.files {
@@ -63,6 +66,7 @@ impl UpscalePipeline {
                 let name = f.to_string_lossy();
                 let stored = if name.contains(".fp16.") { 2 } else { 4 };
                 weight_bytes += len * loaded.size_in_bytes() as u64 / stored;
+                largest_file = largest_file.max(len);
             }
         };
         let (vb, files) = model.var_builder("text_encoder", "model", dtype, device)?;
@@ -112,6 +116,7 @@ impl UpscalePipeline {
             tiling: options.tiling,
             max_memory: options.max_memory,
             weight_bytes,
+            largest_file,
             widths: ModelWidths::from_channels(
                 unet_config
                     .block_out_channels
@@ -140,16 +145,13 @@ impl UpscalePipeline {
         };
         let f = self.vae_scale_factor;
         let (w, h) = ((width / f * f).max(f), (height / f * f).max(f));
-        plan_memory(
-            h,
-            w,
-            budget,
-            self.weight_bytes,
-            options.guidance_scale > 1.0,
-            self.dtype.size_in_bytes(),
-            self.widths,
-        )
-        .map(Some)
+        let model = ModelFootprint {
+            weights: self.weight_bytes,
+            loading: self.largest_file,
+            widths: self.widths,
+            unet_dtype_bytes: self.dtype.size_in_bytes(),
+        };
+        plan_memory(h, w, budget, &model, options.guidance_scale > 1.0).map(Some)
     }
 
     /// The memory budget, if one was given.
