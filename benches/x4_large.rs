@@ -66,35 +66,9 @@ fn env_list(name: &str, default: &str) -> Vec<String> {
         .collect()
 }
 
-/// `12G`, `512M`, `1.5GiB`, `1000000`: a byte count with an optional binary unit (as
-/// `--max-memory` reads it).
+/// `12G`, `512M`, `1.5GiB`, `1000000`, as `--max-memory` reads it.
 fn parse_bytes(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let digits = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let factor: u64 = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("ib")
-        .trim_end_matches('b')
-    {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => bail!("{s:?}: expected a size such as 12G, 512M or 1073741824"),
-    };
-    let value: f64 = number
-        .parse()
-        .with_context(|| format!("{s:?}: expected a size such as 12G"))?;
-    let bytes = value * factor as f64;
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-        bail!("{s:?}: must be at least one byte");
-    }
-    Ok(bytes as u64)
+    Ok(diffsr::memory::parse_bytes(s)?)
 }
 
 fn options(steps: usize) -> UpscaleOptions {

@@ -3,6 +3,8 @@
 
 use candle_core::Device;
 
+use crate::error::{Error, Result};
+
 const GIB: u64 = 1 << 30;
 
 /// Bytes the OS could give this process now without swapping, where known.
@@ -21,4 +23,32 @@ pub fn default_budget(device: &Device) -> u64 {
         Device::Cpu => available_ram().map_or(2 * GIB, |a| (a / 2).clamp(GIB / 4, 8 * GIB)),
         _ => 4 * GIB,
     }
+}
+
+/// Parses `4G`, `512M`, `1.5GiB`, `1000000`: a byte count with an optional binary unit (what
+/// `--max-memory` takes).
+pub fn parse_bytes(s: &str) -> Result<u64> {
+    let bad = |why: &str| Error::option("max-memory", format!("`{s}`: {why}"));
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let unit = unit.trim().to_ascii_lowercase();
+    let factor: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => GIB,
+        "t" => 1 << 40,
+        _ => return Err(bad("expected a size such as 4G, 512M or 1073741824")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| bad("expected a size such as 4G, 512M or 1073741824"))?;
+    let bytes = value * factor as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(bad("must be at least one byte"));
+    }
+    Ok(bytes as u64)
 }

@@ -194,36 +194,7 @@ fn parse_device(spec: &str) -> Result<Device> {
 
 /// `4G`, `512M`, `1.5GiB`, `1000000`: a byte count with an optional binary unit.
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let factor: u64 = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("ib")
-        .trim_end_matches('b')
-    {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "`{s}`: expected a size such as 4G, 512M or 1073741824"
-            ))
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}`: expected a size such as 4G, 512M or 1073741824"))?;
-    let bytes = value * factor as f64;
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("`{s}`: must be at least one byte"));
-    }
-    Ok(bytes as u64)
+    diffsr::memory::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 fn parse_target(s: &str) -> Result<TargetSize, String> {
