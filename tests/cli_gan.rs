@@ -35,6 +35,19 @@ fn diffsr(dir: &Path, args: &[&str]) -> Result<Output> {
         .output()?)
 }
 
+/// `diffsr upscale PHOTO -o output EXTRA...`.
+fn upscale_photo(dir: &Path, output: &Path, extra: &[&str]) -> Result<Output> {
+    let input = photo();
+    let mut args = vec![
+        "upscale",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    diffsr(dir, &args)
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -47,17 +60,7 @@ fn size(path: &Path) -> Result<(u32, u32)> {
 fn the_built_in_model_runs_with_no_network() -> Result<()> {
     let dir = scratch("builtin")?;
     let out_path = dir.join("coffee-4x.png");
-    let out = diffsr(
-        &dir,
-        &[
-            "upscale",
-            photo().to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-            "--engine",
-            "gan",
-        ],
-    )?;
+    let out = upscale_photo(&dir, &out_path, &["--engine", "gan"])?;
     ensure!(out.status.success(), "{}", stderr(&out));
     ensure!(size(&out_path)? == (192, 160));
     let info = diffsr(&dir, &["info", out_path.to_str().unwrap(), "--json"])?;
@@ -94,17 +97,7 @@ fn auto_falls_back_to_gan_with_the_reason_and_diffusion_never_does() -> Result<(
     ensure!(size(&out_path)? == (192, 160));
 
     let refused = dir.join("refused.png");
-    let out = diffsr(
-        &dir,
-        &[
-            "upscale",
-            photo().to_str().unwrap(),
-            "-o",
-            refused.to_str().unwrap(),
-            "--engine",
-            "diffusion",
-        ],
-    )?;
+    let out = upscale_photo(&dir, &refused, &["--engine", "diffusion"])?;
     ensure!(
         !out.status.success(),
         "--engine diffusion must not fall back"
@@ -120,49 +113,17 @@ fn a_model_file_picks_the_gan_engine_and_any_scale_is_exact() -> Result<()> {
     let dir = scratch("file")?;
     let model = fixtures().join("gan/srvgg_x2_relu.safetensors");
     let out_path = dir.join("x2.png");
-    let out = diffsr(
-        &dir,
-        &[
-            "upscale",
-            photo().to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-        ],
-    )?;
+    let out = upscale_photo(&dir, &out_path, &["--model", model.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", stderr(&out));
     ensure!(size(&out_path)? == (96, 80), "the model's own x2");
 
     for (scale, want) in [("3", (144, 120)), ("1.5", (72, 60)), ("0.5", (24, 20))] {
         let p = dir.join(format!("s{scale}.png"));
-        let out = diffsr(
-            &dir,
-            &[
-                "upscale",
-                photo().to_str().unwrap(),
-                "-o",
-                p.to_str().unwrap(),
-                "--engine",
-                "gan",
-                "--scale",
-                scale,
-            ],
-        )?;
+        let out = upscale_photo(&dir, &p, &["--engine", "gan", "--scale", scale])?;
         ensure!(out.status.success(), "{}", stderr(&out));
         ensure!(size(&p)? == want, "--scale {scale}: {:?}", size(&p)?);
     }
-    let out = diffsr(
-        &dir,
-        &[
-            "upscale",
-            photo().to_str().unwrap(),
-            "-o",
-            dir.join("bad.png").to_str().unwrap(),
-            "--scale",
-            "0",
-        ],
-    )?;
+    let out = upscale_photo(&dir, &dir.join("bad.png"), &["--scale", "0"])?;
     ensure!(
         !out.status.success() && stderr(&out).contains("scale"),
         "{}",
@@ -178,13 +139,10 @@ fn denoise_blends_a_general_model_with_its_wdn_twin() -> Result<()> {
     let general = fixtures().join("gan/srvgg_general.pth");
     let wdn = fixtures().join("gan/srvgg_general_wdn.pth");
     let run = |denoise: &str, name: &str| -> Result<Output> {
-        diffsr(
+        upscale_photo(
             &dir,
+            &dir.join(name),
             &[
-                "upscale",
-                photo().to_str().unwrap(),
-                "-o",
-                dir.join(name).to_str().unwrap(),
                 "--model",
                 general.to_str().unwrap(),
                 "--denoise",
@@ -208,18 +166,10 @@ fn denoise_blends_a_general_model_with_its_wdn_twin() -> Result<()> {
         stderr(&out)
     );
     // The built-in model has no -wdn twin.
-    let out = diffsr(
+    let out = upscale_photo(
         &dir,
-        &[
-            "upscale",
-            photo().to_str().unwrap(),
-            "-o",
-            dir.join("x.png").to_str().unwrap(),
-            "--engine",
-            "gan",
-            "--denoise",
-            "0.5",
-        ],
+        &dir.join("x.png"),
+        &["--engine", "gan", "--denoise", "0.5"],
     )?;
     ensure!(
         !out.status.success() && stderr(&out).contains("--denoise"),
@@ -284,17 +234,7 @@ fn convert_writes_safetensors_that_upscale_the_same() -> Result<()> {
     let mut images = Vec::new();
     for (model, name) in [(&pth, "from-pth.png"), (&converted, "from-st.png")] {
         let p = dir.join(name);
-        let out = diffsr(
-            &dir,
-            &[
-                "upscale",
-                photo().to_str().unwrap(),
-                "-o",
-                p.to_str().unwrap(),
-                "--model",
-                model.to_str().unwrap(),
-            ],
-        )?;
+        let out = upscale_photo(&dir, &p, &["--model", model.to_str().unwrap()])?;
         ensure!(out.status.success(), "{}", stderr(&out));
         images.push(image::open(&p)?.to_rgb8().into_raw());
     }
@@ -321,16 +261,10 @@ fn bad_model_files_are_named() -> Result<()> {
         ("gan/legacy_format.pth", "zip"),
     ] {
         let model = fixtures().join(file);
-        let out = diffsr(
+        let out = upscale_photo(
             &dir,
-            &[
-                "upscale",
-                photo().to_str().unwrap(),
-                "-o",
-                dir.join("o.png").to_str().unwrap(),
-                "--model",
-                model.to_str().unwrap(),
-            ],
+            &dir.join("o.png"),
+            &["--model", model.to_str().unwrap()],
         )?;
         let err = stderr(&out);
         ensure!(!out.status.success(), "{file} must fail");
