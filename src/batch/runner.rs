@@ -153,32 +153,29 @@ fn run_one(
         }
     }
     let o = &job.options;
-    let mut metadata = GenerationInfo {
+    let common = GenerationInfo {
         engine: upscaler.engine().name().into(),
         scale: o.scale,
         model: settings.model.clone(),
         revision: settings.revision.clone(),
-        prompt: o.prompt.clone(),
-        negative_prompt: o.negative_prompt.clone(),
-        seed: o.seed,
-        steps: o.steps,
-        scheduler: o.scheduler.map_or("default".into(), |k| k.name().into()),
-        guidance: o.guidance_scale,
-        noise_level: o.noise_level,
-        eta: o.eta,
         diffsr_version: env!("CARGO_PKG_VERSION").into(),
+        ..GenerationInfo::default()
     };
-    if upscaler.engine() == Engine::Gan {
-        // A GAN is deterministic and takes no prompt: only the model and scale describe it.
-        metadata = GenerationInfo {
-            engine: metadata.engine,
-            scale: metadata.scale,
-            model: metadata.model,
-            revision: metadata.revision,
-            diffsr_version: metadata.diffsr_version,
-            ..GenerationInfo::default()
-        };
-    }
+    // A GAN is deterministic and takes no prompt: only the model and scale describe it.
+    let metadata = match upscaler.engine() {
+        Engine::Gan => common,
+        Engine::Diffusion => GenerationInfo {
+            prompt: o.prompt.clone(),
+            negative_prompt: o.negative_prompt.clone(),
+            seed: o.seed,
+            steps: o.steps,
+            scheduler: o.scheduler.map_or("default".into(), |k| k.name().into()),
+            guidance: o.guidance_scale,
+            noise_level: o.noise_level,
+            eta: o.eta,
+            ..common
+        },
+    };
     save_result(
         &job.output,
         &image,
