@@ -63,21 +63,26 @@ fn main() -> Result<()> {
         .unwrap_or(5);
     let threads = candle_core::utils::get_num_threads();
     println!("threads: {threads}, reps: {reps}");
-    // (label, c_in, c_out, h = w, kernel)
+    // (label, batch, c_in, c_out, h = w, kernel); the UNet rows are its levels at a 64×64
+    // latent, batch 2 as classifier-free guidance runs them.
     let shapes = [
-        ("GAN", 64, 64, 128, 3),
-        ("GAN", 64, 64, 256, 3),
-        ("VAE", 128, 128, 64, 3),
-        ("VAE", 128, 128, 128, 3),
-        ("VAE", 256, 256, 64, 3),
-        ("VAE", 256, 256, 128, 3),
-        ("VAE", 512, 512, 64, 3),
-        ("UNet", 320, 320, 64, 3),
-        ("VAE 1x1", 256, 128, 128, 1),
+        ("GAN", 1, 64, 64, 128, 3),
+        ("GAN", 1, 64, 64, 256, 3),
+        ("VAE", 1, 128, 128, 64, 3),
+        ("VAE", 1, 128, 128, 128, 3),
+        ("VAE", 1, 256, 256, 64, 3),
+        ("VAE", 1, 256, 256, 128, 3),
+        ("VAE", 1, 512, 512, 64, 3),
+        ("UNet", 2, 256, 256, 64, 3),
+        ("UNet", 2, 512, 512, 32, 3),
+        ("UNet", 2, 512, 512, 16, 3),
+        ("UNet", 2, 1024, 1024, 8, 3),
+        ("VAE 1x1", 1, 256, 128, 128, 1),
     ];
     println!(
-        "{:<8} {:>5} {:>5} {:>5} {:>2} | {:>10} {:>10} {:>7} | {:>8} {:>8} | {:>10} {:>10}",
+        "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10} {:>10} {:>7} | {:>8} {:>8} | {:>10} {:>10} {:>10}",
         "model",
+        "b",
         "c_in",
         "c_out",
         "hw",
@@ -88,10 +93,11 @@ fn main() -> Result<()> {
         "cand GF/s",
         "ours GF/s",
         "unblk ms",
-        "chunk-seq"
+        "chunk-seq",
+        "im2col ms"
     );
     let dev = Device::Cpu;
-    for (label, ci, co, hw, k) in shapes {
+    for (label, batch, ci, co, hw, k) in shapes {
         let name = format!("{label} {ci}->{co} {hw}");
         if let Ok(f) = std::env::var("DIFFSR_BENCH_FILTER") {
             if !f.split(',').any(|f| name.contains(f)) {
@@ -101,7 +107,7 @@ fn main() -> Result<()> {
         let pad = k / 2;
         let w = (Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev)? * 0.05)?;
         let b = Tensor::randn(0f32, 1.0, co, &dev)?;
-        let x = Tensor::randn(0f32, 1.0, (1, ci, hw, hw), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (batch, ci, hw, hw), &dev)?;
         let cfg = Conv2dConfig {
             padding: pad,
             ..Default::default()
@@ -118,11 +124,11 @@ fn main() -> Result<()> {
         assert!(diff < 1e-3, "{label}: results differ by {diff}");
 
         // The variants, on the raw kernel.
-        let taps = w.permute((2, 3, 0, 1))?.flatten_all()?.to_vec1::<f32>()?;
+        let taps = w.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
         let bias = b.to_vec1::<f32>()?;
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let s = ConvShape {
-            b: 1,
+            b: batch,
             ci,
             h: hw,
             w: hw,
@@ -139,14 +145,24 @@ fn main() -> Result<()> {
             rows_per_chunk: None,
             threads,
             spread: false,
+            im2col: Some(false),
         };
         let chunk_seq = Plan {
             rows_per_chunk: Some(0),
             threads,
             spread: false,
+            im2col: Some(false),
         };
         // Round robin, so that load changes on a shared machine hit every contender alike.
-        let [t_candle, t_ours, t_unblocked, t_seq] = round_robin(
+        let im2col = Plan {
+            im2col: Some(true),
+            ..Plan::auto()
+        };
+        let wide = Plan {
+            im2col: Some(false),
+            ..Plan::auto()
+        };
+        let [t_candle, t_ours, t_unblocked, t_seq, t_im2col, t_wide] = round_robin(
             reps,
             &mut [
                 &mut || {
@@ -159,6 +175,8 @@ fn main() -> Result<()> {
                 },
                 &mut || run_plan(unblocked),
                 &mut || run_plan(chunk_seq),
+                &mut || run_plan(im2col),
+                &mut || run_plan(wide),
             ],
         )?[..] else {
             unreachable!()
@@ -172,15 +190,17 @@ fn main() -> Result<()> {
                     rows_per_chunk: Some(r),
                     threads,
                     spread: true,
+                    im2col: Some(false),
                 })?;
                 line += &format!(" r{r}={:.1}", t * 1e3);
             }
             println!("{line}");
         }
-        let gflop = 2.0 * (ci * co * k * k * hw * hw) as f64 / 1e9;
+        let gflop = 2.0 * (batch * ci * co * k * k * hw * hw) as f64 / 1e9;
         println!(
-            "{:<8} {:>5} {:>5} {:>5} {:>2} | {:>10.2} {:>10.2} {:>6.2}x | {:>8.1} {:>8.1} | {:>10.2} {:>10.2}",
+            "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10.2} {:>10.2} {:>6.2}x | {:>8.1} {:>8.1} | {:>10.2} {:>10.2} {:>10.2} | wide {:>8.2}",
             label,
+            batch,
             ci,
             co,
             hw,
@@ -192,6 +212,8 @@ fn main() -> Result<()> {
             gflop / t_ours,
             t_unblocked * 1e3,
             t_seq * 1e3,
+            t_im2col * 1e3,
+            t_wide * 1e3,
         );
     }
     Ok(())

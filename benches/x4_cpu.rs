@@ -1,30 +1,56 @@
-//! CPU speed of the full-size x4 upscaler against diffusers on PyTorch, on the same machine
-//! with the same thread count:
+//! CPU speed and peak memory of the full-size x4 upscaler against diffusers on PyTorch, on the
+//! same machine with the same thread count, in the same run:
 //!
 //! ```bash
-//! cargo bench --bench x4_cpu
+//! cargo bench --bench x4_cpu                                         # every case
+//! DIFFSR_BENCH_CASES=unet,vae DIFFSR_BENCH_SIZES=32 cargo bench --bench x4_cpu
+//! DIFFSR_BENCH_WRITE_README=1 cargo bench --bench x4_cpu             # also into README.md
 //! ```
 //!
-//! Builds the UNet (~473M parameters) and the VAE (~55M) from the hub configs in
-//! `assets/x4-upscaler/` with random weights (no files needed), then times, at each low-res
-//! size S (the latents are S×S): one guided UNet step (batch 2 for classifier-free guidance,
-//! 7 input channels, encoder_hidden_states (2, 77, 1024), class labels [20, 20]) and one VAE
-//! decode of (1, 4, S, S) latents. One warm-up run, then N timed runs; median and min are
-//! reported. `scripts/bench/x4_reference.py` does the same in diffusers; the ratio is
-//! diffsr's median over torch's (> 1: diffsr is slower).
+//! Cases (f32, random weights, nothing downloaded):
+//! - `unet_S`: one guided UNet step at low-res size S (batch 2 for classifier-free guidance,
+//!   7 input channels, S×S, encoder_hidden_states (2, 77, 1024), class labels [20, 20]);
+//! - `vae_S`: one VAE decode of (1, 4, S, S) latents to a 4S × 4S image;
+//! - `text`: the CLIP text encoder (OpenCLIP ViT-H, 23 layers) on 2 × 77 token ids (the prompt
+//!   and the negative prompt, as guidance encodes them);
+//! - `whole_64`: a whole 64×64 → 256×256 upscale (`UpscalePipeline::load` + `upscale_rgb8`,
+//!   untiled) of the full-size model directory with random weights that
+//!   `benches/common/random_model.rs` writes once (~3.5 GB), with the directory's own
+//!   scheduler (DDIM), guidance 9, noise level 20, seed 0; its warm-up is a 1-step upscale.
+//!
+//! The UNet, VAE and text encoder are built from the hub configs (`assets/x4-upscaler/`, and
+//! the text encoder's from `random_model.rs`). Every case runs in a process of its own on each
+//! side, so each has its own peak resident memory (VmHWM here, ru_maxrss in Python): this
+//! bench re-runs itself for diffsr, `scripts/bench/x4_reference.py` runs the same case in
+//! diffusers / transformers (same configs, random initialisation, same thread count). The two
+//! sides alternate case by case, so a change in the machine's load hits both alike. One
+//! warm-up run, then N timed runs; the table gives median (min), the ratio of the medians
+//! (diffsr / torch, > 1: diffsr is slower), both peak memories and how many cores other
+//! processes kept busy during the timed runs. It goes to stdout and
+//! `target/bench-results/x4_cpu.md`, with a header naming the date, machine, threads and
+//! versions; with `DIFFSR_BENCH_WRITE_README=1` also into README.md between the
+//! `<!-- bench:x4_cpu:begin -->` and `<!-- bench:x4_cpu:end -->` lines.
+//! `DIFFSR_PROFILE=1` prints diffsr's per-stage profile of each case's timed runs to stderr.
 //!
 //! Environment:
+//! - `DIFFSR_BENCH_CASES`: the cases to run, comma separated: names (`unet_32`) or kinds
+//!   (`unet`, `vae`, `text`, `whole`); default all.
+//! - `DIFFSR_BENCH_SIZES`: low-res sizes of the UNet and VAE cases (default `32,64,128`).
+//! - `DIFFSR_BENCH_REPS`: their timed runs, one number or one per size (default `3,2,1`).
+//! - `DIFFSR_BENCH_TEXT_REPS` (default 5), `DIFFSR_BENCH_WHOLE_REPS` (default 1): timed runs
+//!   of `text` and `whole_64`.
+//! - `DIFFSR_BENCH_STEPS`: denoising steps of `whole_64` (default 20).
 //! - `DIFFSR_BENCH_THREADS`: threads for both sides (default: the available cores).
-//! - `DIFFSR_BENCH_SIZES`: low-res sizes, comma separated (default `32,64`).
-//! - `DIFFSR_BENCH_REPS`: timed runs, one number or one per size (default `3,2`).
-//! - `DIFFSR_BENCH_ONLY`: `unet` or `vae` to time only that model.
-//! - `DIFFSR_BENCH_PYTHON`: a Python with torch + diffusers for the reference (default
-//!   `~/.cache/diffsr-fixture-venv/bin/python`, made by `scripts/make-fixtures.sh`, if it
-//!   exists); `none` skips the reference.
+//! - `DIFFSR_BENCH_PYTHON`: a Python with torch, diffusers and transformers for the reference
+//!   (default `~/.cache/diffsr-fixture-venv/bin/python`, made by `scripts/make-fixtures.sh`,
+//!   if it exists); `none` skips the reference (its columns read "—").
+//! - `DIFFSR_BENCH_MODEL_DIR`: where the random model directory is cached (default
+//!   `target/bench-models/x4-random`).
+//! - `DIFFSR_BENCH_WRITE_README=1`: also write the results into README.md.
 
 mod common;
 
-use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -32,363 +58,650 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use common::proc_stats::{cpu_ticks, foreign_load, gib, loadavg, proc_status_kib};
-use common::random_model::RandomWeights;
+use common::random_model::{
+    crate_root, default_model_dir, write_random_model, RandomWeights, X4_TEXT_ENCODER_CONFIG,
+};
+use common::{env, machine, readme};
+use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
+use serde_json::{json, Value};
 
+/// Set in a child: `case:reps:steps:threads`.
+const CHILD: &str = "DIFFSR_X4_CPU_BENCH_CHILD";
 /// The pipeline divides latents by this before decoding.
 const VAE_SCALING_FACTOR: f64 = 0.08333;
 const TIMESTEP: f64 = 500.0;
 const NOISE_LEVEL: u32 = 20;
+const GUIDANCE: f64 = 9.0;
+const SEED: u64 = 0;
+/// The low-res side of the whole upscale.
+const WHOLE_SIZE: usize = 64;
+/// Prompt and negative prompt, 77 tokens each.
+const TEXT_IDS: (usize, usize) = (2, 77);
+/// Width of the text embeddings the UNet cross-attends to.
+const TEXT_HIDDEN: usize = 1024;
 
-fn parse_list(var: &str, default: &str) -> Result<Vec<usize>> {
-    let raw = std::env::var(var).unwrap_or_else(|_| default.to_string());
-    raw.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse::<usize>()
-                .with_context(|| format!("{var}={raw:?}: {s:?} is not a number"))
-        })
-        .collect()
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Text,
+    Unet(usize),
+    Vae(usize),
+    Whole(usize),
 }
 
-#[derive(Debug, Clone)]
-struct Timing {
-    times: Vec<f64>,
-    /// Cores busy with other processes during the timed runs, on average (other agents'
-    /// compiles on a shared machine); NaN when unknown.
-    foreign_load: f64,
-}
-
-impl Timing {
-    fn median(&self) -> f64 {
-        let mut t = self.times.clone();
-        t.sort_by(f64::total_cmp);
-        let n = t.len();
-        if n % 2 == 1 {
-            t[n / 2]
-        } else {
-            (t[n / 2 - 1] + t[n / 2]) / 2.0
+impl Case {
+    fn name(self) -> String {
+        match self {
+            Case::Text => "text".into(),
+            Case::Unet(s) => format!("unet_{s}"),
+            Case::Vae(s) => format!("vae_{s}"),
+            Case::Whole(s) => format!("whole_{s}"),
         }
     }
 
-    fn min(&self) -> f64 {
-        self.times.iter().copied().fold(f64::INFINITY, f64::min)
+    fn kind(self) -> &'static str {
+        match self {
+            Case::Text => "text",
+            Case::Unet(_) => "unet",
+            Case::Vae(_) => "vae",
+            Case::Whole(_) => "whole",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self> {
+        if name == "text" {
+            return Ok(Case::Text);
+        }
+        let parsed = name.split_once('_').and_then(|(kind, size)| {
+            let size = size.parse::<usize>().ok().filter(|&s| s > 0)?;
+            match kind {
+                "unet" => Some(Case::Unet(size)),
+                "vae" => Some(Case::Vae(size)),
+                "whole" => Some(Case::Whole(size)),
+                _ => None,
+            }
+        });
+        parsed.with_context(|| format!("{name:?} is not a case (text, unet_S, vae_S, whole_S)"))
+    }
+
+    /// The table's description of the work.
+    fn label(self, steps: usize) -> String {
+        let (b, t) = TEXT_IDS;
+        match self {
+            Case::Text => format!("CLIP text encoder, {b}×{t} tokens"),
+            Case::Unet(s) => format!("UNet step, guided, 2×7×{s}×{s}"),
+            Case::Vae(s) => format!("VAE decode, 1×4×{s}×{s} → {0}×{0}", 4 * s),
+            Case::Whole(s) => format!("whole upscale, {s}×{s} → {0}×{0}, {steps} steps", 4 * s),
+        }
     }
 }
 
-/// One warm-up call, then `n` timed ones. The warm-up's output is checked to be finite.
-fn time_it(label: &str, n: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<Timing> {
-    let t = Instant::now();
-    let out = f()?;
-    let warm = t.elapsed().as_secs_f64();
-    let mean_abs = out
-        .abs()?
-        .mean_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
-    if !mean_abs.is_finite() {
-        bail!("{label}: output is not finite (mean |x| = {mean_abs})");
+/// A deterministic S×S RGB picture with smooth structure and fine noise (the content does
+/// not change the work, only keeps activations realistic); the same as `x4_large`'s.
+fn input_rgb8(size: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(3 * size * size);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for y in 0..size {
+        for x in 0..size {
+            for c in 0..3 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                let (u, v) = (x as f32 / size as f32, y as f32 / size as f32);
+                let smooth = 0.5 + 0.3 * (9.0 * u + 6.0 * v + c as f32 * 2.1).sin();
+                data.push(((smooth + 0.2 * noise).clamp(0.0, 1.0) * 255.0).round() as u8);
+            }
+        }
     }
+    data
+}
+
+/// Token ids spread over the vocabulary, the same on both sides: id = (1 + 7919 i) mod V.
+fn text_ids(vocab: usize) -> Vec<u32> {
+    let (b, t) = TEXT_IDS;
+    (0..b * t)
+        .map(|i| ((1 + 7919 * i) % vocab) as u32)
+        .collect()
+}
+
+/// Files both sides read: the text encoder config, and the whole upscale's input (raw RGB).
+struct Inputs {
+    text_config: PathBuf,
+    image: PathBuf,
+}
+
+impl Inputs {
+    fn at(dir: &Path) -> Self {
+        Self {
+            text_config: dir.join("x4_text_encoder_config.json"),
+            image: dir.join(format!("x4_cpu_input_{WHOLE_SIZE}x{WHOLE_SIZE}.rgb")),
+        }
+    }
+
+    fn write(&self) -> Result<()> {
+        std::fs::write(&self.text_config, X4_TEXT_ENCODER_CONFIG)
+            .with_context(|| format!("writing {}", self.text_config.display()))?;
+        std::fs::write(&self.image, input_rgb8(WHOLE_SIZE))
+            .with_context(|| format!("writing {}", self.image.display()))
+    }
+}
+
+fn median(times: &[f64]) -> f64 {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    let n = t.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        t[n / 2]
+    } else {
+        (t[n / 2 - 1] + t[n / 2]) / 2.0
+    }
+}
+
+fn min(times: &[f64]) -> f64 {
+    times.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// One warm-up call (`f(true)`), then `n` timed ones (`f(false)`); every output is checked
+/// to be finite (outside the timed part). Returns the times, the warm-up's seconds and the
+/// cores other processes kept busy during the timed runs.
+fn time_it(label: &str, n: usize, mut f: impl FnMut(bool) -> Result<Tensor>) -> Result<Timed> {
+    let check = |out: &Tensor| -> Result<f64> {
+        let mean_abs = out
+            .abs()?
+            .mean_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        if !mean_abs.is_finite() {
+            bail!("{label}: output is not finite (mean |x| = {mean_abs})");
+        }
+        Ok(mean_abs)
+    };
+    let t = Instant::now();
+    let out = f(true)?;
+    let warm = t.elapsed().as_secs_f64();
+    let mean_abs = check(&out)?;
     eprintln!(
         "[diffsr] {label}: warm-up {warm:.3} s, output {:?}, mean |x| {mean_abs:.3}",
         out.dims()
     );
     drop(out);
     let mut times = Vec::with_capacity(n);
-    let before = cpu_ticks();
-    let start = Instant::now();
+    diffsr::profile::reset();
+    let mut busy = 0.0;
+    let mut wall = 0.0;
     for _ in 0..n {
+        let before = cpu_ticks();
         let t = Instant::now();
-        let out = f()?;
-        times.push(t.elapsed().as_secs_f64());
-        drop(out);
+        let out = f(false)?;
+        let secs = t.elapsed().as_secs_f64();
+        let load = foreign_load(before, cpu_ticks(), secs);
+        times.push(secs);
+        busy += load * secs;
+        wall += secs;
+        check(&out)?;
     }
-    let wall = start.elapsed().as_secs_f64();
-    let foreign_load = foreign_load(before, cpu_ticks(), wall);
-    eprintln!("[diffsr] {label}: {times:.3?} s, other processes' load {foreign_load:.2}");
-    Ok(Timing {
-        times,
-        foreign_load,
+    let load = busy / wall;
+    eprintln!("[diffsr] {label}: {times:.3?} s, other processes' load {load:.2}");
+    if diffsr::profile::enabled() {
+        let total = std::time::Duration::from_secs_f64(times.iter().sum());
+        eprintln!(
+            "[diffsr] {label}: profile of the {n} timed runs\n{}",
+            diffsr::profile::table(&diffsr::profile::totals(), total)
+        );
+    }
+    Ok((times, warm, load))
+}
+
+/// What [`time_it`] returns: the timed runs' seconds, the warm-up's, the other load.
+type Timed = (Vec<f64>, f64, f64);
+
+fn assets() -> PathBuf {
+    crate_root().join("assets/x4-upscaler")
+}
+
+fn unet_step(s: usize, reps: usize, label: &str) -> Result<Timed> {
+    let (dev, build) = (Device::Cpu, Instant::now());
+    let config = UNet2DConditionConfig::from_file(&assets().join("unet_config.json"))?;
+    let weights = RandomWeights::new();
+    let unet = UNet2DConditionModel::new(&config, weights.var_builder(DType::F32, &dev))?;
+    let ehs = Tensor::randn(0f32, 1.0, (2, TEXT_IDS.1, TEXT_HIDDEN), &dev)?;
+    let labels = Tensor::new(&[NOISE_LEVEL, NOISE_LEVEL], &dev)?;
+    let sample = Tensor::randn(0f32, 1.0, (2, config.in_channels, s, s), &dev)?;
+    built(label, &weights, build);
+    time_it(label, reps, |_| {
+        Ok(unet.forward(&sample, TIMESTEP, &ehs, &labels)?)
     })
 }
 
-/// The Python to run the reference with, or why there is none.
-fn reference_python() -> std::result::Result<PathBuf, String> {
-    let how = "set DIFFSR_BENCH_PYTHON to a Python with torch and diffusers \
-               (scripts/make-fixtures.sh creates ~/.cache/diffsr-fixture-venv)";
-    match std::env::var("DIFFSR_BENCH_PYTHON") {
-        Ok(v) if v.is_empty() || v == "none" => Err("DIFFSR_BENCH_PYTHON=none".into()),
-        Ok(v) => Ok(PathBuf::from(v)),
-        Err(_) => {
-            let home = std::env::var("HOME").unwrap_or_default();
-            let venv = Path::new(&home).join(".cache/diffsr-fixture-venv/bin/python");
-            if venv.exists() {
-                Ok(venv)
-            } else {
-                Err(format!("no {} ({how})", venv.display()))
-            }
+fn vae_decode(s: usize, reps: usize, label: &str) -> Result<Timed> {
+    let (dev, build) = (Device::Cpu, Instant::now());
+    let config = AutoencoderKLConfig::from_file(&assets().join("vae_config.json"))?;
+    let weights = RandomWeights::new();
+    let vae = AutoencoderKL::new(&config, weights.var_builder(DType::F32, &dev))?;
+    let latents =
+        (Tensor::randn(0f32, 1.0, (1, config.latent_channels, s, s), &dev)? / VAE_SCALING_FACTOR)?;
+    built(label, &weights, build);
+    time_it(label, reps, |_| Ok(vae.decode(&latents)?))
+}
+
+fn text_encoder(reps: usize, label: &str, inputs: &Inputs) -> Result<Timed> {
+    let (dev, build) = (Device::Cpu, Instant::now());
+    let config = ClipTextConfig::from_file(&inputs.text_config)?;
+    let weights = RandomWeights::new();
+    let encoder = ClipTextModel::new(&config, weights.var_builder(DType::F32, &dev))?;
+    let ids = Tensor::from_vec(text_ids(config.vocab_size), TEXT_IDS, &dev)?;
+    built(label, &weights, build);
+    time_it(label, reps, |_| Ok(encoder.forward(&ids)?))
+}
+
+fn built(label: &str, weights: &RandomWeights, since: Instant) {
+    eprintln!(
+        "[diffsr] {label}: {:.1}M random parameters built in {:.1} s",
+        weights.param_count() as f64 / 1e6,
+        since.elapsed().as_secs_f64()
+    );
+}
+
+fn whole_upscale(
+    s: usize,
+    reps: usize,
+    steps: usize,
+    label: &str,
+    inputs: &Inputs,
+) -> Result<Timed> {
+    let (dir, build) = (default_model_dir(), Instant::now());
+    let pipeline = UpscalePipeline::load(&dir, &LoadOptions::default())
+        .with_context(|| format!("loading {}", dir.display()))?;
+    // diffusers runs both models untiled; so must this case.
+    let vae_tile = pipeline.tiling().vae.tile;
+    if pipeline.unet_batches_per_step(s, s)? != 1 || (vae_tile != 0 && s > vae_tile) {
+        bail!("{label}: the default tiling would cut the {s}×{s} latent into tiles");
+    }
+    let rgb = std::fs::read(&inputs.image)
+        .with_context(|| format!("reading {}", inputs.image.display()))?;
+    if rgb.len() != 3 * s * s {
+        bail!("{} is not a {s}×{s} RGB image", inputs.image.display());
+    }
+    let options = |steps| UpscaleOptions {
+        steps,
+        guidance_scale: GUIDANCE,
+        noise_level: NOISE_LEVEL,
+        seed: SEED,
+        ..UpscaleOptions::default()
+    };
+    let (warm_options, timed_options) = (options(1), options(steps));
+    eprintln!(
+        "[diffsr] {label}: loaded {} in {:.1} s",
+        dir.display(),
+        build.elapsed().as_secs_f64()
+    );
+    time_it(label, reps, |warm_up| {
+        let options = if warm_up {
+            &warm_options
+        } else {
+            &timed_options
+        };
+        Ok(pipeline.upscale_rgb8(&rgb, s, s, options, &mut |_| ControlFlow::Continue(()))?)
+    })
+}
+
+/// The child: builds what `case` needs, times it and prints one JSON line on stdout.
+fn child(spec: &str) -> Result<()> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [case, reps, steps, threads] = parts[..] else {
+        bail!("bad {CHILD} value {spec:?}");
+    };
+    let case = Case::parse(case)?;
+    let (reps, steps, threads): (usize, usize, usize) =
+        (reps.parse()?, steps.parse()?, threads.parse()?);
+    let candle_threads = candle_core::utils::get_num_threads();
+    if candle_threads != threads {
+        bail!("candle reports {candle_threads} threads, asked for {threads}");
+    }
+    let label = case.label(steps);
+    let inputs = Inputs::at(&readme::results_dir()?);
+    let (times, warm, load) = match case {
+        Case::Unet(s) => unet_step(s, reps, &label)?,
+        Case::Vae(s) => vae_decode(s, reps, &label)?,
+        Case::Text => text_encoder(reps, &label, &inputs)?,
+        Case::Whole(s) => whole_upscale(s, reps, steps, &label, &inputs)?,
+    };
+    let peak = proc_status_kib("VmHWM:").map_or(f64::NAN, |k| k as f64 * 1024.0);
+    println!(
+        "{}",
+        json!({
+            "case": case.name(),
+            "times_s": times,
+            "warmup_s": warm,
+            "foreign_load": load,
+            "peak_rss_bytes": peak,
+        })
+    );
+    Ok(())
+}
+
+/// One side's figures for one case.
+struct Side {
+    times: Vec<f64>,
+    foreign_load: f64,
+    peak_rss: f64,
+}
+
+impl Side {
+    fn from_json(v: &Value, rss_key: &str) -> Result<Self> {
+        let times: Vec<f64> = v["times_s"]
+            .as_array()
+            .context("no times_s")?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        if times.is_empty() {
+            bail!("no timed runs");
         }
+        Ok(Self {
+            times,
+            foreign_load: v["foreign_load"].as_f64().unwrap_or(f64::NAN),
+            peak_rss: v[rss_key].as_f64().unwrap_or(f64::NAN),
+        })
     }
 }
 
-struct Reference {
-    versions: String,
-    threads: u64,
-    maxrss_bytes: f64,
-    cases: HashMap<String, Timing>,
+/// The last line of `stdout` that is a JSON object.
+fn last_json(stdout: &[u8]) -> Result<Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("no JSON line on stdout")?;
+    serde_json::from_str(line).context("parsing the JSON line")
 }
 
-fn run_reference(
+fn run_ours(case: Case, reps: usize, steps: usize, threads: usize) -> Result<Side> {
+    let out = Command::new(std::env::current_exe()?)
+        .env(CHILD, format!("{}:{reps}:{steps}:{threads}", case.name()))
+        // Read by candle when it sizes its thread pools (gemm's parallelism included).
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .env("CANDLE_NUM_THREADS", threads.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("starting the diffsr child")?;
+    if !out.status.success() {
+        bail!("the diffsr child exited with {}", out.status);
+    }
+    Side::from_json(&last_json(&out.stdout)?, "peak_rss_bytes")
+}
+
+/// Versions the reference reported: `torch 2.x / diffusers 0.x / transformers 5.x`.
+fn versions(v: &Value) -> String {
+    ["torch", "diffusers", "transformers"]
+        .iter()
+        .map(|k| format!("{k} {}", v[*k].as_str().unwrap_or("?")))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn run_theirs(
     python: &Path,
-    root: &Path,
+    case: Case,
+    reps: usize,
+    steps: usize,
     threads: usize,
-    sizes: &[usize],
-    reps: &[usize],
-    only: Option<&str>,
-) -> Result<Reference> {
-    let join = |v: &[usize]| {
-        v.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let mut cmd = Command::new(python);
-    cmd.arg(root.join("scripts/bench/x4_reference.py"))
+    inputs: &Inputs,
+) -> Result<(Side, String)> {
+    let root = crate_root();
+    let assets = root.join("assets/x4-upscaler");
+    let out = Command::new(python)
+        .arg(root.join("scripts/bench/x4_reference.py"))
+        .args(["--case", &case.name()])
+        .args(["--reps", &reps.to_string()])
+        .args(["--steps", &steps.to_string()])
         .args(["--threads", &threads.to_string()])
-        .args(["--sizes", &join(sizes)])
-        .args(["--reps", &join(reps)])
         .arg("--unet-config")
-        .arg(root.join("assets/x4-upscaler/unet_config.json"))
+        .arg(assets.join("unet_config.json"))
         .arg("--vae-config")
-        .arg(root.join("assets/x4-upscaler/vae_config.json"))
+        .arg(assets.join("vae_config.json"))
+        .arg("--text-config")
+        .arg(&inputs.text_config)
+        .arg("--model-dir")
+        .arg(default_model_dir())
+        .arg("--image")
+        .arg(&inputs.image)
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("MKL_NUM_THREADS", threads.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    match only {
-        Some("unet") => {
-            cmd.arg("--skip-vae");
-        }
-        Some("vae") => {
-            cmd.arg("--skip-unet");
-        }
-        _ => {}
-    }
-    let out = cmd
+        .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
         bail!("{} exited with {}", python.display(), out.status);
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("the reference printed no JSON")?;
-    let v: serde_json::Value = serde_json::from_str(line).context("parsing the reference JSON")?;
-    let mut cases = HashMap::new();
-    for c in v["cases"].as_array().context("no cases")? {
-        let name = c["case"].as_str().context("case without a name")?;
-        let times = c["times_s"]
-            .as_array()
-            .context("case without times")?
-            .iter()
-            .filter_map(|t| t.as_f64())
-            .collect();
-        let foreign_load = c["foreign_load"].as_f64().unwrap_or(f64::NAN);
-        cases.insert(
-            name.to_string(),
-            Timing {
-                times,
-                foreign_load,
-            },
+    let v = last_json(&out.stdout)?;
+    if v["threads"].as_u64() != Some(threads as u64) {
+        bail!("torch ran with {} threads, not {threads}", v["threads"]);
+    }
+    Ok((Side::from_json(&v, "maxrss_bytes")?, versions(&v)))
+}
+
+struct Row {
+    case: Case,
+    reps: usize,
+    ours: Result<Side>,
+    /// `None`: no reference was run.
+    theirs: Option<Result<Side>>,
+}
+
+/// The selected cases in the order they run, each with its timed runs.
+struct Plan {
+    threads: usize,
+    steps: usize,
+    cases: Vec<(Case, usize)>,
+}
+
+fn plan_from_env() -> Result<Plan> {
+    if env::var("DIFFSR_BENCH_ONLY")?.is_some() {
+        bail!(
+            "DIFFSR_BENCH_ONLY was replaced by DIFFSR_BENCH_CASES (comma separated: unet, vae, \
+             text, whole, or names such as unet_32)"
         );
     }
-    Ok(Reference {
-        versions: format!(
-            "torch {}, diffusers {}",
-            v["torch"].as_str().unwrap_or("?"),
-            v["diffusers"].as_str().unwrap_or("?")
-        ),
-        threads: v["threads"].as_u64().unwrap_or(0),
-        maxrss_bytes: v["maxrss_bytes"].as_f64().unwrap_or(f64::NAN),
-        cases,
+    let threads = env::threads()?;
+    let sizes = env::positive_list("DIFFSR_BENCH_SIZES", "32,64,128")?;
+    let reps = match env::var("DIFFSR_BENCH_REPS")? {
+        Some(_) => env::per_item(
+            "DIFFSR_BENCH_REPS",
+            env::positive_list("DIFFSR_BENCH_REPS", "")?,
+            sizes.len(),
+        )?,
+        None => {
+            let mut r = vec![3, 2, 1];
+            r.resize(sizes.len(), 1);
+            r
+        }
+    };
+    let text_reps = env::positive("DIFFSR_BENCH_TEXT_REPS", 5)?;
+    let whole_reps = env::positive("DIFFSR_BENCH_WHOLE_REPS", 1)?;
+    let steps = env::positive("DIFFSR_BENCH_STEPS", 20)?;
+
+    let mut all = vec![(Case::Text, text_reps)];
+    for (&s, &n) in sizes.iter().zip(&reps) {
+        all.push((Case::Unet(s), n));
+        all.push((Case::Vae(s), n));
+    }
+    all.push((Case::Whole(WHOLE_SIZE), whole_reps));
+
+    let wanted = env::words("DIFFSR_BENCH_CASES", "")?;
+    if wanted.is_empty() {
+        return Ok(Plan {
+            threads,
+            steps,
+            cases: all,
+        });
+    }
+    let names: Vec<String> = all.iter().map(|(c, _)| c.name()).collect();
+    for w in &wanted {
+        if !all.iter().any(|(c, _)| c.kind() == w || c.name() == *w) {
+            bail!(
+                "DIFFSR_BENCH_CASES: {w:?} matches none of the cases {} (a UNet or VAE size \
+                 must also be in DIFFSR_BENCH_SIZES)",
+                names.join(", ")
+            );
+        }
+    }
+    all.retain(|(c, _)| wanted.iter().any(|w| c.kind() == w || c.name() == *w));
+    Ok(Plan {
+        threads,
+        steps,
+        cases: all,
     })
 }
 
+fn seconds(side: &Side) -> String {
+    format!("{:.3} s ({:.3})", median(&side.times), min(&side.times))
+}
+
 fn main() -> Result<()> {
-    let threads = match std::env::var("DIFFSR_BENCH_THREADS") {
-        Ok(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .with_context(|| format!("DIFFSR_BENCH_THREADS={v:?} is not a positive number"))?,
-        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    // Before any thread pool exists: candle sizes its rayon pools (and gemm's parallelism)
-    // from RAYON_NUM_THREADS through `get_num_threads`, its barrier pool from
-    // CANDLE_NUM_THREADS.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-    let candle_threads = candle_core::utils::get_num_threads();
-    if candle_threads != threads {
-        bail!("candle reports {candle_threads} threads, asked for {threads}");
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
     }
+    let plan = plan_from_env()?;
+    let python = env::reference_python()?;
+    // Read now so that a bad value fails before an hour of timing, not after.
+    env::flag("DIFFSR_BENCH_WRITE_README")?;
+    let threads = plan.threads;
+    let steps = plan.steps;
 
-    let sizes = parse_list("DIFFSR_BENCH_SIZES", "32,64")?;
-    let mut reps = parse_list("DIFFSR_BENCH_REPS", "3,2")?;
-    // One number for every size; a list shorter than the sizes repeats its last entry.
-    let last = *reps.last().context("DIFFSR_BENCH_REPS is empty")?;
-    reps.resize(sizes.len(), last);
-    let only = std::env::var("DIFFSR_BENCH_ONLY").ok();
-    let only = only.as_deref().filter(|s| !s.is_empty());
-    if let Some(o) = only {
-        if o != "unet" && o != "vae" {
-            bail!("DIFFSR_BENCH_ONLY={o:?}: expected unet or vae");
-        }
+    let inputs = Inputs::at(&readme::results_dir()?);
+    inputs.write()?;
+    if plan.cases.iter().any(|(c, _)| matches!(c, Case::Whole(_))) {
+        write_random_model(&default_model_dir())?;
     }
-    let run_unet = only != Some("vae");
-    let run_vae = only != Some("unet");
-
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let assets = root.join("assets/x4-upscaler");
+    let names: Vec<String> = plan
+        .cases
+        .iter()
+        .map(|(c, n)| format!("{} ×{n}", c.name()))
+        .collect();
     let load_start = loadavg();
     println!(
-        "x4 upscaler CPU bench: {threads} threads (candle get_num_threads = {candle_threads}), \
-         sizes {sizes:?}, timed runs {reps:?}, load average {load_start}"
+        "x4 upscaler CPU bench: {threads} threads; cases (timed runs): {}; load average \
+         {load_start}",
+        names.join(", ")
     );
-
-    let dev = Device::Cpu;
-    let mut unet_params = 0;
-    let mut vae_params = 0;
-    let mut ours: Vec<(String, String, Timing)> = Vec::new();
-    {
-        let t = Instant::now();
-        let unet = if run_unet {
-            let config = UNet2DConditionConfig::from_file(&assets.join("unet_config.json"))?;
-            let weights = RandomWeights::new();
-            let unet = UNet2DConditionModel::new(&config, weights.var_builder(DType::F32, &dev))?;
-            unet_params = weights.param_count();
-            Some(unet)
-        } else {
-            None
-        };
-        let vae = if run_vae {
-            let config = AutoencoderKLConfig::from_file(&assets.join("vae_config.json"))?;
-            let weights = RandomWeights::new();
-            let vae = AutoencoderKL::new(&config, weights.var_builder(DType::F32, &dev))?;
-            vae_params = weights.param_count();
-            Some((vae, config.latent_channels))
-        } else {
-            None
-        };
-        println!(
-            "random weights built in {:.1} s: UNet {:.1}M parameters, VAE {:.1}M parameters",
-            t.elapsed().as_secs_f64(),
-            unet_params as f64 / 1e6,
-            vae_params as f64 / 1e6
-        );
-
-        let ehs = Tensor::randn(0f32, 1.0, (2, 77, 1024), &dev)?;
-        let labels = Tensor::new(&[NOISE_LEVEL, NOISE_LEVEL], &dev)?;
-        for (&size, &n) in sizes.iter().zip(&reps) {
-            if let Some(unet) = &unet {
-                let in_ch = unet.config().in_channels;
-                let sample = Tensor::randn(0f32, 1.0, (2, in_ch, size, size), &dev)?;
-                let label = format!("UNet step, guided (2×{in_ch}×{size}×{size})");
-                let timing = time_it(&label, n, || {
-                    Ok(unet.forward(&sample, TIMESTEP, &ehs, &labels)?)
-                })?;
-                ours.push((format!("unet_{size}"), label, timing));
-            }
-            if let Some((vae, latent_ch)) = &vae {
-                let latents = (Tensor::randn(0f32, 1.0, (1, *latent_ch, size, size), &dev)?
-                    / VAE_SCALING_FACTOR)?;
-                let label = format!(
-                    "VAE decode (1×{latent_ch}×{size}×{size} → {}×{})",
-                    4 * size,
-                    4 * size
-                );
-                let timing = time_it(&label, n, || Ok(vae.decode(&latents)?))?;
-                ours.push((format!("vae_{size}"), label, timing));
-            }
-        }
+    match &python {
+        Ok(p) => println!("reference: {}", p.display()),
+        Err(why) => println!("reference skipped: {why}"),
     }
-    let peak = proc_status_kib("VmHWM:").map(|k| k as f64 * 1024.0);
-    let load_end = loadavg();
 
-    let reference = match reference_python() {
-        Ok(python) => {
-            println!("running the reference: {}", python.display());
-            match run_reference(&python, &root, threads, &sizes, &reps, only) {
-                Ok(r) => Some(r),
+    let mut rows = Vec::new();
+    let mut reference_versions = None;
+    for &(case, reps) in &plan.cases {
+        eprintln!("[bench] {}: diffsr", case.name());
+        let ours = run_ours(case, reps, steps, threads);
+        if let Err(e) = &ours {
+            eprintln!("[bench] {}: diffsr failed: {e:#}", case.name());
+        }
+        let theirs = python.as_ref().ok().map(|py| {
+            eprintln!("[bench] {}: torch", case.name());
+            match run_theirs(py, case, reps, steps, threads, &inputs) {
+                Ok((side, v)) => {
+                    reference_versions.get_or_insert(v);
+                    Ok(side)
+                }
                 Err(e) => {
-                    println!("reference failed ({e:#}); torch columns left empty");
-                    None
+                    eprintln!("[bench] {}: the reference failed: {e:#}", case.name());
+                    Err(e)
                 }
             }
-        }
-        Err(why) => {
-            println!("reference skipped: {why}");
-            None
-        }
+        });
+        rows.push(Row {
+            case,
+            reps,
+            ours,
+            theirs,
+        });
+    }
+    let load_end = loadavg();
+
+    let against = match (&python, &reference_versions) {
+        (Err(why), _) => format!("alone (no reference: {why}), each case in a process of its own"),
+        (Ok(_), None) => "against diffusers on PyTorch (which failed)".into(),
+        (Ok(_), Some(v)) => format!(
+            "against {v}, the two sides alternating case by case in one run, each case in a \
+             process of its own"
+        ),
     };
+    let mut md = readme::paragraph(&format!(
+        "Measured {} (UTC) on {}, {threads} threads, CPU, f32: diffsr on candle {} {against}; \
+         median (min) of the timed runs after one warm-up.",
+        machine::utc_date(),
+        machine::machine(),
+        machine::locked_version("candle-core"),
+    ));
+    md.push('\n');
+    md.push_str(
+        "| case | runs | diffsr | torch | ratio | peak RSS diffsr / torch | other load \
+         diffsr / torch |\n|---|---|---|---|---|---|---|\n",
+    );
+    let failed = |e: &anyhow::Error| format!("failed: {}", e.root_cause());
+    for row in &rows {
+        let (ours, ours_rss, ours_load) = match &row.ours {
+            Ok(s) => (
+                seconds(s),
+                gib(s.peak_rss),
+                format!("{:.2}", s.foreign_load),
+            ),
+            Err(e) => (failed(e), "—".into(), "—".into()),
+        };
+        let (theirs, ratio, theirs_rss, theirs_load) = match (&row.theirs, &row.ours) {
+            (None, _) => ("—".into(), "—".into(), "—".into(), "—".into()),
+            (Some(Err(e)), _) => (failed(e), "—".into(), "—".into(), "—".into()),
+            (Some(Ok(t)), ours) => (
+                seconds(t),
+                ours.as_ref().map_or("—".into(), |o| {
+                    format!("{:.2}×", median(&o.times) / median(&t.times))
+                }),
+                gib(t.peak_rss),
+                format!("{:.2}", t.foreign_load),
+            ),
+        };
+        md.push_str(&format!(
+            "| {} (`{}`) | {} | {ours} | {theirs} | {ratio} | {ours_rss} / {theirs_rss} | \
+             {ours_load} / {theirs_load} |\n",
+            row.case.label(steps),
+            row.case.name(),
+            row.reps,
+        ));
+    }
+    let mut notes = String::from(
+        "ratio: diffsr / torch medians, above 1 means diffsr is slower. peak RSS: the case's \
+         own process (VmHWM / ru_maxrss), weights included. other load: cores other processes \
+         kept busy during the timed runs (0: a quiet machine).",
+    );
+    if rows.iter().any(|r| matches!(r.case, Case::Whole(_))) {
+        notes.push_str(&format!(
+            " `whole_{WHOLE_SIZE}`: `UpscalePipeline` against diffusers' \
+             `StableDiffusionUpscalePipeline`, both loaded from the same random model directory \
+             (loading not timed), its DDIM scheduler, guidance {GUIDANCE}, noise level \
+             {NOISE_LEVEL}, seed {SEED}, the empty prompt; the warm-up is a 1-step upscale."
+        ));
+    }
+    md.push('\n');
+    md.push_str(&readme::paragraph(&notes));
 
     println!();
-    match &reference {
-        Some(r) => println!(
-            "diffsr (candle 0.11.1) vs {} on the CPU, f32, {threads} threads (torch: {}); \
-             median (min) of the timed runs; ratio = diffsr / torch medians",
-            r.versions, r.threads
-        ),
-        None => println!("diffsr (candle 0.11.1) on the CPU, f32, {threads} threads; median (min)"),
-    }
+    print!("{md}");
     println!();
-    println!("| case | diffsr | torch | ratio | other load (diffsr / torch) |");
-    println!("|---|---|---|---|---|");
-    for (key, label, t) in &ours {
-        let theirs = reference.as_ref().and_then(|r| r.cases.get(key));
-        let (torch, ratio, their_load) = match theirs {
-            Some(r) => (
-                format!("{:.3} s ({:.3})", r.median(), r.min()),
-                format!(
-                    "{:.2}× ({:.2}×)",
-                    t.median() / r.median(),
-                    t.min() / r.min()
-                ),
-                format!("{:.2}", r.foreign_load),
-            ),
-            None => ("—".to_string(), "—".to_string(), "—".to_string()),
-        };
-        println!(
-            "| {label} | {:.3} s ({:.3}) | {torch} | {ratio} | {:.2} / {their_load} |",
-            t.median(),
-            t.min(),
-            t.foreign_load
-        );
-    }
-    println!();
-    println!(
-        "ratio: diffsr / torch medians (mins); > 1 means diffsr is slower. other load: cores \
-         busy with other processes during the timed runs (0 = a quiet machine)."
-    );
-    println!();
-    println!(
-        "parameters: UNet {unet_params} ({:.1}M), VAE {vae_params} ({:.1}M)",
-        unet_params as f64 / 1e6,
-        vae_params as f64 / 1e6
-    );
-    println!(
-        "peak resident memory: diffsr {} (VmHWM), torch {}",
-        peak.map_or("unknown".into(), gib),
-        reference.as_ref().map_or("—".into(), |r| format!(
-            "{} (ru_maxrss)",
-            gib(r.maxrss_bytes)
-        ))
-    );
-    println!("load average: {load_start} at the start, {load_end} after diffsr's runs");
-    Ok(())
+    println!("load average: {load_start} at the start, {load_end} at the end");
+    let ours_failed = rows.iter().filter(|r| r.ours.is_err()).count();
+    let theirs_failed = rows
+        .iter()
+        .filter(|r| matches!(r.theirs, Some(Err(_))))
+        .count();
+    readme::finish("x4_cpu", &md, ours_failed, theirs_failed)
 }

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod model_dir;
 pub mod models;
 pub mod pipeline;
+pub mod profile;
 pub mod resample;
 pub mod rng;
 pub mod scale_plan;

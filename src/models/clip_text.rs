@@ -13,7 +13,11 @@ mod config;
 pub use config::{Activation, ClipTextConfig};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::models::layers::linear::{linear, Linear};
+use crate::models::layers::softmax::softmax_last_dim;
+use crate::profile::{self, Stage};
 
 use crate::{Error, Result};
 
@@ -34,6 +38,7 @@ impl LayerNorm {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let _scope = profile::scope(Stage::LayerNorm);
         let x32 = xs.to_dtype(DType::F32)?.contiguous()?;
         let ys = candle_nn::ops::layer_norm(&x32, &self.weight, &self.bias, self.eps)?;
         Ok(ys.to_dtype(xs.dtype())?)
@@ -54,10 +59,10 @@ impl Attention {
     fn new(config: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.hidden_size;
         Ok(Self {
-            q_proj: candle_nn::linear(c, c, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear(c, c, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear(c, c, vb.pp("v_proj"))?,
-            out_proj: candle_nn::linear(c, c, vb.pp("out_proj"))?,
+            q_proj: linear(c, c, vb.pp("q_proj"))?,
+            k_proj: linear(c, c, vb.pp("k_proj"))?,
+            v_proj: linear(c, c, vb.pp("v_proj"))?,
+            out_proj: linear(c, c, vb.pp("out_proj"))?,
             heads: config.num_attention_heads,
             head_dim: config.head_dim(),
         })
@@ -77,13 +82,15 @@ impl Attention {
         let k = split(self.k_proj.forward(xs)?)?;
         let v = split(self.v_proj.forward(xs)?)?;
         let scale = (self.head_dim as f64).powf(-0.5);
+        let attention = profile::scope(Stage::Attention);
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = softmax_last_dim(&scores)?;
         let out = probs
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, t, c))?
             .to_dtype(xs.dtype())?;
+        drop(attention);
         Ok(self.out_proj.forward(&out)?)
     }
 }
@@ -105,8 +112,8 @@ impl EncoderLayer {
             layer_norm1: LayerNorm::new(c, eps, vb.pp("layer_norm1"))?,
             self_attn: Attention::new(config, vb.pp("self_attn"))?,
             layer_norm2: LayerNorm::new(c, eps, vb.pp("layer_norm2"))?,
-            fc1: candle_nn::linear(c, config.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(config.intermediate_size, c, vb.pp("mlp.fc2"))?,
+            fc1: linear(c, config.intermediate_size, vb.pp("mlp.fc1"))?,
+            fc2: linear(config.intermediate_size, c, vb.pp("mlp.fc2"))?,
             activation: config.activation()?,
         })
     }
@@ -123,6 +130,7 @@ impl EncoderLayer {
 }
 
 fn activate(activation: Activation, xs: &Tensor) -> Result<Tensor> {
+    let _scope = profile::scope(Stage::Activation);
     Ok(match activation {
         Activation::Gelu => xs.gelu_erf()?,
         Activation::QuickGelu => (xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?)?,

@@ -9,10 +9,12 @@
 //! attention in both models is memory-bounded by the same budget logic.
 
 use candle_core::Tensor;
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::group_norm::GroupNorm;
+use super::linear::{self, Linear};
 use super::sdpa::{scaled_dot_product_attention, DEFAULT_MAX_SCORE_BYTES};
+use crate::profile::{self, Stage};
 use crate::{Error, Result};
 
 /// Construction options of [`Attention`], named as diffusers' `Attention.__init__` names them.
@@ -77,9 +79,9 @@ pub struct Attention {
 
 fn linear(input: usize, output: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     Ok(if bias {
-        candle_nn::linear(input, output, vb)?
+        linear::linear(input, output, vb)?
     } else {
-        candle_nn::linear_no_bias(input, output, vb)?
+        linear::linear_no_bias(input, output, vb)?
     })
 }
 
@@ -129,11 +131,31 @@ impl Attention {
     /// Token form: x (B, L, query_dim), context (B, Lk, cross_dim) or `None` for
     /// self-attention -> (B, L, query_dim). Expects contiguous inputs.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_impl(x, context, None)
+    }
+
+    /// [`Self::forward`] + `residual` (B, L, query_dim), the add fused into `to_out`.
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.forward_impl(x, context, Some(residual))
+    }
+
+    fn forward_impl(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let context = context.unwrap_or(x);
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(context)?;
         let v = self.to_v.forward(context)?;
         let (b, lq, _) = q.dims3()?;
+        let attention = profile::scope(Stage::Attention);
         let q = self.split_heads(q)?;
         let k = self.split_heads(k)?;
         let v = self.split_heads(v)?;
@@ -146,7 +168,11 @@ impl Attention {
             self.max_score_bytes,
         )?;
         let out = self.merge_heads(out, b, lq)?;
-        Ok(self.to_out.forward(&out)?)
+        drop(attention);
+        Ok(match residual {
+            Some(r) => self.to_out.forward_add(&out, r)?,
+            None => self.to_out.forward(&out)?,
+        })
     }
 
     /// Spatial form used by the VAE mid block: x (B, C, H, W) -> (B, C, H, W), with the group

@@ -11,7 +11,11 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use candle_nn::VarBuilder;
 
+use std::any::TypeId;
+
+use super::fast_math::{affine_silu, sum_and_centred_squares};
 use super::group_norm_stats::{next_mode, push_recorded, StatsMode};
+use crate::profile::{self, Stage};
 use crate::{Error, Result};
 
 /// Below this many elements the CPU kernel stays on the calling thread: spawning costs more.
@@ -54,6 +58,7 @@ impl GroupNorm {
     }
 
     fn run(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let _scope = profile::scope(Stage::GroupNorm);
         let dims = x.dims();
         if dims.len() < 3 || dims[1] != self.weight.dim(0)? {
             return Err(Error::Tensor(candle_core::Error::Msg(format!(
@@ -257,6 +262,9 @@ impl GroupNormOp {
         b: &[f32],
         spatial: usize,
     ) {
+        if let (Some(x), Some(out)) = (as_f32(x), as_f32_mut(out)) {
+            return self.normalise_group_f32(x, out, w, b, spatial);
+        }
         let n = x.len() as f64;
         // Two passes (mean, then centred squares) with f64 lanes: exact enough in any dtype,
         // and the lane layout lets the compiler vectorise the sums.
@@ -278,6 +286,50 @@ impl GroupNormOp {
             }
         }
     }
+}
+
+impl GroupNormOp {
+    /// [`Self::normalise_group`] for f32, with the vectorised kernels of `fast_math`: the
+    /// same two passes (mean, then centred squares), partial sums in f32 lanes folded into
+    /// f64 every 1024 values.
+    fn normalise_group_f32(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        spatial: usize,
+    ) {
+        let n = x.len() as f64;
+        let mut acc = [0f64; 2];
+        sum_and_centred_squares(x, 0.0, &mut acc);
+        let mean = acc[0] / n;
+        let mut acc = [0f64; 2];
+        sum_and_centred_squares(x, mean as f32, &mut acc);
+        // The centre was rounded to f32: correct the variance for the offset it left.
+        let offset = acc[0] / n;
+        let var = (acc[1] / n - offset * offset).max(0.0);
+        let inv_std = 1.0 / (var + self.eps).sqrt();
+        for (ch, (xc, oc)) in x.chunks(spatial).zip(out.chunks_mut(spatial)).enumerate() {
+            let scale = (inv_std * w[ch] as f64) as f32;
+            let shift = (b[ch] as f64 - mean * inv_std * w[ch] as f64) as f32;
+            affine_silu(xc, oc, scale, shift, self.silu);
+        }
+    }
+}
+
+/// `x` as f32 values when `E` is f32.
+fn as_f32<E: 'static>(x: &[E]) -> Option<&[f32]> {
+    (TypeId::of::<E>() == TypeId::of::<f32>())
+        // SAFETY: E is f32, so the slice's memory is f32 values.
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+}
+
+/// `x` as mutable f32 values when `E` is f32.
+fn as_f32_mut<E: 'static>(x: &mut [E]) -> Option<&mut [f32]> {
+    (TypeId::of::<E>() == TypeId::of::<f32>())
+        // SAFETY: E is f32, so the slice's memory is f32 values.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
 }
 
 /// Sum of `f(x)` over a slice, in eight f64 lanes.

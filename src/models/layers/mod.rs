@@ -6,11 +6,16 @@
 pub mod activation;
 pub mod attention;
 pub mod conv;
+mod cpu_slice;
 pub mod downsampling;
+pub mod fast_math;
+pub mod geglu;
 pub mod group_norm;
 pub mod group_norm_stats;
+pub mod linear;
 pub mod resnet;
 pub mod sdpa;
+pub mod softmax;
 pub mod upsampling;
 
 pub use activation::check_silu;
@@ -18,6 +23,7 @@ pub use attention::{Attention, AttentionConfig};
 pub use downsampling::Downsample2D;
 pub use group_norm::GroupNorm;
 pub use group_norm_stats::{record_group_norm_stats, with_group_norm_stats, GroupNormStats};
+pub use linear::{linear, linear_no_bias, Linear};
 pub use resnet::{ResnetBlock2D, ResnetConfig};
 pub use sdpa::{plan_chunks, scaled_dot_product_attention, ChunkPlan, DEFAULT_MAX_SCORE_BYTES};
 pub use upsampling::Upsample2D;

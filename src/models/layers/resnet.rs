@@ -3,10 +3,11 @@
 //! at all (the VAE's blocks).
 
 use candle_core::Tensor;
-use candle_nn::{Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 use super::conv::{conv2d, Conv2d};
 use super::group_norm::GroupNorm;
+use super::linear::{linear, Linear};
 use crate::Result;
 
 /// Construction options, named as `ResnetBlock2D.__init__` names them.
@@ -50,7 +51,7 @@ impl ResnetBlock2D {
         let (cin, cout) = (cfg.in_channels, cfg.out_channels);
         let groups_out = cfg.groups_out.unwrap_or(cfg.groups);
         let time_emb_proj = match cfg.temb_channels {
-            Some(t) => Some(candle_nn::linear(t, cout, vb.pp("time_emb_proj"))?),
+            Some(t) => Some(linear(t, cout, vb.pp("time_emb_proj"))?),
             None => None,
         };
         let conv_shortcut = if cin != cout {
@@ -83,10 +84,11 @@ impl ResnetBlock2D {
             let (b, c) = t.dims2()?;
             h = h.broadcast_add(&t.reshape((b, c, 1, 1))?)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = self.norm2.forward_silu(&h)?;
+        // The skip connection is added inside conv2's output pass.
         let out = match &self.conv_shortcut {
-            Some(conv) => (conv.forward(x)? + h)?,
-            None => (x + h)?,
+            Some(conv) => self.conv2.forward_add(&h, &conv.forward(x)?)?,
+            None => self.conv2.forward_add(&h, x)?,
         };
         if self.output_scale_factor != 1.0 {
             Ok((out / self.output_scale_factor)?)

@@ -23,6 +23,7 @@
 
 use candle_core::{DType, Tensor, D};
 
+use super::softmax::softmax_last_dim;
 use crate::{Error, Result};
 
 /// Default budget for one score matrix: 256 MiB.
@@ -167,7 +168,7 @@ impl Ctx {
     /// Exact attention of a block whose scores fit the budget.
     fn exact(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let scores = q.matmul(&k.t()?)?.to_dtype(self.wide)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = softmax_last_dim(&scores)?;
         drop(scores);
         Ok(probs
             .to_dtype(self.v_dtype)?

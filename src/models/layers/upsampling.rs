@@ -29,7 +29,9 @@ impl Upsample2D {
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
-        let up = x.upsample_nearest2d(th, tw)?;
+        let up = crate::profile::time(crate::profile::Stage::Resample, || {
+            x.upsample_nearest2d(th, tw)
+        })?;
         Ok(self.conv.forward(&up)?)
     }
 }

@@ -2,7 +2,9 @@
 //! (`Timesteps`) and `TimestepEmbedding` (linear_1 → SiLU → linear_2 [→ post_act]).
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
+
+use crate::models::layers::linear::{linear, Linear};
 
 use crate::Result;
 
@@ -50,8 +52,8 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     pub fn new(input: usize, dim: usize, post_act: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(input, dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+            linear_1: linear(input, dim, vb.pp("linear_1"))?,
+            linear_2: linear(dim, dim, vb.pp("linear_2"))?,
             post_act,
         })
     }

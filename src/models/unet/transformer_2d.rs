@@ -3,10 +3,11 @@
 //! transformer blocks over H·W tokens, `proj_out`, plus the input as residual.
 
 use candle_core::Tensor;
-use candle_nn::{Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 use super::transformer_block::{BasicTransformerBlock, TransformerBlockConfig};
 use crate::models::layers::conv::Conv2d;
+use crate::models::layers::linear::{self, Linear};
 use crate::models::layers::GroupNorm;
 use crate::Result;
 
@@ -35,7 +36,7 @@ enum Projection {
 impl Projection {
     fn new(linear: bool, input: usize, output: usize, vb: VarBuilder) -> Result<Self> {
         Ok(if linear {
-            Projection::Linear(candle_nn::linear(input, output, vb)?)
+            Projection::Linear(linear::linear(input, output, vb)?)
         } else {
             Projection::Conv(crate::models::layers::conv::conv2d(
                 input,

@@ -4,10 +4,13 @@
 //! With `only_cross_attention`, `attn1` takes its keys and values from the text embedding
 //! instead of from the image tokens (the x4 upscaler does this at every level but the lowest).
 
-use candle_core::{Tensor, D};
-use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+use candle_core::Tensor;
+use candle_nn::{LayerNorm, Module, VarBuilder};
 
+use crate::models::layers::geglu::geglu;
+use crate::models::layers::linear::{linear, Linear};
 use crate::models::layers::{Attention, AttentionConfig};
+use crate::profile::{self, Stage};
 use crate::Result;
 
 /// Construction options of one block.
@@ -34,17 +37,17 @@ impl FeedForward {
     fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
         let inner = 4 * dim;
         Ok(Self {
-            proj: candle_nn::linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
-            out: candle_nn::linear(inner, dim, vb.pp("net.2"))?,
+            proj: linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
+            out: linear(inner, dim, vb.pp("net.2"))?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// FeedForward(x) + residual, the add fused into the output projection.
+    fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let projected = self.proj.forward(x)?;
-        let halves = projected.chunk(2, D::Minus1)?;
-        // torch's F.gelu default is the exact (erf) form.
-        let gated = halves[0].mul(&halves[1].gelu_erf()?)?;
-        Ok(self.out.forward(&gated)?)
+        // torch's F.gelu default is the exact (erf) form, which `geglu` computes.
+        let gated = profile::time(Stage::Activation, || geglu(&projected))?;
+        Ok(self.out.forward_add(&gated, residual)?)
     }
 }
 
@@ -89,11 +92,14 @@ impl BasicTransformerBlock {
     /// x (B, L, dim), context (B, 77, cross_dim) -> (B, L, dim).
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let attn1_context = self.only_cross_attention.then_some(context);
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, attn1_context)? + x)?;
-        let x = (self
+        let norm = |n: &LayerNorm, x: &Tensor| profile::time(Stage::LayerNorm, || n.forward(x));
+        // Each residual add is fused into the output projection before it.
+        let x = self
+            .attn1
+            .forward_add(&norm(&self.norm1, x)?, attn1_context, x)?;
+        let x = self
             .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context))?
-            + x)?;
-        Ok((self.ff.forward(&self.norm3.forward(&x)?)? + x)?)
+            .forward_add(&norm(&self.norm2, &x)?, Some(context), &x)?;
+        self.ff.forward_add(&norm(&self.norm3, &x)?, &x)
     }
 }

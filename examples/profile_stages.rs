@@ -1,0 +1,70 @@
+//! Where the time of one guided UNet step or one VAE decode of the full-size x4 upscaler goes,
+//! stage by stage (convolutions, linear layers, attention product, group norm, …), on the CPU
+//! with random weights (no download). The profile is `diffsr::profile`; this example turns it
+//! on around the timed runs.
+//!
+//! ```bash
+//! cargo run --release --example profile_stages -- unet 64      # one guided step, 64×64 latent
+//! cargo run --release --example profile_stages -- vae 32 3     # VAE decode, 3 timed runs
+//! ```
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use diffsr::profile;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: profile_stages unet|vae SIZE [RUNS]";
+    let model = args.next().context(usage)?;
+    let size: usize = args.next().context(usage)?.parse().context(usage)?;
+    let runs: usize = match args.next() {
+        Some(r) => r.parse().context(usage)?,
+        None => 2,
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/x4-upscaler");
+    let dev = Device::Cpu;
+    // VarMap hands out freshly initialised variables (the layers' own init hints) by name.
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+    let run: Box<dyn Fn() -> Result<Tensor>> = match model.as_str() {
+        "unet" => {
+            let config = UNet2DConditionConfig::from_file(&root.join("unet_config.json"))?;
+            let unet = UNet2DConditionModel::new(&config, vb)?;
+            let sample = Tensor::randn(0f32, 1.0, (2, config.in_channels, size, size), &dev)?;
+            // The text encoder's width (OpenCLIP ViT-H: 1024).
+            let ehs = Tensor::randn(0f32, 1.0, (2, 77, 1024), &dev)?;
+            let labels = Tensor::new(&[20u32, 20], &dev)?;
+            Box::new(move || Ok(unet.forward(&sample, 500.0, &ehs, &labels)?))
+        }
+        "vae" => {
+            let config = AutoencoderKLConfig::from_file(&root.join("vae_config.json"))?;
+            let vae = AutoencoderKL::new(&config, vb)?;
+            let latents = Tensor::randn(0f32, 1.0, (1, config.latent_channels, size, size), &dev)?;
+            Box::new(move || Ok(vae.decode(&latents)?))
+        }
+        other => bail!("{other:?}: expected unet or vae ({usage})"),
+    };
+    run()?; // warm-up
+    profile::enable(true);
+    profile::reset();
+    let mut total = Duration::ZERO;
+    for i in 0..runs {
+        let t = Instant::now();
+        run()?;
+        let dt = t.elapsed();
+        total += dt;
+        eprintln!("run {i}: {:.3} s", dt.as_secs_f64());
+    }
+    println!(
+        "{model} at {size}×{size}, {} threads, {runs} runs ({:.3} s each on average):\n{}",
+        candle_core::utils::get_num_threads(),
+        total.as_secs_f64() / runs as f64,
+        profile::table(&profile::totals(), total)
+    );
+    Ok(())
+}
