@@ -57,6 +57,8 @@ fn round_robin(reps: usize, fs: &mut [&mut dyn FnMut() -> Result<()>]) -> Result
 }
 
 fn main() -> Result<()> {
+    // As the `diffsr` binary does, so the figures are what its users get.
+    diffsr::memory::tune_allocator();
     let reps: usize = std::env::var("DIFFSR_BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -567,6 +567,8 @@ fn seconds(side: &Side) -> String {
 }
 
 fn main() -> Result<()> {
+    // As the `diffsr` binary does, so the figures are what its users get.
+    diffsr::memory::tune_allocator();
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }

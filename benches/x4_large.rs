@@ -273,6 +273,8 @@ fn f(v: &Value, key: &str) -> f64 {
 }
 
 fn main() -> Result<()> {
+    // As the `diffsr` binary does, so the figures are what its users get.
+    diffsr::memory::tune_allocator();
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }

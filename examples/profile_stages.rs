@@ -1,4 +1,5 @@
-//! Where the time of one guided UNet step or one VAE decode of the full-size x4 upscaler goes,
+//! Where the time of one guided UNet step, one VAE decode or one text encoding of the full-size
+//! x4 upscaler goes,
 //! stage by stage (convolutions, linear layers, attention product, group norm, …), on the CPU
 //! with random weights (no download). The profile is `diffsr::profile`; this example turns it
 //! on around the timed runs.
@@ -6,6 +7,7 @@
 //! ```bash
 //! cargo run --release --example profile_stages -- unet 64      # one guided step, 64×64 latent
 //! cargo run --release --example profile_stages -- vae 32 3     # VAE decode, 3 timed runs
+//! cargo run --release --example profile_stages -- text 77      # the text encoder, 2×77 tokens
 //! ```
 
 use std::time::{Duration, Instant};
@@ -13,13 +15,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use diffsr::profile;
 
 fn main() -> Result<()> {
+    // As the `diffsr` binary does, so the figures are what its users get.
+    diffsr::memory::tune_allocator();
     let mut args = std::env::args().skip(1);
-    let usage = "usage: profile_stages unet|vae SIZE [RUNS]";
+    let usage = "usage: profile_stages unet|vae|text SIZE [RUNS]";
     let model = args.next().context(usage)?;
     let size: usize = args.next().context(usage)?.parse().context(usage)?;
     let runs: usize = match args.next() {
@@ -47,7 +52,19 @@ fn main() -> Result<()> {
             let latents = Tensor::randn(0f32, 1.0, (1, config.latent_channels, size, size), &dev)?;
             Box::new(move || Ok(vae.decode(&latents)?))
         }
-        other => bail!("{other:?}: expected unet or vae ({usage})"),
+        "text" => {
+            // OpenCLIP ViT-H's text tower as the x4 upscaler ships it; SIZE is the token count
+            // (77 in the pipeline), batch 2 as classifier-free guidance encodes.
+            let config: ClipTextConfig = serde_json::from_value(serde_json::json!({
+                "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23,
+                "num_attention_heads": 16, "max_position_embeddings": 77, "hidden_act": "gelu",
+                "vocab_size": 49408, "layer_norm_eps": 1e-5
+            }))?;
+            let model = ClipTextModel::new(&config, vb)?;
+            let ids = Tensor::arange(0u32, (2 * size) as u32, &dev)?.reshape((2, size))?;
+            Box::new(move || Ok(model.forward(&ids)?))
+        }
+        other => bail!("{other:?}: expected unet, vae or text ({usage})"),
     };
     run()?; // warm-up
     profile::enable(true);

@@ -40,7 +40,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Before any model loads: freed tensor buffers are kept for reuse (see the function).
+    diffsr::memory::tune_allocator();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -15,6 +15,8 @@ pub use config::{Activation, ClipTextConfig};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
+use crate::models::layers::attention_cpu::attention_f32;
+use crate::models::layers::geglu::gelu_erf;
 use crate::models::layers::linear::{linear, Linear};
 use crate::models::layers::softmax::softmax_last_dim;
 use crate::profile::{self, Stage};
@@ -68,8 +70,9 @@ impl Attention {
         })
     }
 
-    /// `xs`: (batch, tokens, hidden); `mask`: (tokens, tokens) f32, 0 or -inf.
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `xs`: (batch, tokens, hidden); `mask`: (tokens, tokens) f32, 0 or -inf (causal); the
+    /// result plus `residual`.
+    fn forward_add(&self, xs: &Tensor, mask: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, t, c) = xs.dims3()?;
         // (b, t, c) -> (b, heads, t, head_dim), in f32 for the scores and the softmax.
         let split = |x: Tensor| -> Result<Tensor> {
@@ -83,15 +86,27 @@ impl Attention {
         let v = split(self.v_proj.forward(xs)?)?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let attention = profile::scope(Stage::Attention);
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores)?;
-        let out = probs
-            .matmul(&v)?
+        let heads = b * self.heads;
+        let fused = attention_f32(
+            &(q.reshape((heads, t, self.head_dim))? * scale)?,
+            &k.reshape((heads, t, self.head_dim))?,
+            &v.reshape((heads, t, self.head_dim))?,
+            true,
+        )?;
+        let out = match fused {
+            // The causal mask is `mask`'s: key j visible to query i iff j ≤ i.
+            Some(out) => out.reshape((b, self.heads, t, self.head_dim))?,
+            None => {
+                let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+                softmax_last_dim(&scores)?.matmul(&v)?
+            }
+        };
+        let out = out
             .transpose(1, 2)?
             .reshape((b, t, c))?
             .to_dtype(xs.dtype())?;
         drop(attention);
-        Ok(self.out_proj.forward(&out)?)
+        Ok(self.out_proj.forward_add(&out, residual)?)
     }
 }
 
@@ -119,20 +134,19 @@ impl EncoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let h = self
+        // Both residual adds are fused into the projection before them.
+        let xs = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, mask)?;
-        let xs = (xs + h)?;
+            .forward_add(&self.layer_norm1.forward(xs)?, mask, xs)?;
         let h = self.fc1.forward(&self.layer_norm2.forward(&xs)?)?;
-        let h = self.fc2.forward(&activate(self.activation, &h)?)?;
-        Ok((xs + h)?)
+        Ok(self.fc2.forward_add(&activate(self.activation, &h)?, &xs)?)
     }
 }
 
 fn activate(activation: Activation, xs: &Tensor) -> Result<Tensor> {
     let _scope = profile::scope(Stage::Activation);
     Ok(match activation {
-        Activation::Gelu => xs.gelu_erf()?,
+        Activation::Gelu => gelu_erf(xs)?,
         Activation::QuickGelu => (xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?)?,
         // candle's `gelu` is the tanh approximation, which is what `gelu_new` computes.
         Activation::GeluNew => xs.gelu()?,

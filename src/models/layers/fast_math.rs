@@ -131,6 +131,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// out[i] = GELU(x[i]) (the exact, erf form).
+    pub fn gelu_erf_slice(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = gelu_erf(v);
+        }
+    }
+}
+
+multiversion! {
     /// One GEGLU row: out[j] = value[j]·GELU(gate[j]).
     pub fn geglu_row(value: &[f32], gate: &[f32], out: &mut [f32]) {
         for ((o, &v), &g) in out.iter_mut().zip(value).zip(gate) {

@@ -1,6 +1,6 @@
 //! The GEGLU gate of diffusers' `GEGLU` (models/activations.py): the projection's output is
 //! split in two halves along the last axis, and the result is value · GELU(gate) with torch's
-//! exact (erf) GELU.
+//! exact (erf) GELU; and that GELU alone ([`gelu_erf`], CLIP's MLP activation).
 //!
 //! On the CPU in f32 this is one pass over the projection, rows spread over the threads, with
 //! the vectorised erf of [`super::fast_math`]; candle's `chunk` + `gelu_erf` + `mul` take three
@@ -9,7 +9,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::cpu_slice::f32_slice;
-use super::fast_math::geglu_row;
+use super::fast_math::{geglu_row, gelu_erf_slice};
 
 /// Below this many output elements the work stays on the calling thread.
 const PARALLEL_MIN_ELEMS: usize = 1 << 16;
@@ -58,6 +58,34 @@ pub fn geglu(projected: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, shape, &Device::Cpu)
 }
 
+/// GELU(x) with torch's exact (erf) form, elementwise.
+pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return x.gelu_erf();
+    }
+    let x = x.contiguous()?;
+    let mut out = vec![0f32; x.elem_count()];
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let src = f32_slice(&storage, layout)?;
+        let threads = candle_core::utils::get_num_threads()
+            .min(src.len().div_ceil(PARALLEL_MIN_ELEMS))
+            .max(1);
+        let per = src.len().div_ceil(threads).max(1);
+        let mut parts = src.chunks(per).zip(out.chunks_mut(per));
+        let first = parts.next();
+        std::thread::scope(|scope| {
+            for (s, o) in parts {
+                scope.spawn(move || gelu_erf_slice(s, o));
+            }
+            if let Some((s, o)) = first {
+                gelu_erf_slice(s, o);
+            }
+        });
+    }
+    Tensor::from_vec(out, x.shape(), &Device::Cpu)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +103,12 @@ mod tests {
             let diff = (fused - want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
             assert!(diff < 1e-6, "{shape:?}: relative {diff}");
         }
+        let x = Tensor::randn(0f32, 3.0, (3, 70_000), &dev)?;
+        let diff = (gelu_erf(&x)? - x.gelu_erf()?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "gelu: {diff}");
         // f64 takes the tensor-op path and still gives the right shape.
         let x = Tensor::randn(0f64, 1.0, (3, 8), &dev)?;
         assert_eq!(geglu(&x)?.dims(), [3, 4]);

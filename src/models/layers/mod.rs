@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_cpu;
 pub mod conv;
 mod cpu_slice;
 pub mod downsampling;
