@@ -116,6 +116,7 @@ fn main() -> Result<()> {
         };
         let theirs = candle_nn::Conv2d::new(w.clone(), Some(b.clone()), cfg);
         let ours = Conv2d::new(w.clone(), Some(b.clone()), cfg);
+        let wino = Conv2d::new(w.clone(), Some(b.clone()), cfg).with_winograd();
         let want = theirs.forward(&x)?;
         let got = ours.forward(&x)?;
         let diff = (&got - &want)?
@@ -124,6 +125,12 @@ fn main() -> Result<()> {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(diff < 1e-3, "{label}: results differ by {diff}");
+        let diff = (&wino.forward(&x)? - &want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-3, "{label}: Winograd differs by {diff}");
 
         // The variants, on the raw kernel.
         let taps = w.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
@@ -164,7 +171,7 @@ fn main() -> Result<()> {
             im2col: Some(false),
             ..Plan::auto()
         };
-        let [t_candle, t_ours, t_unblocked, t_seq, t_im2col, t_wide] = round_robin(
+        let [t_candle, t_ours, t_unblocked, t_seq, t_im2col, t_wide, t_wino] = round_robin(
             reps,
             &mut [
                 &mut || {
@@ -179,6 +186,10 @@ fn main() -> Result<()> {
                 &mut || run_plan(chunk_seq),
                 &mut || run_plan(im2col),
                 &mut || run_plan(wide),
+                &mut || {
+                    wino.forward(&x)?;
+                    Ok(())
+                },
             ],
         )?[..] else {
             unreachable!()
@@ -200,7 +211,7 @@ fn main() -> Result<()> {
         }
         let gflop = 2.0 * (batch * ci * co * k * k * hw * hw) as f64 / 1e9;
         println!(
-            "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10.2} {:>10.2} {:>6.2}x | {:>8.1} {:>8.1} | {:>10.2} {:>10.2} {:>10.2} | wide {:>8.2}",
+            "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10.2} {:>10.2} {:>6.2}x | {:>8.1} {:>8.1} | {:>10.2} {:>10.2} {:>10.2} | wide {:>8.2} | winograd {:>8.2}",
             label,
             batch,
             ci,
@@ -216,6 +227,7 @@ fn main() -> Result<()> {
             t_seq * 1e3,
             t_im2col * 1e3,
             t_wide * 1e3,
+            t_wino * 1e3,
         );
     }
     Ok(())

@@ -471,3 +471,84 @@ fn forward_add_fuses_the_residual_on_every_route() -> Result<()> {
     }
     Ok(())
 }
+
+/// The Winograd route (3×3, padding 1, at least 1024 output positions) against candle's conv:
+/// odd sizes (partial 2×2 tiles on both edges), batches, channel counts that are not powers of
+/// two, with and without bias and residual, f32 and f16 weights; and a small input, which
+/// takes the GEMM routes instead.
+#[test]
+fn winograd_route_matches_candle() -> Result<()> {
+    let cases = [
+        Case {
+            b: 1,
+            ci: 16,
+            co: 24,
+            h: 33,
+            w: 35,
+            k: 3,
+            pad: 1,
+            bias: true,
+        },
+        Case {
+            b: 2,
+            ci: 7,
+            co: 5,
+            h: 32,
+            w: 17,
+            k: 3,
+            pad: 1,
+            bias: false,
+        },
+        Case {
+            b: 1,
+            ci: 64,
+            co: 64,
+            h: 40,
+            w: 64,
+            k: 3,
+            pad: 1,
+            bias: true,
+        },
+        Case {
+            b: 1,
+            ci: 8,
+            co: 8,
+            h: 9,
+            w: 9,
+            k: 3,
+            pad: 1,
+            bias: true,
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let cfg = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        for dtype in [DType::F32, DType::F16] {
+            let (ours, theirs, x) = layers(c, cfg, dtype, 700 + i as u64)?;
+            let wino = ours.with_winograd();
+            let want = theirs.forward(&x.to_dtype(DType::F32)?.to_dtype(dtype)?)?;
+            let exact = candle_nn::Conv2d::new(
+                theirs.weight().to_dtype(DType::F32)?,
+                theirs.bias().map(|b| b.to_dtype(DType::F32)).transpose()?,
+                cfg,
+            )
+            .forward(&x.to_dtype(DType::F32)?)?;
+            let got = wino.forward(&x)?;
+            let (d, tol) = if dtype == DType::F32 {
+                (rel_diff(&got, &want)?, 2e-5)
+            } else {
+                (rel_diff(&got, &exact)?, 1e-3)
+            };
+            assert!(d <= tol, "case {i} {dtype:?}: rel diff {d}");
+            let residual = randn(want.dims(), 800 + i as u64)?.to_dtype(dtype)?;
+            if dtype == DType::F32 {
+                let got = wino.forward_add(&x, &residual)?;
+                let d = rel_diff(&got, &(&want + &residual)?)?;
+                assert!(d <= 2e-5, "case {i} residual: rel diff {d}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -172,6 +172,6 @@ impl Weights<'_> {
             padding: 1,
             ..Default::default()
         };
-        Ok(Conv2d::new(weight, Some(bias), config))
+        Ok(Conv2d::new(weight, Some(bias), config).with_winograd())
     }
 }

@@ -29,6 +29,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Conv2dConfig;
 
 use super::cpu_slice::f32_slice;
+use super::winograd;
 use crate::profile::{self, Stage};
 
 /// A 2-D convolution layer; the same constructor and `forward` as `candle_nn::Conv2d`.
@@ -40,7 +41,15 @@ pub struct Conv2d {
     config: Conv2dConfig,
     /// (C_out, kh·kw, C_in), contiguous: set when the CPU fast path applies to this layer.
     taps: Option<Tensor>,
+    /// Whether inputs of at least [`WINOGRAD_MIN_PIXELS`] positions take the Winograd route.
+    winograd: bool,
 }
+
+/// Fewest output positions (batch × height × width) the Winograd route takes. Its kernels
+/// are transformed at each call, at a cost proportional to the weights; the saving grows with
+/// the positions. Measured (`cargo bench --bench conv_cpu`, 512 channels, batch 2): at 16²
+/// (512 positions) the transform eats the saving, at 32² the route is 1.4–1.9× faster.
+const WINOGRAD_MIN_PIXELS: usize = 1024;
 
 impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, config: Conv2dConfig) -> Self {
@@ -57,6 +66,7 @@ impl Conv2d {
                     bias,
                     config,
                     taps: Some(taps),
+                    winograd: false,
                 };
             }
         }
@@ -65,7 +75,19 @@ impl Conv2d {
             bias,
             config,
             taps: None,
+            winograd: false,
         }
+    }
+
+    /// Runs this layer, on the CPU and for inputs of at least 1024 positions, by Winograd's
+    /// F(2×2, 3×3) algorithm: 2.25× fewer multiplies, the same result up to rounding. Applies
+    /// to 3×3, stride-1, padding-1 layers (others are returned unchanged). The transformed
+    /// kernels are made at each call (a few % of the call) and dropped after it, so the layer
+    /// holds no second copy of its weights.
+    pub fn with_winograd(mut self) -> Self {
+        let square3 = self.taps.as_ref().and_then(|t| t.dims3().ok()).map(|d| d.1) == Some(9);
+        self.winograd = square3 && self.config.padding == 1;
+        self
     }
 
     pub fn config(&self) -> &Conv2dConfig {
@@ -183,14 +205,26 @@ impl Conv2d {
                 Some((g, l)) => Some(f32_slice(g, l)?),
                 None => None,
             };
-            conv2d_f32_add(
-                f32_slice(&xg, xl)?,
-                f32_slice(&tg, tl)?,
-                bs,
-                rs,
-                &shape,
-                Plan::auto(),
-            )
+            let threads = Plan::auto().threads;
+            if self.winograd && b * h * w >= WINOGRAD_MIN_PIXELS && h.min(w) >= 4 {
+                winograd::conv3x3(
+                    f32_slice(&xg, xl)?,
+                    &winograd::transform_weights(f32_slice(&tg, tl)?, co, ci, threads),
+                    bs,
+                    rs,
+                    &winograd::WinogradShape { b, ci, co, h, w },
+                    threads,
+                )
+            } else {
+                conv2d_f32_add(
+                    f32_slice(&xg, xl)?,
+                    f32_slice(&tg, tl)?,
+                    bs,
+                    rs,
+                    &shape,
+                    Plan::auto(),
+                )
+            }
         };
         let y = Tensor::from_vec(out, (b, co, shape.ho(), shape.wo()), &Device::Cpu)?;
         Ok(Some(if dtype == DType::F32 {
@@ -671,7 +705,8 @@ fn fill_bias(dst: &mut [f32], bias: Option<&[f32]>, n: usize) {
 }
 
 /// `candle_nn::conv2d` for this layer: `weight` (C_out, C_in / groups, k, k) and `bias`
-/// (C_out) read through `vb` with the same names and init hints.
+/// (C_out) read through `vb` with the same names and init hints; 3×3 "same" layers take the
+/// Winograd route (see [`Conv2d::with_winograd`]).
 pub fn conv2d(
     in_channels: usize,
     out_channels: usize,
@@ -680,5 +715,5 @@ pub fn conv2d(
     vb: candle_nn::VarBuilder,
 ) -> candle_core::Result<Conv2d> {
     let c = candle_nn::conv2d(in_channels, out_channels, kernel_size, cfg, vb)?;
-    Ok(Conv2d::new(c.weight().clone(), c.bias().cloned(), cfg))
+    Ok(Conv2d::new(c.weight().clone(), c.bias().cloned(), cfg).with_winograd())
 }

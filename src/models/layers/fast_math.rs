@@ -131,6 +131,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// dst[i] += a·src[i].
+    pub fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += a * s;
+        }
+    }
+}
+
+multiversion! {
     /// out[i] = GELU(x[i]) (the exact, erf form).
     pub fn gelu_erf_slice(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {

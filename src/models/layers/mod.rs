@@ -18,6 +18,7 @@ pub mod resnet;
 pub mod sdpa;
 pub mod softmax;
 pub mod upsampling;
+pub mod winograd;
 
 pub use activation::check_silu;
 pub use attention::{Attention, AttentionConfig};
