@@ -8,6 +8,7 @@
 //! cargo run --release --example profile_stages -- unet 64      # one guided step, 64×64 latent
 //! cargo run --release --example profile_stages -- vae 32 3     # VAE decode, 3 timed runs
 //! cargo run --release --example profile_stages -- text 77      # the text encoder, 2×77 tokens
+//! cargo run --release --example profile_stages -- gan 128      # built-in realesr-animevideov3
 //! ```
 
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
     diffsr::memory::tune_allocator();
     let mut args = std::env::args().skip(1);
-    let usage = "usage: profile_stages unet|vae|text SIZE [RUNS]";
+    let usage = "usage: profile_stages unet|vae|text|gan SIZE [RUNS]";
     let model = args.next().context(usage)?;
     let size: usize = args.next().context(usage)?.parse().context(usage)?;
     let runs: usize = match args.next() {
@@ -64,7 +65,21 @@ fn main() -> Result<()> {
             let ids = Tensor::arange(0u32, (2 * size) as u32, &dev)?.reshape((2, size))?;
             Box::new(move || Ok(model.forward(&ids)?))
         }
-        other => bail!("{other:?}: expected unet, vae or text ({usage})"),
+        "gan" => {
+            // The built-in realesr-animevideov3 on a SIZE×SIZE image, whole (no tiles).
+            let model = diffsr::gan::embedded::embedded_model()?;
+            let options = diffsr::gan::GanOptions {
+                tile: Some(0),
+                pre_pad: 0,
+                ..Default::default()
+            };
+            let upscaler = diffsr::gan::GanUpscaler::new(&model, &options)?;
+            let image = Tensor::rand(0f32, 1.0, (1, 3, size, size), &dev)?;
+            Box::new(move || {
+                Ok(upscaler.upscale(&image, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
+            })
+        }
+        other => bail!("{other:?}: expected unet, vae, text or gan ({usage})"),
     };
     run()?; // warm-up
     profile::enable(true);

@@ -49,7 +49,7 @@ impl Act {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             // max(x, 0) + slope · min(x, 0), slope broadcast over (B, C, H, W).
-            Self::PRelu(slope) => (x.relu()? + x.minimum(0f64)?.broadcast_mul(slope)?)?,
+            Self::PRelu(slope) => crate::models::layers::activation::prelu(x, slope)?,
             Self::Relu => x.relu()?,
             Self::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.1)?,
         })

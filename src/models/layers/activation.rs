@@ -1,9 +1,13 @@
-//! Activation names of diffusers' `get_activation` (models/activations.py).
+//! Activation names of diffusers' `get_activation` (models/activations.py), and PReLU (the
+//! Real-ESRGAN compact networks' activation).
 //!
 //! The upscaler and every Stable Diffusion checkpoint use SiLU ("silu", or its older name
 //! "swish") throughout; SiLU is fused into [`super::GroupNorm`], so other activations are
 //! refused rather than half-supported.
 
+use candle_core::{DType, Device, Tensor};
+
+use super::cpu_slice::f32_slice;
 use crate::{Error, Result};
 
 /// Accepts the SiLU names diffusers maps to `nn.SiLU`; anything else is refused naming `field`.
@@ -14,5 +18,61 @@ pub fn check_silu(field: &str, value: &str) -> Result<()> {
             field,
             format!("is {other:?}; only \"silu\" (alias \"swish\") is implemented"),
         )),
+    }
+}
+
+/// PReLU: x where x ≥ 0, slope[c]·x elsewhere, for x (B, C, H, W) and `slope` with C values
+/// (any shape). On the CPU in f32 one pass; elsewhere max(x, 0) + slope·min(x, 0) in tensor ops.
+pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let channels = slope.elem_count();
+    let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32 && slope.dtype() == DType::F32;
+    if !cpu_f32 || dims.len() < 2 || dims[1] != channels {
+        let slope = slope.reshape((1, channels, 1, 1))?;
+        return Ok((x.relu()? + x.minimum(0f64)?.broadcast_mul(&slope)?)?);
+    }
+    let x = x.contiguous()?;
+    let slope = slope.flatten_all()?.contiguous()?;
+    let plane: usize = dims[2..].iter().product();
+    let mut out = vec![0f32; x.elem_count()];
+    {
+        let (xs, xl) = x.storage_and_layout();
+        let (ss, sl) = slope.storage_and_layout();
+        let (src, slopes) = (f32_slice(&xs, xl)?, f32_slice(&ss, sl)?);
+        if plane > 0 {
+            for (i, (o, s)) in out
+                .chunks_exact_mut(plane)
+                .zip(src.chunks_exact(plane))
+                .enumerate()
+            {
+                let a = slopes[i % channels];
+                for (o, &v) in o.iter_mut().zip(s) {
+                    *o = if v >= 0.0 { v } else { a * v };
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prelu_matches_the_tensor_op_form() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 4), &dev)?;
+        let slope = Tensor::new(&[0.1f32, -0.5, 2.0], &dev)?;
+        let want = (x.relu()?
+            + x.minimum(0f64)?
+                .broadcast_mul(&slope.reshape((1, 3, 1, 1))?)?)?;
+        let got = prelu(&x, &slope.reshape((1, 3, 1, 1))?)?;
+        let d = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(d, 0.0);
+        // f64 takes the tensor-op path.
+        let got = prelu(&x.to_dtype(DType::F64)?, &slope.to_dtype(DType::F64)?)?;
+        assert_eq!(got.dims(), [2, 3, 5, 4]);
+        Ok(())
     }
 }

@@ -45,6 +45,9 @@ macro_rules! multiversion {
     };
 }
 
+/// For the other CPU kernels' loops (the Winograd transforms).
+pub(crate) use multiversion;
+
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that n·LN2_HI is exact for the |n| ≤ 128 used here.
 const LN2_HI: f32 = 0.693_359_4;

@@ -16,6 +16,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::fast_math::multiversion;
+
 /// Bytes of V + M one block aims for.
 const BLOCK_BYTES: usize = 1 << 20;
 /// Fewest tiles a block's GEMMs get (their N), whatever the channel counts.
@@ -208,8 +210,8 @@ impl Block<'_> {
     /// V[ξ = 4i + j][c][t] = (Bᵀ d B)[i][j] of tile t, channel c.
     fn transform_input(&self, ci: usize, bufs: &mut Buffers) {
         let (tw, wp, nt) = (self.tw, self.wp, self.tiles());
-        bufs.v.clear();
-        bufs.v.resize(16 * ci * nt, 0.0);
+        // Every value is written below: grow, never clear.
+        grow(&mut bufs.v, 16 * ci * nt);
         bufs.rows.clear();
         bufs.rows.resize(4 * wp, 0.0);
         for c in 0..ci {
@@ -221,24 +223,13 @@ impl Block<'_> {
                 let (d0, rest) = bufs.rows.split_at_mut(wp);
                 let (d1, rest) = rest.split_at_mut(wp);
                 let (d2, d3) = rest.split_at_mut(wp);
-                for x in 0..wp {
-                    d0[x] = x0[x] - x2[x];
-                    d1[x] = x1[x] + x2[x];
-                    d2[x] = x2[x] - x1[x];
-                    d3[x] = x1[x] - x3[x];
-                }
+                input_rows([x0, x1, x2, x3], [d0, d1, d2, d3]);
                 // (Bᵀ d) B: the same combinations across columns 2t..2t+4 of each row.
                 let t0 = (ty - self.ty0) * tw;
                 for (i, d) in [&*d0, &*d1, &*d2, &*d3].into_iter().enumerate() {
-                    let base = |j: usize| ((4 * i + j) * ci + c) * nt + t0;
-                    let (v0, v1, v2, v3) = (base(0), base(1), base(2), base(3));
-                    for t in 0..tw {
-                        let (e, o, e1, o1) = (d[2 * t], d[2 * t + 1], d[2 * t + 2], d[2 * t + 3]);
-                        bufs.v[v0 + t] = e - e1;
-                        bufs.v[v1 + t] = o + e1;
-                        bufs.v[v2 + t] = e1 - o;
-                        bufs.v[v3 + t] = o - o1;
-                    }
+                    let at = |j: usize| ((4 * i + j) * ci + c) * nt + t0;
+                    let [v0, v1, v2, v3] = four_rows(&mut bufs.v, [at(0), at(1), at(2), at(3)], tw);
+                    input_cols(d, v0, v1, v2, v3);
                 }
             }
         }
@@ -247,8 +238,8 @@ impl Block<'_> {
     /// M[ξ] (C_out × T) = U[ξ] (C_out × C_in) · V[ξ] (C_in × T), for the 16 ξ.
     fn multiply(&self, u: &[f32], ci: usize, co: usize, bufs: &mut Buffers) {
         let nt = self.tiles();
-        bufs.m.clear();
-        bufs.m.resize(16 * co * nt, 0.0);
+        // The GEMMs overwrite M (they do not read it): grow, never clear.
+        grow(&mut bufs.m, 16 * co * nt);
         for xi in 0..16 {
             // SAFETY: M[ξ] is co×nt (row stride nt), U[ξ] co×ci (row stride ci), V[ξ] ci×nt
             // (row stride nt), all inside their buffers.
@@ -307,10 +298,11 @@ impl Block<'_> {
                         &m(12 + j)[t0..t0 + tw],
                     );
                     let (s0, s1) = s.split_at_mut(4 * tw);
-                    for t in 0..tw {
-                        s0[j * tw + t] = m0[t] + m1[t] + m2[t];
-                        s1[j * tw + t] = m1[t] - m2[t] - m3[t];
-                    }
+                    output_rows(
+                        [m0, m1, m2, m3],
+                        &mut s0[j * tw..(j + 1) * tw],
+                        &mut s1[j * tw..(j + 1) * tw],
+                    );
                 }
                 // (Aᵀ M) A: the two output columns of each tile, interleaved into a row.
                 for a in 0..2 {
@@ -319,11 +311,10 @@ impl Block<'_> {
                         break;
                     }
                     let sa = &s[a * 4 * tw..(a + 1) * 4 * tw];
-                    for t in 0..tw {
-                        let (q0, q1, q2, q3) = (sa[t], sa[tw + t], sa[2 * tw + t], sa[3 * tw + t]);
-                        y[2 * t] = q0 + q1 + q2 + b;
-                        y[2 * t + 1] = q1 - q2 - q3 + b;
-                    }
+                    let (q0, rest) = sa.split_at(tw);
+                    let (q1, rest) = rest.split_at(tw);
+                    let (q2, q3) = rest.split_at(tw);
+                    output_cols([q0, q1, q2, q3], b, &mut y[..2 * tw]);
                     let row = &mut out[(o * h + oy) * w..(o * h + oy + 1) * w];
                     match residual {
                         Some(r) => {
@@ -336,6 +327,88 @@ impl Block<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Makes `buf` at least `len` long, leaving what it holds (the callers overwrite it).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
+/// Four disjoint `len`-long rows of `buf` starting at `at` (increasing).
+fn four_rows(buf: &mut [f32], at: [usize; 4], len: usize) -> [&mut [f32]; 4] {
+    let (_, rest) = buf.split_at_mut(at[0]);
+    let (r0, rest) = rest.split_at_mut(at[1] - at[0]);
+    let (r1, rest) = rest.split_at_mut(at[2] - at[1]);
+    let (r2, r3) = rest.split_at_mut(at[3] - at[2]);
+    [
+        &mut r0[..len],
+        &mut r1[..len],
+        &mut r2[..len],
+        &mut r3[..len],
+    ]
+}
+
+// The transforms' loops, compiled for the CPU running them (AVX-512 where there is one).
+multiversion! {
+    /// Bᵀ d along whole rows: d0 = x0 - x2, d1 = x1 + x2, d2 = x2 - x1, d3 = x1 - x3.
+    pub fn input_rows(x: [&[f32]; 4], d: [&mut [f32]; 4]) {
+        let [x0, x1, x2, x3] = x;
+        let [d0, d1, d2, d3] = d;
+        let n = d0.len();
+        let (x0, x1, x2, x3) = (&x0[..n], &x1[..n], &x2[..n], &x3[..n]);
+        let (d1, d2, d3) = (&mut d1[..n], &mut d2[..n], &mut d3[..n]);
+        for i in 0..n {
+            d0[i] = x0[i] - x2[i];
+            d1[i] = x1[i] + x2[i];
+            d2[i] = x2[i] - x1[i];
+            d3[i] = x1[i] - x3[i];
+        }
+    }
+}
+
+multiversion! {
+    /// (Bᵀ d) B for one transformed row d and every tile t (columns 2t..2t+4).
+    pub fn input_cols(d: &[f32], w0: &mut [f32], w1: &mut [f32], w2: &mut [f32], w3: &mut [f32]) {
+        let tw = w0.len();
+        let (w1, w2, w3) = (&mut w1[..tw], &mut w2[..tw], &mut w3[..tw]);
+        let here = &d[..2 * tw];
+        let next = &d[2..2 * tw + 2];
+        for t in 0..tw {
+            let (e, o, e1, o1) = (here[2 * t], here[2 * t + 1], next[2 * t], next[2 * t + 1]);
+            w0[t] = e - e1;
+            w1[t] = o + e1;
+            w2[t] = e1 - o;
+            w3[t] = o - o1;
+        }
+    }
+}
+
+multiversion! {
+    /// Aᵀ M along a tile row: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3.
+    pub fn output_rows(m: [&[f32]; 4], s0: &mut [f32], s1: &mut [f32]) {
+        let n = s0.len();
+        let [m0, m1, m2, m3] = m;
+        let (m0, m1, m2, m3, s1) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &mut s1[..n]);
+        for t in 0..n {
+            s0[t] = m0[t] + m1[t] + m2[t];
+            s1[t] = m1[t] - m2[t] - m3[t];
+        }
+    }
+}
+
+multiversion! {
+    /// (Aᵀ M) A for one output row: the two columns of each tile, interleaved, plus the bias.
+    pub fn output_cols(q: [&[f32]; 4], bias: f32, y: &mut [f32]) {
+        let [q0, q1, q2, q3] = q;
+        let tw = y.len() / 2;
+        let (q0, q1, q2, q3) = (&q0[..tw], &q1[..tw], &q2[..tw], &q3[..tw]);
+        for t in 0..tw {
+            y[2 * t] = q0[t] + q1[t] + q2[t] + bias;
+            y[2 * t + 1] = q1[t] - q2[t] - q3[t] + bias;
         }
     }
 }
