@@ -117,14 +117,10 @@ pub fn conv3x3(
         return out;
     }
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-    // Padded input: rows -1..2·th+1, columns -1..2·tw+1 of each channel, zeros outside.
-    let (hp, wp) = (2 * th + 2, 2 * tw + 2);
-    let mut padded = vec![0f32; b * ci * hp * wp];
-    for (plane, src) in padded.chunks_exact_mut(hp * wp).zip(x.chunks_exact(h * w)) {
-        for (y, row) in src.chunks_exact(w).enumerate() {
-            plane[(y + 1) * wp + 1..][..w].copy_from_slice(row);
-        }
-    }
+    // Tiles read padded rows -1..2·th+1 and columns -1..2·tw+1 of each channel; the padding is
+    // made row by row as the tiles need it (a padded copy of the whole input would move it
+    // through memory twice more, which at 64 channels costs more than the GEMMs).
+    let wp = 2 * tw + 2;
     let per_tile = 16 * (ci + co) * 4;
     let rows_per_block = (BLOCK_BYTES / (per_tile * tw).max(1))
         .max(MIN_BLOCK_TILES.div_ceil(tw))
@@ -133,7 +129,6 @@ pub fn conv3x3(
     let n_blocks = b * blocks_per_image;
     let next = AtomicUsize::new(0);
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let padded = &padded[..];
     let work = || {
         let mut bufs = Buffers::default();
         loop {
@@ -145,12 +140,13 @@ pub fn conv3x3(
             let ty0 = (idx % blocks_per_image) * rows_per_block;
             let ty1 = (ty0 + rows_per_block).min(th);
             let block = Block {
-                input: &padded[bi * ci * hp * wp..(bi + 1) * ci * hp * wp],
+                input: &x[bi * ci * h * w..(bi + 1) * ci * h * w],
+                h,
+                w,
                 ty0,
                 ty1,
                 tw,
                 wp,
-                hp,
             };
             block.transform_input(ci, &mut bufs);
             block.multiply(u, ci, co, &mut bufs);
@@ -188,18 +184,21 @@ impl OutPtr {
 struct Buffers {
     v: Vec<f32>,
     m: Vec<f32>,
+    padded: Vec<f32>,
     rows: Vec<f32>,
 }
 
 /// A block of tile rows ty0..ty1 of one image.
 struct Block<'a> {
-    /// The image's padded channels, (C_in, hp, wp).
+    /// The image's channels, (C_in, h, w).
     input: &'a [f32],
+    h: usize,
+    w: usize,
     ty0: usize,
     ty1: usize,
     tw: usize,
+    /// Padded row length, 2·tw + 2.
     wp: usize,
-    hp: usize,
 }
 
 impl Block<'_> {
@@ -212,13 +211,26 @@ impl Block<'_> {
         let (tw, wp, nt) = (self.tw, self.wp, self.tiles());
         // Every value is written below: grow, never clear.
         grow(&mut bufs.v, 16 * ci * nt);
+        let (h, w) = (self.h, self.w);
+        // Four padded input rows (zero borders written once: only 1..=w is ever copied in),
+        // then the four transformed rows.
+        bufs.padded.clear();
+        bufs.padded.resize(4 * wp, 0.0);
         bufs.rows.clear();
         bufs.rows.resize(4 * wp, 0.0);
         for c in 0..ci {
-            let plane = &self.input[c * self.hp * wp..(c + 1) * self.hp * wp];
+            let plane = &self.input[c * h * w..(c + 1) * h * w];
             for ty in self.ty0..self.ty1 {
-                let r = |k: usize| &plane[(2 * ty + k) * wp..(2 * ty + k + 1) * wp];
-                let (x0, x1, x2, x3) = (r(0), r(1), r(2), r(3));
+                for (k, row) in bufs.padded.chunks_exact_mut(wp).enumerate() {
+                    // Padded row 2·ty + k is image row 2·ty + k - 1.
+                    match (2 * ty + k).checked_sub(1).filter(|&y| y < h) {
+                        Some(y) => row[1..=w].copy_from_slice(&plane[y * w..(y + 1) * w]),
+                        None => row[1..=w].fill(0.0),
+                    }
+                }
+                let (x0, rest) = bufs.padded.split_at(wp);
+                let (x1, rest) = rest.split_at(wp);
+                let (x2, x3) = rest.split_at(wp);
                 // Bᵀ d: the four row combinations, along the whole padded row.
                 let (d0, rest) = bufs.rows.split_at_mut(wp);
                 let (d1, rest) = rest.split_at_mut(wp);
