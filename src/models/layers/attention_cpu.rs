@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::cpu_parallel::{on_threads, SharedMut};
 use super::cpu_slice::f32_slice;
 use super::fast_math::softmax_row;
 
@@ -55,7 +56,7 @@ pub fn attention_f32(
             f32_slice(&vs, vl)?,
         );
         let next = AtomicUsize::new(0);
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let shared = SharedMut::new(&mut out);
         let work = || {
             let mut scores = vec![0f32; lq * lk];
             loop {
@@ -67,32 +68,13 @@ pub fn attention_f32(
                 let ki = &kv[i * lk * d..(i + 1) * lk * d];
                 let vi = &vv[i * lk * dv..(i + 1) * lk * dv];
                 // SAFETY: slice i's rows of `out` are written by this iteration alone.
-                let oi = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.get().add(i * lq * dv), lq * dv)
-                };
+                let oi = unsafe { shared.part(i * lq * dv, lq * dv) };
                 slice_attention(qi, ki, vi, oi, &mut scores, (lq, lk, d, dv), causal);
             }
         };
-        let spawn = threads.min(n);
-        std::thread::scope(|scope| {
-            for _ in 1..spawn {
-                scope.spawn(work);
-            }
-            work();
-        });
+        on_threads(threads.min(n), work);
     }
     Ok(Some(Tensor::from_vec(out, (n, lq, dv), &Device::Cpu)?))
-}
-
-struct OutPtr(*mut f32);
-// SAFETY: threads write disjoint slices (see above).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// One slice: scores = q kᵀ (lq × lk), masked, softmax per row, out = scores · v.

@@ -28,6 +28,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Conv2dConfig;
 
+use super::cpu_parallel::{on_threads, SharedMut};
 use super::cpu_slice::f32_slice;
 use super::winograd;
 use crate::profile::{self, Stage};
@@ -348,17 +349,6 @@ impl Plan {
     }
 }
 
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// Through a method, so closures capture the (Sync) wrapper and not its raw field.
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// The convolution of a contiguous (B, C_in, H, W) f32 input with taps (C_out, kh·kw, C_in),
 /// plus an optional bias: a contiguous (B, C_out, H_out, W_out) result.
 #[doc(hidden)]
@@ -463,7 +453,7 @@ pub fn conv2d_f32_add(
     } else {
         1
     };
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let shared = SharedMut::new(&mut out);
     let padded = &padded[..];
 
     let run_chunk = |idx: usize, acc: &mut Vec<f32>, par: gemm::Parallelism| {
@@ -509,13 +499,12 @@ pub fn conv2d_f32_add(
         }
         // Drop the garbage columns: wide row y of channel o → output row r0 + y, adding the
         // residual's row on the way when there is one.
-        let base = out_ptr.get();
         for o in 0..co {
             for y in 0..r1 - r0 {
                 let src = &acc[o * n + y * wp..][..wo];
                 let at = ((bi * co + o) * ho + r0 + y) * wo;
                 // SAFETY: rows r0..r1 of image bi belong to this chunk alone.
-                let dst = unsafe { std::slice::from_raw_parts_mut(base.add(at), wo) };
+                let dst = unsafe { shared.part(at, wo) };
                 match residual {
                     Some(r) => {
                         for ((d, &a), &r) in dst.iter_mut().zip(src).zip(&r[at..at + wo]) {
@@ -546,12 +535,7 @@ pub fn conv2d_f32_add(
                 run_chunk(idx, &mut acc, gemm::Parallelism::None);
             }
         };
-        std::thread::scope(|sc| {
-            for _ in 1..threads {
-                sc.spawn(work);
-            }
-            work();
-        });
+        on_threads(threads, work);
     }
     out
 }

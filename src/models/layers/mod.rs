@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod attention_cpu;
 pub mod conv;
+mod cpu_parallel;
 mod cpu_slice;
 pub mod downsampling;
 pub mod fast_math;

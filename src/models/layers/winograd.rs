@@ -16,6 +16,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::cpu_parallel::{on_threads, SharedMut};
 use super::fast_math::multiversion;
 
 /// Bytes of V + M one block aims for.
@@ -45,7 +46,7 @@ pub fn transform_weights(taps: &[f32], co: usize, ci: usize, threads: usize) -> 
         }
     }
     let mut u = vec![0f32; 16 * co * ci];
-    let u_ptr = OutPtr(u.as_mut_ptr());
+    let shared = SharedMut::new(&mut u);
     // Output channels outer, split over the threads: one channel's nine tap rows stay in L1
     // while its 16 rows of U are made.
     let make = |o_range: std::ops::Range<usize>| {
@@ -53,9 +54,7 @@ pub fn transform_weights(taps: &[f32], co: usize, ci: usize, threads: usize) -> 
             let rows = &taps[o * 9 * ci..(o + 1) * 9 * ci];
             for (xi, row) in coef.iter().enumerate() {
                 // SAFETY: row (ξ, o) of U belongs to output channel o, made by one thread.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(u_ptr.get().add((xi * co + o) * ci), ci)
-                };
+                let dst = unsafe { shared.part((xi * co + o) * ci, ci) };
                 for (k, &a) in row.iter().enumerate() {
                     if a != 0.0 {
                         axpy(dst, a, &rows[k * ci..(k + 1) * ci]);
@@ -128,7 +127,7 @@ pub fn conv3x3(
     let blocks_per_image = th.div_ceil(rows_per_block);
     let n_blocks = b * blocks_per_image;
     let next = AtomicUsize::new(0);
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let shared = SharedMut::new(&mut out);
     let work = || {
         let mut bufs = Buffers::default();
         loop {
@@ -150,33 +149,13 @@ pub fn conv3x3(
             };
             block.transform_input(ci, &mut bufs);
             block.multiply(u, ci, co, &mut bufs);
-            // SAFETY: block idx writes output rows 2·ty0..2·ty1 of image bi only.
-            let img = unsafe {
-                std::slice::from_raw_parts_mut(out_ptr.get().add(bi * co * h * w), co * h * w)
-            };
+            // Block idx writes output rows 2·ty0..2·ty1 of image bi only.
             let res = residual.map(|r| &r[bi * co * h * w..(bi + 1) * co * h * w]);
-            block.transform_output(co, h, w, bias, res, img, &bufs);
+            block.transform_output(co, h, w, bias, res, (&shared, bi * co * h * w), &bufs);
         }
     };
-    let threads = threads.clamp(1, n_blocks);
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        work();
-    });
+    on_threads(threads.clamp(1, n_blocks), work);
     out
-}
-
-struct OutPtr(*mut f32);
-// SAFETY: blocks write disjoint output rows (see above).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Per-thread scratch: V (16 × C_in × T), M (16 × C_out × T) and row temporaries.
@@ -290,7 +269,7 @@ impl Block<'_> {
         w: usize,
         bias: Option<&[f32]>,
         residual: Option<&[f32]>,
-        out: &mut [f32],
+        (out, image_start): (&SharedMut, usize),
         bufs: &Buffers,
     ) {
         let (tw, nt) = (self.tw, self.tiles());
@@ -327,7 +306,9 @@ impl Block<'_> {
                     let (q1, rest) = rest.split_at(tw);
                     let (q2, q3) = rest.split_at(tw);
                     output_cols([q0, q1, q2, q3], b, &mut y[..2 * tw]);
-                    let row = &mut out[(o * h + oy) * w..(o * h + oy + 1) * w];
+                    // SAFETY: output row oy of channel o of this image lies in its own buffer and
+                    // belongs to this block alone (tile rows ty0..ty1).
+                    let row = unsafe { out.part(image_start + (o * h + oy) * w, w) };
                     match residual {
                         Some(r) => {
                             let rr = &r[(o * h + oy) * w..(o * h + oy + 1) * w];
