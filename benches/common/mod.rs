@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod machine;
+pub mod picture;
 pub mod proc_stats;
 pub mod random_model;
 pub mod readme;
