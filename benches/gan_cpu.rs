@@ -40,6 +40,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use common::child::last_json;
 use common::proc_stats::{cpu_ticks, foreign_load, proc_status_kib};
 use common::{env, machine, readme};
 use diffsr::gan::embedded::embedded_model;
@@ -106,16 +107,6 @@ impl Side {
             foreign_load: v["foreign_load"].as_f64().unwrap_or(f64::NAN),
         })
     }
-}
-
-fn last_json(stdout: &[u8]) -> Result<Value> {
-    let text = String::from_utf8_lossy(stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("no JSON line on stdout")?;
-    serde_json::from_str(line).context("parsing the JSON line")
 }
 
 /// The child: times one (model, size) and prints one JSON line.

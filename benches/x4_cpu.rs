@@ -57,6 +57,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use common::child::last_json;
 use common::picture::input_rgb8;
 use common::proc_stats::{cpu_ticks, foreign_load, gib, loadavg, proc_status_kib};
 use common::random_model::{
@@ -389,17 +390,6 @@ impl Side {
             peak_rss: v[rss_key].as_f64().unwrap_or(f64::NAN),
         })
     }
-}
-
-/// The last line of `stdout` that is a JSON object.
-fn last_json(stdout: &[u8]) -> Result<Value> {
-    let text = String::from_utf8_lossy(stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("no JSON line on stdout")?;
-    serde_json::from_str(line).context("parsing the JSON line")
 }
 
 fn run_ours(case: Case, reps: usize, steps: usize, threads: usize) -> Result<Side> {

@@ -2,6 +2,7 @@
 //! parts it needs (so not every bench uses every item).
 #![allow(dead_code)]
 
+pub mod child;
 pub mod env;
 pub mod machine;
 pub mod picture;
