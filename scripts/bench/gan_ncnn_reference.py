@@ -28,23 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import log, machine_busy_s
+
 FP_OPTIONS = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage",
               "use_bf16_packed", "use_packing_layout", "use_winograd_convolution",
               "use_sgemm_convolution")
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def machine_busy_s():
-    """Busy CPU seconds of the whole machine (all but idle and iowait), or None."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except OSError:
-        return None
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def default_model_dir():

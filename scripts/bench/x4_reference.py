@@ -33,26 +33,14 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import log, machine_busy_s
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMESTEP = 500
 NOISE_LEVEL = 20
 GUIDANCE = 9.0
 SEED = 0
 VAE_SCALING_FACTOR = 0.08333
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def machine_busy_s():
-    """Busy CPU seconds of the whole machine (all but idle and iowait), or None."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except OSError:
-        return None
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(label, fn, n):

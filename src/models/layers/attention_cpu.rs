@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use super::cpu_parallel::{on_threads, SharedMut};
 use super::cpu_slice::f32_slice;
 use super::fast_math::softmax_row;
+use super::matmul::{matmul, Strided};
 
 /// Slices at least this small (lq·lk·d multiply-adds) are worth spreading one per thread even
 /// when there are fewer slices than threads' worth of them.
@@ -90,25 +91,13 @@ fn slice_attention(
     // SAFETY: scores is lq×lk (row stride lk); q is lq×d (row stride d); kᵀ is d×lk read from
     // k (lk×d) with row stride 1 and column stride d. All in bounds.
     unsafe {
-        gemm::gemm(
-            lq,
-            lk,
-            d,
+        matmul(
+            (lq, lk, d),
             scores.as_mut_ptr(),
-            1,
-            lk as isize,
+            lk,
             false,
-            q.as_ptr(),
-            1,
-            d as isize,
-            k.as_ptr(),
-            d as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
+            Strided::rows(q.as_ptr(), d),
+            Strided::transposed(k.as_ptr(), d),
             gemm::Parallelism::None,
         );
     }
@@ -122,25 +111,13 @@ fn slice_attention(
     // SAFETY: out is lq×dv (row stride dv); scores lq×lk (row stride lk); v lk×dv (row
     // stride dv). All in bounds.
     unsafe {
-        gemm::gemm(
-            lq,
-            dv,
-            lk,
+        matmul(
+            (lq, dv, lk),
             out.as_mut_ptr(),
-            1,
-            dv as isize,
+            dv,
             false,
-            scores.as_ptr(),
-            1,
-            lk as isize,
-            v.as_ptr(),
-            1,
-            dv as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
+            Strided::rows(scores.as_ptr(), lk),
+            Strided::rows(v.as_ptr(), dv),
             gemm::Parallelism::None,
         );
     }

@@ -30,6 +30,7 @@ use candle_nn::Conv2dConfig;
 
 use super::cpu_parallel::{on_threads, SharedMut};
 use super::cpu_slice::f32_slice;
+use super::matmul::{matmul, Strided};
 use super::winograd;
 use crate::profile::{self, Stage};
 
@@ -399,25 +400,13 @@ pub fn conv2d_f32_add(
             // SAFETY: dst is co×n (row stride n), lhs co×ci (row stride ci), rhs ci×n (row
             // stride n), all in bounds.
             unsafe {
-                gemm::gemm(
-                    co,
-                    n,
-                    ci,
+                matmul(
+                    (co, n, ci),
                     dst.as_mut_ptr(),
-                    1,
-                    n as isize,
+                    n,
                     read,
-                    taps.as_ptr(),
-                    1,
-                    ci as isize,
-                    x[bi * ci * n..].as_ptr(),
-                    1,
-                    n as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    Strided::rows(taps.as_ptr(), ci),
+                    Strided::rows(x[bi * ci * n..].as_ptr(), n),
                     par,
                 );
             }
@@ -472,25 +461,13 @@ pub fn conv2d_f32_add(
                 // SAFETY: the view's last element is (ci-1)·hp·wp + off + n - 1 <
                 // bi·plen + plen (see the trailing zeros above); acc is co×n.
                 unsafe {
-                    gemm::gemm(
-                        co,
-                        n,
-                        ci,
+                    matmul(
+                        (co, n, ci),
                         acc.as_mut_ptr(),
-                        1,
-                        n as isize,
+                        n,
                         read,
-                        taps[t * ci..].as_ptr(),
-                        1,
-                        (s.kh * s.kw * ci) as isize,
-                        padded[off..].as_ptr(),
-                        1,
-                        (hp * wp) as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        Strided::rows(taps[t * ci..].as_ptr(), s.kh * s.kw * ci),
+                        Strided::rows(padded[off..].as_ptr(), hp * wp),
                         par,
                     );
                 }
@@ -619,25 +596,13 @@ fn conv_im2col(
     // SAFETY: dst is co×n (row stride n), lhs co×k (row stride k), rhs k×n (row stride n),
     // all in bounds.
     unsafe {
-        gemm::gemm(
-            co,
-            n,
-            k,
+        matmul(
+            (co, n, k),
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            n,
             read,
-            taps.as_ptr(),
-            1,
-            k as isize,
-            panel.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            Strided::rows(taps.as_ptr(), k),
+            Strided::rows(panel.as_ptr(), n),
             gemm_parallelism(threads),
         );
     }

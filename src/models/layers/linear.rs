@@ -11,6 +11,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::cpu_slice::f32_slice;
+use super::matmul::{matmul, Strided};
 use candle_nn::VarBuilder;
 
 use crate::profile::{self, Stage};
@@ -152,25 +153,13 @@ impl Linear {
                 // SAFETY: dst is rows×out_f (row stride out_f); lhs is x, rows×in_f (row
                 // stride in_f); rhs is Wᵀ, in_f×out_f (row stride out_f). All in bounds.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        out_f,
-                        in_f,
+                    matmul(
+                        (rows, out_f, in_f),
                         out.as_mut_ptr(),
-                        1,
-                        out_f as isize,
+                        out_f,
                         bias.is_some() || residual.is_some(),
-                        xv.as_ptr(),
-                        1,
-                        in_f as isize,
-                        wv.as_ptr(),
-                        1,
-                        out_f as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        Strided::rows(xv.as_ptr(), in_f),
+                        Strided::rows(wv.as_ptr(), out_f),
                         par,
                     );
                 }

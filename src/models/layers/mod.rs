@@ -15,6 +15,7 @@ pub mod geglu;
 pub mod group_norm;
 pub mod group_norm_stats;
 pub mod linear;
+mod matmul;
 pub mod resnet;
 pub mod sdpa;
 pub mod softmax;

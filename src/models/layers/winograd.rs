@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::cpu_parallel::{on_threads, SharedMut};
 use super::fast_math::multiversion;
+use super::matmul::{matmul, Strided};
 
 /// Bytes of V + M one block aims for.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -235,25 +236,13 @@ impl Block<'_> {
             // SAFETY: M[ξ] is co×nt (row stride nt), U[ξ] co×ci (row stride ci), V[ξ] ci×nt
             // (row stride nt), all inside their buffers.
             unsafe {
-                gemm::gemm(
-                    co,
-                    nt,
-                    ci,
+                matmul(
+                    (co, nt, ci),
                     bufs.m.as_mut_ptr().add(xi * co * nt),
-                    1,
-                    nt as isize,
+                    nt,
                     false,
-                    u.as_ptr().add(xi * co * ci),
-                    1,
-                    ci as isize,
-                    bufs.v.as_ptr().add(xi * ci * nt),
-                    1,
-                    nt as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    Strided::rows(u.as_ptr().add(xi * co * ci), ci),
+                    Strided::rows(bufs.v.as_ptr().add(xi * ci * nt), nt),
                     gemm::Parallelism::None,
                 );
             }
