@@ -4,6 +4,7 @@
 mod memory_plan;
 mod options;
 mod preprocess;
+mod prompt_cache;
 mod upscale;
 
 pub use memory_plan::{plan_memory, MemoryEstimate, MemoryPlan, ModelFootprint, ModelWidths};

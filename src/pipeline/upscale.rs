@@ -13,6 +13,7 @@ use diffsr_schedulers::{
 use super::memory_plan::{plan_memory, MemoryPlan, ModelFootprint, ModelWidths};
 use super::options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions};
 use super::preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor};
+use super::prompt_cache::PromptCache;
 use crate::error::{Error, Result};
 use crate::model_dir::{with_weights, ModelDir};
 use crate::models::clip_text::{ClipTextConfig, ClipTextModel};
@@ -45,6 +46,8 @@ pub struct UpscalePipeline {
     /// The largest weights file, held twice for a moment while it loads.
     largest_file: u64,
     widths: ModelWidths,
+    /// The last prompts' embeddings: a batch with one prompt encodes it once.
+    prompts: PromptCache,
 }
 
 impl UpscalePipeline {
@@ -129,6 +132,7 @@ impl UpscalePipeline {
                     .copied()
                     .unwrap_or(128),
             ),
+            prompts: PromptCache::default(),
         })
     }
 
@@ -273,13 +277,11 @@ impl UpscalePipeline {
         let mut scheduler = self.scheduler(options)?;
         let mut rng = TorchRng::new(options.seed);
 
-        // 1. Prompt: [negative, positive] under guidance.
-        let embeddings = self.encode_prompt(&options.prompt)?;
+        // 1. Prompt: [negative, positive] under guidance, encoded as one batch.
         let embeddings = if guidance {
-            let negative = self.encode_prompt(&options.negative_prompt)?;
-            Tensor::cat(&[negative, embeddings], 0)?
+            self.encode_prompts(&[&options.negative_prompt, &options.prompt])?
         } else {
-            embeddings
+            self.encode_prompts(&[&options.prompt])?
         };
 
         // 2-3. The image in [-1, 1], noised to `noise_level` with the low-res DDPM schedule.
@@ -390,11 +392,19 @@ impl UpscalePipeline {
         Ok((&uncond + (cond - &uncond)?.affine(options.guidance_scale, 0.0)?)?)
     }
 
-    /// The text encoder's last hidden state for one prompt, (1, 77, hidden) in the model dtype.
-    fn encode_prompt(&self, prompt: &str) -> Result<Tensor> {
-        let ids = self.tokenizer.encode(prompt)?;
-        let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        Ok(self.text_encoder.forward(&ids)?.to_dtype(self.dtype)?)
+    /// The text encoder's last hidden state for each prompt, (prompts, 77, hidden) in the model
+    /// dtype: one encoder run over all of them (diffusers runs one per prompt; the rows do
+    /// not interact), or none when they are the last ones encoded.
+    fn encode_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
+        self.prompts.get_or_encode(prompts, || {
+            let mut ids = Vec::new();
+            for prompt in prompts {
+                ids.extend(self.tokenizer.encode(prompt)?);
+            }
+            let ids = Tensor::new(ids.as_slice(), &self.device)?
+                .reshape((prompts.len(), self.tokenizer.max_length()))?;
+            Ok(self.text_encoder.forward(&ids)?.to_dtype(self.dtype)?)
+        })
     }
 }
 

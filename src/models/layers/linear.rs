@@ -11,7 +11,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::cpu_slice::f32_slice;
-use super::matmul::{matmul, Strided};
+use super::matmul::{matmul_threaded, Strided};
 use candle_nn::VarBuilder;
 
 use crate::profile::{self, Stage};
@@ -143,24 +143,18 @@ impl Linear {
                     }
                 }
             }
-            let threads = candle_core::utils::get_num_threads();
-            let par = if threads > 1 && rows * out_f * in_f >= 1 << 18 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            };
             if rows > 0 && out_f > 0 {
                 // SAFETY: dst is rows×out_f (row stride out_f); lhs is x, rows×in_f (row
                 // stride in_f); rhs is Wᵀ, in_f×out_f (row stride out_f). All in bounds.
                 unsafe {
-                    matmul(
+                    matmul_threaded(
                         (rows, out_f, in_f),
                         out.as_mut_ptr(),
                         out_f,
                         bias.is_some() || residual.is_some(),
                         Strided::rows(xv.as_ptr(), in_f),
                         Strided::rows(wv.as_ptr(), out_f),
-                        par,
+                        candle_core::utils::get_num_threads(),
                     );
                 }
             }
