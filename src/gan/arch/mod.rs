@@ -2,6 +2,7 @@
 //! state dict) and as Candle networks built from a state dict.
 
 mod rrdbnet;
+mod shuffle_add;
 mod srvgg;
 
 pub use rrdbnet::{RrdbNet, RrdbNetParams};

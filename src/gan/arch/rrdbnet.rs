@@ -8,10 +8,11 @@ use candle_nn::Module;
 
 use super::Weights;
 use crate::error::Result;
+use crate::models::layers::activation::ChannelSlopes;
 use crate::models::layers::conv::Conv2d;
 
 /// basicsr's leaky-ReLU slope and residual scaling.
-const SLOPE: f64 = 0.2;
+const SLOPE: f32 = 0.2;
 const RESIDUAL_SCALE: f64 = 0.2;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,8 @@ pub struct RrdbNetParams {
 /// Five densely connected convolutions (each sees the input and all earlier outputs).
 struct DenseBlock {
     convs: [Conv2d; 5],
+    /// The leaky ReLU after convs 1–4 (gc channels), fused into their output pass.
+    lrelu: ChannelSlopes,
 }
 
 impl DenseBlock {
@@ -43,6 +46,7 @@ impl DenseBlock {
         };
         Ok(Self {
             convs: [conv(1)?, conv(2)?, conv(3)?, conv(4)?, conv(5)?],
+            lrelu: ChannelSlopes::uniform(SLOPE, gc, w.dtype, w.device)?,
         })
     }
 
@@ -50,7 +54,7 @@ impl DenseBlock {
         let mut features = vec![x.clone()];
         for conv in &self.convs[..4] {
             let input = Tensor::cat(&features, 1)?;
-            features.push(candle_nn::ops::leaky_relu(&conv.forward(&input)?, SLOPE)?);
+            features.push(conv.forward_rectified(&input, &self.lrelu)?);
         }
         let x5 = self.convs[4].forward(&Tensor::cat(&features, 1)?)?;
         Ok((x5.affine(RESIDUAL_SCALE, 0.0)? + x)?)
@@ -79,6 +83,8 @@ pub struct RrdbNet {
     conv_up: Vec<Conv2d>,
     conv_hr: Conv2d,
     conv_last: Conv2d,
+    /// The leaky ReLU after the upsampling convs and conv_hr (nf channels).
+    lrelu: ChannelSlopes,
     unshuffle: usize,
 }
 
@@ -104,6 +110,7 @@ impl RrdbNet {
             conv_up,
             conv_hr: w.conv3x3("conv_hr", nf, nf)?,
             conv_last: w.conv3x3("conv_last", nf, p.out_channels)?,
+            lrelu: ChannelSlopes::uniform(SLOPE, nf, w.dtype, w.device)?,
             unshuffle: p.unshuffle,
         })
     }
@@ -119,13 +126,13 @@ impl RrdbNet {
         for block in &self.body {
             body = block.forward(&body)?;
         }
-        let mut feat = (&feat + self.conv_body.forward(&body)?)?;
+        let mut feat = self.conv_body.forward_add(&body, &feat)?;
         for conv in &self.conv_up {
             let (_, _, h, w) = feat.dims4()?;
             let up = feat.upsample_nearest2d(2 * h, 2 * w)?;
-            feat = candle_nn::ops::leaky_relu(&conv.forward(&up)?, SLOPE)?;
+            feat = conv.forward_rectified(&up, &self.lrelu)?;
         }
-        let hr = candle_nn::ops::leaky_relu(&self.conv_hr.forward(&feat)?, SLOPE)?;
+        let hr = self.conv_hr.forward_rectified(&feat, &self.lrelu)?;
         Ok(self.conv_last.forward(&hr)?)
     }
 }

@@ -5,8 +5,10 @@
 use candle_core::Tensor;
 use candle_nn::Module;
 
+use super::shuffle_add::pixel_shuffle_add_nearest;
 use super::Weights;
 use crate::error::Result;
+use crate::models::layers::activation::ChannelSlopes;
 use crate::models::layers::conv::Conv2d;
 
 /// The activation between convolutions.
@@ -39,26 +41,10 @@ pub struct SrvggParams {
     pub act: SrvggAct,
 }
 
-enum Act {
-    PRelu(Tensor),
-    Relu,
-    LeakyRelu,
-}
-
-impl Act {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            // max(x, 0) + slope · min(x, 0), slope broadcast over (B, C, H, W).
-            Self::PRelu(slope) => crate::models::layers::activation::prelu(x, slope)?,
-            Self::Relu => x.relu()?,
-            Self::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.1)?,
-        })
-    }
-}
-
 pub struct Srvgg {
     convs: Vec<Conv2d>,
-    acts: Vec<Act>,
+    /// The rectifier after each conv but the last, fused into the conv's output pass.
+    acts: Vec<ChannelSlopes>,
     upscale: usize,
 }
 
@@ -70,13 +56,14 @@ impl Srvgg {
         for k in 0..=p.num_conv {
             let c_in = if k == 0 { p.in_channels } else { p.num_feat };
             convs.push(w.conv3x3(&format!("body.{}", 2 * k), c_in, p.num_feat)?);
+            let uniform = |slope| ChannelSlopes::uniform(slope, p.num_feat, w.dtype, w.device);
             acts.push(match p.act {
-                SrvggAct::PRelu => {
-                    let slope = w.get(&format!("body.{}.weight", 2 * k + 1), &[p.num_feat])?;
-                    Act::PRelu(slope.reshape((1, p.num_feat, 1, 1))?)
-                }
-                SrvggAct::Relu => Act::Relu,
-                SrvggAct::LeakyRelu => Act::LeakyRelu,
+                SrvggAct::PRelu => ChannelSlopes::learned(
+                    &w.get(&format!("body.{}.weight", 2 * k + 1), &[p.num_feat])?,
+                )?,
+                SrvggAct::Relu => uniform(0.0)?,
+                // Real-ESRGAN's act_type='leakyrelu' is nn.LeakyReLU(0.1).
+                SrvggAct::LeakyRelu => uniform(0.1)?,
             });
         }
         let last = 2 * p.num_conv + 2;
@@ -92,12 +79,9 @@ impl Srvgg {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for (conv, act) in self.convs.iter().zip(&self.acts) {
-            h = act.forward(&conv.forward(&h)?)?;
+            h = conv.forward_rectified(&h, act)?;
         }
         let last = self.convs.last().expect("at least one conv").forward(&h)?;
-        let out = candle_nn::ops::pixel_shuffle(&last, self.upscale)?;
-        let (_, _, height, width) = x.dims4()?;
-        let base = x.upsample_nearest2d(height * self.upscale, width * self.upscale)?;
-        Ok((out + base)?)
+        pixel_shuffle_add_nearest(&last, x, self.upscale)
     }
 }

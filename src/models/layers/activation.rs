@@ -1,5 +1,5 @@
-//! Activation names of diffusers' `get_activation` (models/activations.py), and PReLU (the
-//! Real-ESRGAN compact networks' activation).
+//! Activation names of diffusers' `get_activation` (models/activations.py), and the
+//! per-channel rectifiers of the Real-ESRGAN networks (PReLU, ReLU, leaky ReLU).
 //!
 //! The upscaler and every Stable Diffusion checkpoint use SiLU ("silu", or its older name
 //! "swish") throughout; SiLU is fused into [`super::GroupNorm`], so other activations are
@@ -55,6 +55,46 @@ pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
 }
 
+/// A per-channel rectifier, x for x ≥ 0 and slope[c]·x below: PReLU's learned slopes, ReLU
+/// (all 0) or leaky ReLU (one slope). Held twice, small: as a (1, C, 1, 1) tensor in the
+/// model's dtype and device for the tensor-op path, and as host f32 values for the CPU
+/// convolutions that apply it in their output pass.
+#[derive(Debug, Clone)]
+pub struct ChannelSlopes {
+    tensor: Tensor,
+    host: Vec<f32>,
+}
+
+impl ChannelSlopes {
+    /// PReLU: `slopes` holds the C learned values, in any shape.
+    pub fn learned(slopes: &Tensor) -> Result<Self> {
+        let c = slopes.elem_count();
+        Ok(Self {
+            tensor: slopes.reshape((1, c, 1, 1))?,
+            host: slopes.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+        })
+    }
+
+    /// One slope for all `channels` (0: ReLU; 0.1: Real-ESRGAN's leaky ReLU).
+    pub fn uniform(slope: f32, channels: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let tensor = Tensor::full(slope, (1, channels, 1, 1), device)?.to_dtype(dtype)?;
+        Ok(Self {
+            tensor,
+            host: vec![slope; channels],
+        })
+    }
+
+    /// The slopes as f32 on the host, one per channel.
+    pub fn host(&self) -> &[f32] {
+        &self.host
+    }
+
+    /// The rectifier on its own (x (B, C, H, W)).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        prelu(x, &self.tensor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +113,22 @@ mod tests {
         // f64 takes the tensor-op path.
         let got = prelu(&x.to_dtype(DType::F64)?, &slope.to_dtype(DType::F64)?)?;
         assert_eq!(got.dims(), [2, 3, 5, 4]);
+        Ok(())
+    }
+
+    #[test]
+    fn uniform_slopes_are_relu_and_leaky_relu() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 4, 4), &dev)?;
+        let relu = ChannelSlopes::uniform(0.0, 3, DType::F32, &dev)?.apply(&x)?;
+        let d = (relu - x.relu()?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(d, 0.0);
+        let leaky = ChannelSlopes::uniform(0.1, 3, DType::F32, &dev)?.apply(&x)?;
+        let want = candle_nn::ops::leaky_relu(&x, 0.1)?;
+        let d = (leaky - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-7, "{d}");
+        let learned = ChannelSlopes::learned(&Tensor::new(&[0.5f32, 0.0, 1.0], &dev)?)?;
+        assert_eq!(learned.host(), [0.5, 0.0, 1.0]);
         Ok(())
     }
 }

@@ -28,8 +28,10 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Conv2dConfig;
 
+use super::activation::ChannelSlopes;
 use super::cpu_parallel::{on_threads, SharedMut};
 use super::cpu_slice::f32_slice;
+use super::epilogue::{rectify_planes, Epilogue};
 use super::matmul::{matmul, Strided};
 use super::winograd;
 use crate::profile::{self, Stage};
@@ -130,7 +132,7 @@ impl Conv2d {
         let _scope = profile::scope(Stage::Conv);
         if let Some(taps) = &self.taps {
             if x.dtype() == DType::F32 && residual.dtype() == DType::F32 {
-                if let Some(y) = self.forward_fast(x, taps, Some(residual))? {
+                if let Some(y) = self.forward_fast(x, taps, Some(residual), None)? {
                     return Ok(y);
                 }
             }
@@ -138,9 +140,23 @@ impl Conv2d {
         self.forward_plain(x)? + residual
     }
 
+    /// slopes(conv(x)): the rectifier fused into the convolution's output pass on the CPU
+    /// fast path in f32 (elsewhere applied after, as torch does).
+    pub fn forward_rectified(&self, x: &Tensor, slopes: &ChannelSlopes) -> crate::Result<Tensor> {
+        let _scope = profile::scope(Stage::Conv);
+        if let Some(taps) = &self.taps {
+            if x.dtype() == DType::F32 && slopes.host().len() == taps.dim(0)? {
+                if let Some(y) = self.forward_fast(x, taps, None, Some(slopes.host()))? {
+                    return Ok(y);
+                }
+            }
+        }
+        slopes.apply(&self.forward_plain(x)?)
+    }
+
     fn forward_plain(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let Some(taps) = &self.taps {
-            if let Some(y) = self.forward_fast(x, taps, None)? {
+            if let Some(y) = self.forward_fast(x, taps, None, None)? {
                 return Ok(y);
             }
         }
@@ -148,12 +164,13 @@ impl Conv2d {
     }
 
     /// The fast path, or `None` when this input needs candle's. A `residual` must have the
-    /// output's shape (else `None`).
+    /// output's shape (else `None`); `slopes`, one per output channel, rectify the result.
     fn forward_fast(
         &self,
         x: &Tensor,
         taps: &Tensor,
         residual: Option<&Tensor>,
+        slopes: Option<&[f32]>,
     ) -> candle_core::Result<Option<Tensor>> {
         if !x.device().is_cpu() || x.dtype() != taps.dtype() || x.rank() != 4 {
             return Ok(None);
@@ -209,23 +226,33 @@ impl Conv2d {
             };
             let threads = Plan::auto().threads;
             if self.winograd && b * h * w >= WINOGRAD_MIN_PIXELS && h.min(w) >= 4 {
+                let epilogue = Epilogue {
+                    bias: bs,
+                    residual: rs,
+                    negative_slopes: slopes,
+                };
+                let tile = winograd_tile(h, w);
                 winograd::conv3x3(
                     f32_slice(&xg, xl)?,
-                    &winograd::transform_weights(f32_slice(&tg, tl)?, co, ci, threads),
-                    bs,
-                    rs,
+                    &winograd::transform_weights(f32_slice(&tg, tl)?, co, ci, tile, threads),
+                    tile,
+                    &epilogue,
                     &winograd::WinogradShape { b, ci, co, h, w },
                     threads,
                 )
             } else {
-                conv2d_f32_add(
+                let mut out = conv2d_f32_add(
                     f32_slice(&xg, xl)?,
                     f32_slice(&tg, tl)?,
                     bs,
                     rs,
                     &shape,
                     Plan::auto(),
-                )
+                );
+                if let Some(slopes) = slopes {
+                    rectify_planes(&mut out, shape.ho() * shape.wo(), slopes);
+                }
+                out
             }
         };
         let y = Tensor::from_vec(out, (b, co, shape.ho(), shape.wo()), &Device::Cpu)?;
@@ -241,6 +268,22 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let _scope = profile::scope(Stage::Conv);
         self.forward_plain(x)
+    }
+}
+
+/// The Winograd variant for an h × w input: F(4×4, 3×3) (faster on every shape of
+/// `cargo bench --bench conv_cpu`: 1.05–1.3×) unless the image is so narrow that its 4-wide
+/// tiles would mostly compute padding, or `DIFFSR_WINOGRAD_F2=1` asks for F(2×2)'s extra
+/// precision (see [`winograd`]).
+fn winograd_tile(h: usize, w: usize) -> winograd::Tile {
+    static FORCE_F2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let force_f2 = *FORCE_F2.get_or_init(|| {
+        std::env::var_os("DIFFSR_WINOGRAD_F2").is_some_and(|v| !v.is_empty() && v != "0")
+    });
+    if force_f2 || h.min(w) < 8 {
+        winograd::Tile::F2
+    } else {
+        winograd::Tile::F4
     }
 }
 

@@ -8,8 +8,9 @@ pub mod attention;
 pub mod attention_cpu;
 pub mod conv;
 mod cpu_parallel;
-mod cpu_slice;
+pub(crate) mod cpu_slice;
 pub mod downsampling;
+pub mod epilogue;
 pub mod fast_math;
 pub mod geglu;
 pub mod group_norm;
@@ -21,6 +22,7 @@ pub mod sdpa;
 pub mod softmax;
 pub mod upsampling;
 pub mod winograd;
+pub mod winograd_kernels;
 
 pub use activation::check_silu;
 pub use attention::{Attention, AttentionConfig};
