@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod profile;
 pub mod resample;
 pub mod rng;
+pub mod safetensors_reader;
 pub mod scale_plan;
 pub mod schedule_report;
 pub mod tiling;

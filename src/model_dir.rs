@@ -169,9 +169,8 @@ impl ModelDir {
         let vb = if files.pickle {
             VarBuilder::from_pth(&files.files[0], dtype, device).map_err(weights_error)?
         } else {
-            // SAFETY: the files are memory-mapped read-only; diffsr never writes model files
-            // while a pipeline holds them (the hub cache writes new files and renames).
-            unsafe { VarBuilder::from_mmaped_safetensors(&files.files, dtype, device) }
+            // Read tensor by tensor, not memory-mapped: see `safetensors_reader` (peak memory).
+            crate::safetensors_reader::var_builder(&files.files, dtype, device)
                 .map_err(weights_error)?
         };
         Ok((vb, files))

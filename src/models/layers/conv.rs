@@ -33,6 +33,7 @@ use super::cpu_parallel::{on_threads, SharedMut};
 use super::cpu_slice::f32_slice;
 use super::epilogue::{rectify_planes, Epilogue};
 use super::matmul::{matmul, Strided};
+use super::transpose::transpose_last_two;
 use super::winograd;
 use crate::profile::{self, Stage};
 
@@ -290,9 +291,11 @@ fn winograd_tile(h: usize, w: usize) -> winograd::Tile {
 /// (C_out, C_in, kh, kw) → (a (C_out, C_in, kh, kw) view of `taps`, taps (C_out, kh·kw, C_in)).
 fn arrange_taps(weight: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let (co, ci, kh, kw) = weight.dims4()?;
-    let taps = weight.permute((0, 2, 3, 1))?.contiguous()?; // (co, kh, kw, ci)
-    let view = taps.permute((0, 3, 1, 2))?; // (co, ci, kh, kw), sharing the storage
-    Ok((view, taps.reshape((co, kh * kw, ci))?))
+    // (co, ci, kh·kw) → (co, kh·kw, ci)
+    let taps = transpose_last_two(&weight.reshape((co, ci, kh * kw))?)?;
+    // (co, ci, kh, kw), sharing the storage
+    let view = taps.reshape((co, kh, kw, ci))?.permute((0, 3, 1, 2))?;
+    Ok((view, taps))
 }
 
 /// Shape of one stride-1, dilation-1, single-group convolution.

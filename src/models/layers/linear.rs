@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::cpu_slice::f32_slice;
 use super::matmul::{matmul_threaded, Strided};
+use super::transpose::transpose_last_two;
 use candle_nn::VarBuilder;
 
 use crate::profile::{self, Stage};
@@ -54,7 +55,7 @@ impl Linear {
 
     fn from_parts(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
         if weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.rank() == 2 {
-            let weight_t = weight.t()?.contiguous()?;
+            let weight_t = transpose_last_two(&weight)?;
             Ok(Self {
                 inner: candle_nn::Linear::new(weight_t.t()?, bias),
                 weight_t: Some(weight_t),

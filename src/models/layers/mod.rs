@@ -20,6 +20,7 @@ mod matmul;
 pub mod resnet;
 pub mod sdpa;
 pub mod softmax;
+pub mod transpose;
 pub mod upsampling;
 pub mod winograd;
 pub mod winograd_kernels;
