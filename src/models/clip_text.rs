@@ -15,8 +15,9 @@ pub use config::{Activation, ClipTextConfig};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use crate::models::layers::attention_cpu::attention_f32;
+use crate::models::layers::attention_cpu::attention_heads_f32;
 use crate::models::layers::geglu::gelu_erf;
+use crate::models::layers::layer_norm::layer_norm;
 use crate::models::layers::linear::{linear, Linear};
 use crate::models::layers::softmax::softmax_last_dim;
 use crate::profile::{self, Stage};
@@ -42,7 +43,7 @@ impl LayerNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _scope = profile::scope(Stage::LayerNorm);
         let x32 = xs.to_dtype(DType::F32)?.contiguous()?;
-        let ys = candle_nn::ops::layer_norm(&x32, &self.weight, &self.bias, self.eps)?;
+        let ys = layer_norm(&x32, &self.weight, &self.bias, self.eps)?;
         Ok(ys.to_dtype(xs.dtype())?)
     }
 }
@@ -74,37 +75,35 @@ impl Attention {
     /// result plus `residual`.
     fn forward_add(&self, xs: &Tensor, mask: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, t, c) = xs.dims3()?;
-        // (b, t, c) -> (b, heads, t, head_dim), in f32 for the scores and the softmax.
-        let split = |x: Tensor| -> Result<Tensor> {
-            Ok(x.reshape((b, t, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .to_dtype(DType::F32)?
-                .contiguous()?)
-        };
-        let q = split(self.q_proj.forward(xs)?)?;
-        let k = split(self.k_proj.forward(xs)?)?;
-        let v = split(self.v_proj.forward(xs)?)?;
         let scale = (self.head_dim as f64).powf(-0.5);
+        let (q, k, v) = (
+            self.q_proj.forward(xs)?,
+            self.k_proj.forward(xs)?,
+            self.v_proj.forward(xs)?,
+        );
         let attention = profile::scope(Stage::Attention);
-        let heads = b * self.heads;
-        let fused = attention_f32(
-            &(q.reshape((heads, t, self.head_dim))? * scale)?,
-            &k.reshape((heads, t, self.head_dim))?,
-            &v.reshape((heads, t, self.head_dim))?,
-            true,
-        )?;
+        // On the CPU in f32 the heads are read in place from the projections.
+        let fused = attention_heads_f32(&q, &k, &v, self.heads, scale as f32, true)?;
         let out = match fused {
             // The causal mask is `mask`'s: key j visible to query i iff j ≤ i.
-            Some(out) => out.reshape((b, self.heads, t, self.head_dim))?,
+            Some(out) => out,
             None => {
+                // (b, t, c) -> (b, heads, t, head_dim), in f32 for the scores and the softmax.
+                let split = |x: Tensor| -> Result<Tensor> {
+                    Ok(x.reshape((b, t, self.heads, self.head_dim))?
+                        .transpose(1, 2)?
+                        .to_dtype(DType::F32)?
+                        .contiguous()?)
+                };
+                let (q, k, v) = (split(q)?, split(k)?, split(v)?);
                 let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-                softmax_last_dim(&scores)?.matmul(&v)?
+                softmax_last_dim(&scores)?
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((b, t, c))?
+                    .to_dtype(xs.dtype())?
             }
         };
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, t, c))?
-            .to_dtype(xs.dtype())?;
         drop(attention);
         Ok(self.out_proj.forward_add(&out, residual)?)
     }
@@ -138,8 +137,13 @@ impl EncoderLayer {
         let xs = self
             .self_attn
             .forward_add(&self.layer_norm1.forward(xs)?, mask, xs)?;
-        let h = self.fc1.forward(&self.layer_norm2.forward(&xs)?)?;
-        Ok(self.fc2.forward_add(&activate(self.activation, &h)?, &xs)?)
+        let normed = self.layer_norm2.forward(&xs)?;
+        let h = match self.activation {
+            // GELU in fc1's output pass.
+            Activation::Gelu => self.fc1.forward_gelu_erf(&normed)?,
+            other => activate(other, &self.fc1.forward(&normed)?)?,
+        };
+        Ok(self.fc2.forward_add(&h, &xs)?)
     }
 }
 

@@ -46,7 +46,85 @@ pub fn attention_f32(
         return Ok(None);
     }
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let mut out = vec![0f32; n * lq * dv];
+    let layout = Heads {
+        batch: n,
+        heads: 1,
+        lq,
+        lk,
+        d,
+        dv,
+    };
+    run(&q, &k, &v, &layout, 1.0, causal).map(Some)
+}
+
+/// softmax(scale · q kᵀ) v per head, for q (b, lq, heads·d), k (b, lk, heads·d) and
+/// v (b, lk, heads·dv) as the projections make them, into (b, lq, heads·dv): the heads are
+/// read and written in place through strided GEMM operands, so the (b, heads, l, d) copies
+/// around the product (three in, one out) are never made. `None` as [`attention_f32`].
+pub fn attention_heads_f32(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f32,
+    causal: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    let on_cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(on_cpu_f32(q) && on_cpu_f32(k) && on_cpu_f32(v)) || heads == 0 {
+        return Ok(None);
+    }
+    let (b, lq, qc) = q.dims3()?;
+    let (bk, lk, kc) = k.dims3()?;
+    let (bv, lv, vc) = v.dims3()?;
+    if bk != b || bv != b || kc != qc || lv != lk || qc % heads != 0 || vc % heads != 0 {
+        return Ok(None);
+    }
+    let (d, dv) = (qc / heads, vc / heads);
+    let threads = candle_core::utils::get_num_threads().max(1);
+    if b * heads == 0 || lq == 0 || lk == 0 || (b * heads < threads && lq * lk * d > SMALL_SLICE) {
+        return Ok(None);
+    }
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let layout = Heads {
+        batch: b,
+        heads,
+        lq,
+        lk,
+        d,
+        dv,
+    };
+    run(&q, &k, &v, &layout, scale, causal).map(Some)
+}
+
+/// Slices (batch, head) of (batch, l, heads·d) buffers; heads = 1 is (n, l, d).
+struct Heads {
+    batch: usize,
+    heads: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    dv: usize,
+}
+
+/// Every slice on the threads, one at a time each; the output is (batch, lq, heads·dv).
+fn run(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    s: &Heads,
+    scale: f32,
+    causal: bool,
+) -> candle_core::Result<Tensor> {
+    let Heads {
+        batch,
+        heads,
+        lq,
+        lk,
+        d,
+        dv,
+    } = *s;
+    let n = batch * heads;
+    let mut out = vec![0f32; batch * lq * heads * dv];
     {
         let (qs, ql) = q.storage_and_layout();
         let (ks, kl) = k.storage_and_layout();
@@ -65,62 +143,78 @@ pub fn attention_f32(
                 if i >= n {
                     break;
                 }
-                let qi = &qv[i * lq * d..(i + 1) * lq * d];
-                let ki = &kv[i * lk * d..(i + 1) * lk * d];
-                let vi = &vv[i * lk * dv..(i + 1) * lk * dv];
-                // SAFETY: slice i's rows of `out` are written by this iteration alone.
-                let oi = unsafe { shared.part(i * lq * dv, lq * dv) };
-                slice_attention(qi, ki, vi, oi, &mut scores, (lq, lk, d, dv), causal);
+                let (bi, hi) = (i / heads, i % heads);
+                let (qrs, vrs) = (heads * d, heads * dv);
+                // SAFETY: slice (bi, hi) reads its head's columns of rows of q, k and v inside
+                // their buffers, and writes only its head's columns of its batch entry's rows of
+                // `out` (no other slice writes them).
+                unsafe {
+                    let operands = SliceOperands {
+                        q: Strided::rows(qv.as_ptr().add(bi * lq * qrs + hi * d), qrs),
+                        k_t: Strided::transposed(kv.as_ptr().add(bi * lk * qrs + hi * d), qrs),
+                        v: Strided::rows(vv.as_ptr().add(bi * lk * vrs + hi * dv), vrs),
+                        out: shared.ptr(bi * lq * vrs + hi * dv),
+                        out_rs: vrs,
+                    };
+                    slice_attention(&operands, &mut scores, (lq, lk, d, dv), scale, causal);
+                }
             }
         };
-        on_threads(threads.min(n), work);
+        on_threads(candle_core::utils::get_num_threads().clamp(1, n), work);
     }
-    Ok(Some(Tensor::from_vec(out, (n, lq, dv), &Device::Cpu)?))
+    Tensor::from_vec(out, (batch, lq, heads * dv), &Device::Cpu)
 }
 
-/// One slice: scores = q kᵀ (lq × lk), masked, softmax per row, out = scores · v.
-fn slice_attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    out: &mut [f32],
+/// One slice's operands: q (lq × d), kᵀ (d × lk), v (lk × dv), out (lq × dv, rows `out_rs`
+/// apart).
+struct SliceOperands {
+    q: Strided,
+    k_t: Strided,
+    v: Strided,
+    out: *mut f32,
+    out_rs: usize,
+}
+
+/// One slice: scores = scale · q kᵀ (lq × lk), masked, softmax per row, out = scores · v.
+///
+/// # Safety
+/// The operands must address lq × d, d × lk, lk × dv and lq × dv elements inside their
+/// buffers, and no other thread may write `out`'s elements.
+unsafe fn slice_attention(
+    o: &SliceOperands,
     scores: &mut [f32],
     (lq, lk, d, dv): (usize, usize, usize, usize),
+    scale: f32,
     causal: bool,
 ) {
-    // SAFETY: scores is lq×lk (row stride lk); q is lq×d (row stride d); kᵀ is d×lk read from
-    // k (lk×d) with row stride 1 and column stride d. All in bounds.
-    unsafe {
-        matmul(
-            (lq, lk, d),
-            scores.as_mut_ptr(),
-            lk,
-            false,
-            Strided::rows(q.as_ptr(), d),
-            Strided::transposed(k.as_ptr(), d),
-            gemm::Parallelism::None,
-        );
-    }
+    matmul(
+        (lq, lk, d),
+        scores.as_mut_ptr(),
+        lk,
+        false,
+        o.q,
+        o.k_t,
+        gemm::Parallelism::None,
+    );
     for (r, row) in scores.chunks_exact_mut(lk).enumerate() {
+        if scale != 1.0 {
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
         if causal {
             let visible = (r + 1 + lk).saturating_sub(lq).min(lk);
             row[visible..].fill(f32::NEG_INFINITY);
         }
         softmax_row(row);
     }
-    // SAFETY: out is lq×dv (row stride dv); scores lq×lk (row stride lk); v lk×dv (row
-    // stride dv). All in bounds.
-    unsafe {
-        matmul(
-            (lq, dv, lk),
-            out.as_mut_ptr(),
-            dv,
-            false,
-            Strided::rows(scores.as_ptr(), lk),
-            Strided::rows(v.as_ptr(), dv),
-            gemm::Parallelism::None,
-        );
-    }
+    matmul(
+        (lq, dv, lk),
+        o.out,
+        o.out_rs,
+        false,
+        Strided::rows(scores.as_ptr(), lk),
+        o.v,
+        gemm::Parallelism::None,
+    );
 }
 
 #[cfg(test)]
@@ -163,6 +257,29 @@ mod tests {
             let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 2e-5, "{n}×{lq}×{lk}×{d} causal={causal}: {diff}");
         }
+        // The in-place heads form against the split-heads one, with the scale and the mask.
+        let (b, h, lq, lk, d) = (2usize, 4usize, 9usize, 9usize, 8usize);
+        let q = Tensor::randn(0f32, 1.0, (b, lq, h * d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (b, lk, h * d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, lk, h * d), &dev)?;
+        let split = |t: &Tensor, l: usize| -> candle_core::Result<Tensor> {
+            t.reshape((b, l, h, d))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * h, l, d))
+        };
+        let want = reference(
+            &(split(&q, lq)? * 0.3)?,
+            &split(&k, lk)?,
+            &split(&v, lk)?,
+            true,
+        )?
+        .reshape((b, h, lq, d))?
+        .transpose(1, 2)?
+        .reshape((b, lq, h * d))?;
+        let got = attention_heads_f32(&q, &k, &v, h, 0.3, true)?.expect("kernel applies");
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 2e-5, "heads form: {diff}");
         // One large slice goes to candle's path.
         let q = Tensor::zeros((1, 2048, 512), DType::F32, &dev)?;
         let k = Tensor::zeros((1, 2048, 512), DType::F32, &dev)?;

@@ -152,6 +152,26 @@ multiversion! {
 }
 
 multiversion! {
+    /// out = (x - mean)·inv_std·w + b: one normalised row.
+    pub fn affine_row(x: &[f32], out: &mut [f32], mean: f32, inv_std: f32, w: &[f32], b: &[f32]) {
+        let n = out.len();
+        let (x, w, b) = (&x[..n], &w[..n], &b[..n]);
+        for i in 0..n {
+            out[i] = (x[i] - mean) * inv_std * w[i] + b[i];
+        }
+    }
+}
+
+multiversion! {
+    /// x = GELU(x), in place (the erf form).
+    pub fn gelu_erf_in_place(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = gelu_erf(*v);
+        }
+    }
+}
+
+multiversion! {
     /// One GEGLU row: out[j] = value[j]·GELU(gate[j]).
     pub fn geglu_row(value: &[f32], gate: &[f32], out: &mut [f32]) {
         for ((o, &v), &g) in out.iter_mut().zip(value).zip(gate) {

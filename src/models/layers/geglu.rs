@@ -43,10 +43,10 @@ pub fn geglu(projected: &Tensor) -> candle_core::Result<Tensor> {
             run(src, &mut out);
         } else {
             let per = rows.div_ceil(threads);
-            std::thread::scope(|scope| {
+            rayon::scope(|scope| {
                 for (s, o) in src.chunks(per * last).zip(out.chunks_mut(per * inner)) {
                     let run = &run;
-                    scope.spawn(move || run(s, o));
+                    scope.spawn(move |_| run(s, o));
                 }
             });
         }
@@ -74,9 +74,9 @@ pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
         let per = src.len().div_ceil(threads).max(1);
         let mut parts = src.chunks(per).zip(out.chunks_mut(per));
         let first = parts.next();
-        std::thread::scope(|scope| {
+        rayon::scope(|scope| {
             for (s, o) in parts {
-                scope.spawn(move || gelu_erf_slice(s, o));
+                scope.spawn(move |_| gelu_erf_slice(s, o));
             }
             if let Some((s, o)) = first {
                 gelu_erf_slice(s, o);

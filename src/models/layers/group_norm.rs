@@ -243,10 +243,10 @@ impl GroupNormOp {
         } else {
             let groups_per_thread = total_groups.div_ceil(threads);
             let span = groups_per_thread * group_len;
-            std::thread::scope(|scope| {
+            rayon::scope(|scope| {
                 for (t, (xs, os)) in x.chunks(span).zip(out.chunks_mut(span)).enumerate() {
                     let run_groups = &run_groups;
-                    scope.spawn(move || run_groups(t * groups_per_thread, xs, os));
+                    scope.spawn(move |_| run_groups(t * groups_per_thread, xs, os));
                 }
             });
         }

@@ -11,7 +11,8 @@
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::cpu_slice::f32_slice;
-use super::matmul::{matmul_threaded, Strided};
+use super::fast_math::gelu_erf_in_place;
+use super::matmul::{matmul_threaded, RowPost, Strided};
 use super::transpose::transpose_last_two;
 use candle_nn::VarBuilder;
 
@@ -80,9 +81,20 @@ impl Linear {
     /// as the residual plus the bias); elsewhere a separate add.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
         let _scope = profile::scope(Stage::Linear);
-        match self.forward_cpu_f32(x, Some(residual))? {
+        match self.forward_cpu_f32(x, Some(residual), None)? {
             Some(y) => Ok(y),
             None => self.inner.forward(x)? + residual,
+        }
+    }
+
+    /// GELU(x Wᵀ + b) (the erf form), the activation applied by each thread to its band of
+    /// the output as soon as the GEMM has made it (still in cache) on the CPU in f32; elsewhere
+    /// a separate op.
+    pub fn forward_gelu_erf(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let _scope = profile::scope(Stage::Linear);
+        match self.forward_cpu_f32(x, None, Some(&gelu_erf_in_place))? {
+            Some(y) => Ok(y),
+            None => super::geglu::gelu_erf(&self.inner.forward(x)?),
         }
     }
 
@@ -92,6 +104,7 @@ impl Linear {
         &self,
         x: &Tensor,
         residual: Option<&Tensor>,
+        post: RowPost,
     ) -> candle_core::Result<Option<Tensor>> {
         let Some(w) = &self.weight_t else {
             return Ok(None);
@@ -156,6 +169,7 @@ impl Linear {
                         Strided::rows(xv.as_ptr(), in_f),
                         Strided::rows(wv.as_ptr(), out_f),
                         candle_core::utils::get_num_threads(),
+                        post,
                     );
                 }
             }
@@ -169,7 +183,7 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let _scope = profile::scope(Stage::Linear);
-        match self.forward_cpu_f32(x, None)? {
+        match self.forward_cpu_f32(x, None, None)? {
             Some(y) => Ok(y),
             None => self.inner.forward(x),
         }
@@ -202,7 +216,7 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, shape.clone(), &dev)?;
             let ours = Linear::new(w.clone(), b.clone());
             assert!(
-                ours.forward_cpu_f32(&x, None)?.is_some(),
+                ours.forward_cpu_f32(&x, None, None)?.is_some(),
                 "fast path not taken"
             );
             let y = ours.forward(&x)?;
@@ -235,7 +249,7 @@ mod tests {
         assert!(max_rel(&y, &r) < 1e-5);
         let l64 = Linear::new(w.to_dtype(DType::F64)?, None);
         assert!(l64
-            .forward_cpu_f32(&x.to_dtype(DType::F64)?, None)?
+            .forward_cpu_f32(&x.to_dtype(DType::F64)?, None, None)?
             .is_none());
         Ok(())
     }

@@ -74,14 +74,20 @@ const MIN_SPLIT_COLS: usize = 64;
 /// `gemm`.
 const SMALL_M: usize = 512;
 
-/// [`matmul`] on `threads` threads. With few rows (the text encoder's 77–154, cross-attention
-/// keys and values), `gemm`'s own split leaves threads waiting on each other inside one packed
-/// panel (measured 142–153 GFLOP/s on 77 × 1024 × 1024 and 77 × 4096 × 1024 at 2 threads);
-/// giving each thread a band of output columns and a single-threaded GEMM reaches 212–252.
-/// With many rows `gemm` splits them itself, which is as fast.
+/// What runs on each finished stretch of a destination row (an element-wise activation, say),
+/// while the band is still in cache.
+pub(crate) type RowPost<'a> = Option<&'a (dyn Fn(&mut [f32]) + Sync)>;
+
+/// [`matmul`] on `threads` threads, then `post` on every row stretch of dst. With few rows
+/// (the text encoder's 77–154, cross-attention keys and values), `gemm`'s own split leaves
+/// threads waiting on each other inside one packed panel (measured 142–153 GFLOP/s on
+/// 77 × 1024 × 1024 and 77 × 4096 × 1024 at 2 threads); giving each thread a band of output
+/// columns and a single-threaded GEMM reaches 212–252, and the band's `post` runs while it is
+/// in cache. With many rows `gemm` splits them itself, which is as fast.
 ///
 /// # Safety
 /// As [`matmul`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn matmul_threaded(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
@@ -90,23 +96,24 @@ pub(crate) unsafe fn matmul_threaded(
     lhs: Strided,
     rhs: Strided,
     threads: usize,
+    post: RowPost,
 ) {
     let threads = threads.max(1);
-    if threads == 1 || m * n * k < 1 << 18 {
-        return matmul(
-            (m, n, k),
-            dst,
-            dst_rs,
-            accumulate,
-            lhs,
-            rhs,
-            gemm::Parallelism::None,
-        );
-    }
+    let small = threads == 1 || m * n * k < 1 << 18;
     let bands = threads.min(n / MIN_SPLIT_COLS);
-    if m > SMALL_M || bands < 2 {
-        let par = gemm::Parallelism::Rayon(threads);
-        return matmul((m, n, k), dst, dst_rs, accumulate, lhs, rhs, par);
+    if small || m > SMALL_M || bands < 2 {
+        let par = if small {
+            gemm::Parallelism::None
+        } else {
+            gemm::Parallelism::Rayon(threads)
+        };
+        matmul((m, n, k), dst, dst_rs, accumulate, lhs, rhs, par);
+        if let Some(post) = post {
+            for i in 0..m {
+                post(std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n));
+            }
+        }
+        return;
     }
     // Bands of whole 16-column vectors, the last taking the remainder.
     let per = n.div_ceil(bands).next_multiple_of(16);
@@ -137,6 +144,14 @@ pub(crate) unsafe fn matmul_threaded(
                         b,
                         gemm::Parallelism::None,
                     );
+                    if let Some(post) = post {
+                        for i in 0..m {
+                            post(std::slice::from_raw_parts_mut(
+                                dst.0.add(i * dst_rs + c0),
+                                cols,
+                            ));
+                        }
+                    }
                 }
             });
         }
@@ -156,8 +171,8 @@ unsafe impl Sync for SendConst {}
 mod tests {
     use super::*;
 
-    /// The column bands (uneven last band, a strided right operand, accumulation) against a
-    /// plain triple loop.
+    /// The column bands (uneven last band, a strided right operand, accumulation, the row
+    /// post-op) against a plain triple loop.
     #[test]
     fn column_bands_equal_the_plain_product() {
         let (m, n, k) = (100, 300, 70);
@@ -177,12 +192,14 @@ mod tests {
                         Strided::rows(a.as_ptr(), k),
                         Strided::transposed(bt.as_ptr(), k),
                         threads,
+                        Some(&|row: &mut [f32]| row.iter_mut().for_each(|v| *v *= 2.0)),
                     );
                 }
                 for i in 0..m {
                     for j in 0..n {
                         let dot: f32 = (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum();
-                        let want = dot + if accumulate { 1.0 } else { 0.0 };
+                        // The post-op (doubling) runs once on every element.
+                        let want = 2.0 * (dot + if accumulate { 1.0 } else { 0.0 });
                         assert_eq!(dst[i * n + j], want, "({i}, {j}), {threads} threads");
                     }
                 }

@@ -15,6 +15,7 @@ pub mod fast_math;
 pub mod geglu;
 pub mod group_norm;
 pub mod group_norm_stats;
+pub mod layer_norm;
 pub mod linear;
 mod matmul;
 pub mod resnet;

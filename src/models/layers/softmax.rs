@@ -53,9 +53,9 @@ impl CustomOp1 for SoftmaxOp {
                 out.chunks_exact_mut(row).for_each(softmax_row);
             } else {
                 let per = rows.div_ceil(threads) * row;
-                std::thread::scope(|scope| {
+                rayon::scope(|scope| {
                     for part in out.chunks_mut(per) {
-                        scope.spawn(move || part.chunks_exact_mut(row).for_each(softmax_row));
+                        scope.spawn(move |_| part.chunks_exact_mut(row).for_each(softmax_row));
                     }
                 });
             }

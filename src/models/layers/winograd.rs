@@ -98,10 +98,10 @@ pub fn transform_weights(
     };
     let threads = threads.clamp(1, co.max(1));
     let per = co.div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
+    rayon::scope(|scope| {
         for t in 1..threads {
             let make = &make;
-            scope.spawn(move || make(t * per..((t + 1) * per).min(co)));
+            scope.spawn(move |_| make(t * per..((t + 1) * per).min(co)));
         }
         make(0..per.min(co));
     });

@@ -1,0 +1,117 @@
+//! `nn.LayerNorm` over the last dimension, for the text encoder: on the CPU in f32 one pass
+//! per row with the vectorised sums of [`super::fast_math`] (the group norm's), rows split over
+//! the thread pool; elsewhere candle's `layer_norm` op. Statistics as torch computes them:
+//! biased variance, eps inside the square root.
+
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use super::cpu_slice::f32_slice;
+use super::fast_math::{affine_row, sum_and_centred_squares};
+
+/// Rows per task: small enough to split the text encoder's 154 rows over the threads.
+const ROWS_PER_TASK: usize = 16;
+
+/// y = (x - mean) / sqrt(var + eps) · weight + bias over the last dimension of `x`.
+pub fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Tensor> {
+    let d = x.dims().last().copied().unwrap_or(0);
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(cpu_f32(x) && cpu_f32(weight) && cpu_f32(bias))
+        || d == 0
+        || weight.elem_count() != d
+        || bias.elem_count() != d
+    {
+        return if matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+            candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps)
+        } else {
+            layer_norm_ops(x, weight, bias, eps)
+        };
+    }
+    let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
+    let mut out = vec![0f32; x.elem_count()];
+    {
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = weight.storage_and_layout();
+        let (bs, bl) = bias.storage_and_layout();
+        let (xv, wv, bv) = (
+            f32_slice(&xs, xl)?,
+            f32_slice(&ws, wl)?,
+            f32_slice(&bs, bl)?,
+        );
+        out.par_chunks_mut(d * ROWS_PER_TASK)
+            .zip(xv.par_chunks(d * ROWS_PER_TASK))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                    normalise_row(x, o, wv, bv, eps);
+                }
+            });
+    }
+    Tensor::from_vec(out, x.dims(), &Device::Cpu)
+}
+
+/// The same in tensor ops, for the dtypes candle's op lacks (f64).
+fn layer_norm_ops(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Tensor> {
+    let last = candle_core::D::Minus1;
+    let centred = x.broadcast_sub(&x.mean_keepdim(last)?)?;
+    let var = centred.sqr()?.mean_keepdim(last)?;
+    centred
+        .broadcast_div(&(var + eps as f64)?.sqrt()?)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
+}
+
+/// One row: mean and variance in f64 from f32 partial sums (two passes, the second centred),
+/// then the affine map.
+fn normalise_row(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = x.len() as f64;
+    let mut acc = [0f64; 2];
+    sum_and_centred_squares(x, 0.0, &mut acc);
+    let mean = acc[0] / n;
+    let mut acc = [0f64; 2];
+    sum_and_centred_squares(x, mean as f32, &mut acc);
+    // The centre was rounded to f32: correct the variance for the offset it left.
+    let offset = acc[0] / n;
+    let var = (acc[1] / n - offset * offset).max(0.0);
+    let inv_std = (1.0 / (var + eps as f64).sqrt()) as f32;
+    affine_row(x, out, mean as f32, inv_std, w, b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equals_candles_layer_norm() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for shape in [vec![2usize, 77, 1024], vec![3, 5], vec![1, 1, 37]] {
+            let d = *shape.last().unwrap();
+            // An offset mean, as residual streams have.
+            let x = (Tensor::randn(0f32, 1.0, shape.clone(), &dev)? + 3.0)?;
+            let w = Tensor::randn(1f32, 0.1, d, &dev)?;
+            let b = Tensor::randn(0f32, 0.1, d, &dev)?;
+            // The reference in f64 (candle's f32 op takes E[x²] - mean², which loses digits
+            // when the mean is large: 5e-5 off here).
+            let f64_ = |t: &Tensor| t.to_dtype(DType::F64);
+            let want = layer_norm_ops(&f64_(&x)?, &f64_(&w)?, &f64_(&b)?, 1e-5)?;
+            let got = layer_norm(&x, &w, &b, 1e-5)?;
+            let diff = (f64_(&got)? - want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(diff < 3e-6, "{shape:?}: {diff}");
+        }
+        // f64 takes the tensor ops.
+        let x = Tensor::randn(0f64, 1.0, (2, 8), &dev)?;
+        let ones = Tensor::ones(8, DType::F64, &dev)?;
+        let zeros = Tensor::zeros(8, DType::F64, &dev)?;
+        assert_eq!(layer_norm(&x, &ones, &zeros, 1e-5)?.dims(), [2, 8]);
+        Ok(())
+    }
+}
