@@ -18,7 +18,7 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::models::layers::attention_cpu::attention_heads_f32;
 use crate::models::layers::geglu::gelu_erf;
 use crate::models::layers::layer_norm::layer_norm;
-use crate::models::layers::linear::{linear, Linear};
+use crate::models::layers::linear::{linear_few_rows, Linear};
 use crate::models::layers::softmax::softmax_last_dim;
 use crate::profile::{self, Stage};
 
@@ -62,10 +62,10 @@ impl Attention {
     fn new(config: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
         let c = config.hidden_size;
         Ok(Self {
-            q_proj: linear(c, c, vb.pp("q_proj"))?,
-            k_proj: linear(c, c, vb.pp("k_proj"))?,
-            v_proj: linear(c, c, vb.pp("v_proj"))?,
-            out_proj: linear(c, c, vb.pp("out_proj"))?,
+            q_proj: linear_few_rows(c, c, true, vb.pp("q_proj"))?,
+            k_proj: linear_few_rows(c, c, true, vb.pp("k_proj"))?,
+            v_proj: linear_few_rows(c, c, true, vb.pp("v_proj"))?,
+            out_proj: linear_few_rows(c, c, true, vb.pp("out_proj"))?,
             heads: config.num_attention_heads,
             head_dim: config.head_dim(),
         })
@@ -126,8 +126,8 @@ impl EncoderLayer {
             layer_norm1: LayerNorm::new(c, eps, vb.pp("layer_norm1"))?,
             self_attn: Attention::new(config, vb.pp("self_attn"))?,
             layer_norm2: LayerNorm::new(c, eps, vb.pp("layer_norm2"))?,
-            fc1: linear(c, config.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: linear(config.intermediate_size, c, vb.pp("mlp.fc2"))?,
+            fc1: linear_few_rows(c, config.intermediate_size, true, vb.pp("mlp.fc1"))?,
+            fc2: linear_few_rows(config.intermediate_size, c, true, vb.pp("mlp.fc2"))?,
             activation: config.activation()?,
         })
     }

@@ -85,6 +85,15 @@ fn linear(input: usize, output: usize, bias: bool, vb: VarBuilder) -> Result<Lin
     })
 }
 
+/// `to_k` / `to_v`: under cross-attention they only ever see the text embeddings (batch ×
+/// 77 rows), so they keep their weight as stored for the few-rows kernel.
+fn kv_linear(cfg: &AttentionConfig, inner: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(match cfg.cross_attention_dim {
+        Some(kv_dim) => linear::linear_few_rows(kv_dim, inner, cfg.bias, vb)?,
+        None => linear(cfg.query_dim, inner, cfg.bias, vb)?,
+    })
+}
+
 impl Attention {
     pub fn new(cfg: &AttentionConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.heads == 0 || cfg.dim_head == 0 {
@@ -97,7 +106,6 @@ impl Attention {
             ));
         }
         let inner = cfg.heads * cfg.dim_head;
-        let kv_dim = cfg.cross_attention_dim.unwrap_or(cfg.query_dim);
         let group_norm = match cfg.norm_num_groups {
             Some((groups, eps)) => Some(GroupNorm::new(
                 groups,
@@ -110,8 +118,8 @@ impl Attention {
         Ok(Self {
             group_norm,
             to_q: linear(cfg.query_dim, inner, cfg.bias, vb.pp("to_q"))?,
-            to_k: linear(kv_dim, inner, cfg.bias, vb.pp("to_k"))?,
-            to_v: linear(kv_dim, inner, cfg.bias, vb.pp("to_v"))?,
+            to_k: kv_linear(cfg, inner, vb.pp("to_k"))?,
+            to_v: kv_linear(cfg, inner, vb.pp("to_v"))?,
             to_out: linear(inner, cfg.query_dim, cfg.out_bias, vb.pp("to_out").pp("0"))?,
             heads: cfg.heads,
             dim_head: cfg.dim_head,

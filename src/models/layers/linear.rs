@@ -5,18 +5,24 @@
 //! then adds the bias in a second pass over the output. Here, on the CPU in f32, the input is
 //! viewed as one (rows, in) matrix and the output buffer is filled with the bias first, so the
 //! GEMM accumulates onto it: one pass, one call, the threads splitting all rows at once. The
-//! weight is held transposed, (in, out), arranged once at load. Other devices and dtypes take
-//! candle's own path, unchanged.
+//! weight is held transposed, (in, out), arranged once at load, except in layers that only
+//! ever see few rows (the text encoder, cross-attention keys and values: [`linear_few_rows`]),
+//! which keep it as stored, (out, in), for the banded kernel of `linear_few_rows.rs`. Other
+//! devices and dtypes take candle's own path, unchanged.
 
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::cpu_slice::f32_slice;
 use super::fast_math::gelu_erf_in_place;
+use super::linear_few_rows::{few_rows_gemm, FewRows};
 use super::matmul::{matmul_threaded, RowPost, Strided};
 use super::transpose::transpose_last_two;
 use candle_nn::VarBuilder;
 
 use crate::profile::{self, Stage};
+
+/// Most rows the few-rows kernel takes (its scratch is one band of the output).
+const FEW_ROWS_MAX: usize = 512;
 
 /// A linear layer: `weight` (out, in), optional `bias` (out).
 #[derive(Debug, Clone)]
@@ -27,12 +33,42 @@ pub struct Linear {
     /// Wᵀ, (in, out) contiguous, on the CPU in f32: the GEMM's right operand in the layout its
     /// packing reads fastest (up to 2× on the UNet's smaller projections).
     weight_t: Option<Tensor>,
+    /// W kept (out, in) contiguous in `inner`, for inputs of few rows (CPU, f32).
+    few_rows: bool,
 }
 
 /// A biased linear layer read from `vb` (`weight`, `bias`), as `candle_nn::linear`.
 pub fn linear(input: usize, output: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
     let l = candle_nn::linear(input, output, vb)?;
     Linear::from_parts(l.weight().clone(), l.bias().cloned())
+}
+
+/// A linear layer for inputs of at most a few hundred rows (text tokens), read from `vb`
+/// (`weight`, and `bias` when `bias`): its weight stays as stored, (out, in), which the
+/// banded few-rows kernel reads fastest. Larger inputs still work, more slowly.
+pub fn linear_few_rows(
+    input: usize,
+    output: usize,
+    bias: bool,
+    vb: VarBuilder,
+) -> candle_core::Result<Linear> {
+    let l = if bias {
+        candle_nn::linear(input, output, vb)?
+    } else {
+        candle_nn::linear_no_bias(input, output, vb)?
+    };
+    let weight = l.weight();
+    let few_rows = weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.rank() == 2;
+    let weight = if few_rows {
+        weight.contiguous()?
+    } else {
+        weight.clone()
+    };
+    Ok(Linear {
+        inner: candle_nn::Linear::new(weight, l.bias().cloned()),
+        weight_t: None,
+        few_rows,
+    })
 }
 
 /// A linear layer without bias read from `vb` (`weight`), as `candle_nn::linear_no_bias`.
@@ -50,6 +86,7 @@ impl Linear {
             Err(_) => Self {
                 inner: candle_nn::Linear::new(weight, bias),
                 weight_t: None,
+                few_rows: false,
             },
         }
     }
@@ -60,11 +97,13 @@ impl Linear {
             Ok(Self {
                 inner: candle_nn::Linear::new(weight_t.t()?, bias),
                 weight_t: Some(weight_t),
+                few_rows: false,
             })
         } else {
             Ok(Self {
                 inner: candle_nn::Linear::new(weight, bias),
                 weight_t: None,
+                few_rows: false,
             })
         }
     }
@@ -106,14 +145,20 @@ impl Linear {
         residual: Option<&Tensor>,
         post: RowPost,
     ) -> candle_core::Result<Option<Tensor>> {
-        let Some(w) = &self.weight_t else {
-            return Ok(None);
+        // (in_f, out_f) and the weight as held: Wᵀ (in, out), or W (out, in) for few rows.
+        let (w, (in_f, out_f)) = match (&self.weight_t, self.few_rows) {
+            (Some(wt), _) => (wt, wt.dims2()?),
+            (None, true) => {
+                let w = self.inner.weight();
+                let (o, i) = w.dims2()?;
+                (w, (i, o))
+            }
+            (None, false) => return Ok(None),
         };
         if !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(None);
         }
         let dims = x.dims();
-        let (in_f, out_f) = w.dims2()?;
         if dims.is_empty() || dims[dims.len() - 1] != in_f {
             return Ok(None);
         }
@@ -142,35 +187,62 @@ impl Linear {
             let (ws, wl) = w.storage_and_layout();
             let xv = f32_slice(&xs, xl)?;
             let wv = f32_slice(&ws, wl)?;
-            if let Some(r) = &residual {
-                let (rs, rl) = r.storage_and_layout();
-                out.copy_from_slice(f32_slice(&rs, rl)?);
-            }
-            if let Some(b) = &bias {
-                let (bs, bl) = b.storage_and_layout();
-                let bv = f32_slice(&bs, bl)?;
-                for row in out.chunks_exact_mut(out_f) {
-                    if residual.is_some() {
-                        row.iter_mut().zip(bv).for_each(|(o, &b)| *o += b);
-                    } else {
-                        row.copy_from_slice(bv);
+            let bg = bias.as_ref().map(|b| b.storage_and_layout());
+            let bv = match &bg {
+                Some((g, l)) => Some(f32_slice(g, l)?),
+                None => None,
+            };
+            let rg = residual.as_ref().map(|r| r.storage_and_layout());
+            let rv = match &rg {
+                Some((g, l)) => Some(f32_slice(g, l)?),
+                None => None,
+            };
+            let threads = candle_core::utils::get_num_threads();
+            if self.few_rows && rows <= FEW_ROWS_MAX {
+                let p = FewRows {
+                    x: xv,
+                    w: wv,
+                    bias: bv,
+                    residual: rv,
+                    m: rows,
+                    k: in_f,
+                    n: out_f,
+                };
+                few_rows_gemm(&p, &mut out, threads, post);
+            } else {
+                if let Some(r) = rv {
+                    out.copy_from_slice(r);
+                }
+                if let Some(bv) = bv {
+                    for row in out.chunks_exact_mut(out_f) {
+                        if rv.is_some() {
+                            row.iter_mut().zip(bv).for_each(|(o, &b)| *o += b);
+                        } else {
+                            row.copy_from_slice(bv);
+                        }
                     }
                 }
-            }
-            if rows > 0 && out_f > 0 {
-                // SAFETY: dst is rows×out_f (row stride out_f); lhs is x, rows×in_f (row
-                // stride in_f); rhs is Wᵀ, in_f×out_f (row stride out_f). All in bounds.
-                unsafe {
-                    matmul_threaded(
-                        (rows, out_f, in_f),
-                        out.as_mut_ptr(),
-                        out_f,
-                        bias.is_some() || residual.is_some(),
-                        Strided::rows(xv.as_ptr(), in_f),
-                        Strided::rows(wv.as_ptr(), out_f),
-                        candle_core::utils::get_num_threads(),
-                        post,
-                    );
+                // Wᵀ (in_f × out_f): held as such, or read from W (out, in).
+                let rhs = if self.few_rows {
+                    Strided::transposed(wv.as_ptr(), in_f)
+                } else {
+                    Strided::rows(wv.as_ptr(), out_f)
+                };
+                if rows > 0 && out_f > 0 {
+                    // SAFETY: dst is rows×out_f (row stride out_f); lhs is x, rows×in_f (row
+                    // stride in_f); rhs is Wᵀ, in_f×out_f. All in bounds.
+                    unsafe {
+                        matmul_threaded(
+                            (rows, out_f, in_f),
+                            out.as_mut_ptr(),
+                            out_f,
+                            bv.is_some() || rv.is_some(),
+                            Strided::rows(xv.as_ptr(), in_f),
+                            rhs,
+                            threads,
+                            post,
+                        );
+                    }
                 }
             }
         }

@@ -45,13 +45,35 @@ pub(crate) unsafe fn matmul(
     rhs: Strided,
     parallelism: gemm::Parallelism,
 ) {
+    gemm_strided(
+        (m, n, k),
+        (dst, dst_rs as isize, 1),
+        accumulate,
+        lhs,
+        rhs,
+        parallelism,
+    );
+}
+
+/// [`matmul`] with any destination strides: `dst` = (pointer, row stride, column stride).
+///
+/// # Safety
+/// As [`matmul`].
+pub(crate) unsafe fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs, dst_cs): (*mut f32, isize, isize),
+    accumulate: bool,
+    lhs: Strided,
+    rhs: Strided,
+    parallelism: gemm::Parallelism,
+) {
     gemm::gemm(
         m,
         n,
         k,
         dst,
-        1,
-        dst_rs as isize,
+        dst_cs,
+        dst_rs,
         accumulate,
         lhs.ptr,
         lhs.cs,

@@ -17,6 +17,7 @@ pub mod group_norm;
 pub mod group_norm_stats;
 pub mod layer_norm;
 pub mod linear;
+mod linear_few_rows;
 mod matmul;
 pub mod resnet;
 pub mod sdpa;
