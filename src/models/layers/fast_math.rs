@@ -180,6 +180,21 @@ multiversion! {
     }
 }
 
+/// Mean and 1/√(variance + eps) of `x` (biased variance, as torch's norms): f64 statistics
+/// from vectorised f32 partial sums, in two passes, the second centred on the first's mean
+/// and corrected for that centre's rounding to f32.
+pub fn mean_inv_std(x: &[f32], eps: f64) -> (f64, f64) {
+    let n = x.len().max(1) as f64;
+    let mut acc = [0f64; 2];
+    sum_and_centred_squares(x, 0.0, &mut acc);
+    let mean = acc[0] / n;
+    let mut acc = [0f64; 2];
+    sum_and_centred_squares(x, mean as f32, &mut acc);
+    let offset = acc[0] / n;
+    let var = (acc[1] / n - offset * offset).max(0.0);
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
 multiversion! {
     /// Adds Σ (x - centre) and Σ (x - centre)² of `x` to `acc`,
     /// accumulating 16-wide f32 partial sums into f64 every block so that long groups keep

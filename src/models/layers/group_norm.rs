@@ -13,7 +13,7 @@ use candle_nn::VarBuilder;
 
 use std::any::TypeId;
 
-use super::fast_math::{affine_silu, sum_and_centred_squares};
+use super::fast_math::{affine_silu, mean_inv_std};
 use super::group_norm_stats::{next_mode, push_recorded, StatsMode};
 use crate::profile::{self, Stage};
 use crate::{Error, Result};
@@ -300,16 +300,7 @@ impl GroupNormOp {
         b: &[f32],
         spatial: usize,
     ) {
-        let n = x.len() as f64;
-        let mut acc = [0f64; 2];
-        sum_and_centred_squares(x, 0.0, &mut acc);
-        let mean = acc[0] / n;
-        let mut acc = [0f64; 2];
-        sum_and_centred_squares(x, mean as f32, &mut acc);
-        // The centre was rounded to f32: correct the variance for the offset it left.
-        let offset = acc[0] / n;
-        let var = (acc[1] / n - offset * offset).max(0.0);
-        let inv_std = 1.0 / (var + self.eps).sqrt();
+        let (mean, inv_std) = mean_inv_std(x, self.eps);
         for (ch, (xc, oc)) in x.chunks(spatial).zip(out.chunks_mut(spatial)).enumerate() {
             let scale = (inv_std * w[ch] as f64) as f32;
             let shift = (b[ch] as f64 - mean * inv_std * w[ch] as f64) as f32;

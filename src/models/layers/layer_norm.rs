@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_slice::f32_slice;
-use super::fast_math::{affine_row, sum_and_centred_squares};
+use super::fast_math::{affine_row, mean_inv_std};
 
 /// Rows per task: small enough to split the text encoder's 154 rows over the threads.
 const ROWS_PER_TASK: usize = 16;
@@ -70,20 +70,10 @@ fn layer_norm_ops(
         .broadcast_add(bias)
 }
 
-/// One row: mean and variance in f64 from f32 partial sums (two passes, the second centred),
-/// then the affine map.
+/// One row: the statistics in f64 (see [`mean_inv_std`]), then the affine map.
 fn normalise_row(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let n = x.len() as f64;
-    let mut acc = [0f64; 2];
-    sum_and_centred_squares(x, 0.0, &mut acc);
-    let mean = acc[0] / n;
-    let mut acc = [0f64; 2];
-    sum_and_centred_squares(x, mean as f32, &mut acc);
-    // The centre was rounded to f32: correct the variance for the offset it left.
-    let offset = acc[0] / n;
-    let var = (acc[1] / n - offset * offset).max(0.0);
-    let inv_std = (1.0 / (var + eps as f64).sqrt()) as f32;
-    affine_row(x, out, mean as f32, inv_std, w, b);
+    let (mean, inv_std) = mean_inv_std(x, eps as f64);
+    affine_row(x, out, mean as f32, inv_std as f32, w, b);
 }
 
 #[cfg(test)]

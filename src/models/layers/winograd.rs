@@ -163,8 +163,9 @@ fn run<const A: usize, const M: usize>(
     let WinogradShape { b, ci, co, h, w } = *s;
     let (th, tw) = (h.div_ceil(M), w.div_ceil(M));
     // Tiles read padded rows -1..M·th+1 and columns -1..M·tw+1 of each channel; the padding is
-    // made row by row as the tiles need it (a padded copy of the whole input would move it
-    // through memory twice more, which at 64 channels costs more than the GEMMs).
+    // never materialised (a padded copy of the input would move it through memory twice more,
+    // which at 64 channels costs more than the GEMMs): rows outside the image read zeros, and
+    // the padding columns of the transformed rows are zero.
     let wp = M * tw + 2;
     let per_tile = A * A * (ci + co) * 4;
     let rows_per_block = (BLOCK_BYTES / (per_tile * tw).max(1))
@@ -208,7 +209,8 @@ fn run<const A: usize, const M: usize>(
     on_threads(threads.clamp(1, n_blocks), work);
 }
 
-/// Per-thread scratch: V (α² × C_in × T), M (α² × C_out × T) and row temporaries.
+/// Per-thread scratch: V (α² × C_in × T), M (α² × C_out × T), a zero image row and the
+/// transformed rows.
 #[derive(Default)]
 struct Buffers {
     v: Vec<f32>,
@@ -246,25 +248,24 @@ impl Block<'_> {
         // Every value is written below: grow, never clear.
         grow(&mut bufs.v, A * A * ci * nt);
         let (h, w) = (self.h, self.w);
-        // α padded input rows (zero borders written once: only 1..=w is ever copied in),
-        // then the α transformed rows.
-        bufs.padded.clear();
-        bufs.padded.resize(A * wp, 0.0);
+        // The α transformed rows, padded: Bᵀ is linear, so the padding columns (0 and w+1..)
+        // of a transformed row are zero; they are written once here and the transform only
+        // ever writes columns 1..=w. Rows above and below the image read a zero row.
         bufs.rows.clear();
         bufs.rows.resize(A * wp, 0.0);
+        bufs.padded.clear();
+        bufs.padded.resize(w, 0.0);
+        let zero_row = &bufs.padded[..];
         for c in 0..ci {
             let plane = &self.input[c * h * w..(c + 1) * h * w];
             for ty in self.ty0..self.ty1 {
-                for (r, row) in bufs.padded.chunks_exact_mut(wp).enumerate() {
-                    // Padded row M·ty + r is image row M·ty + r - 1.
-                    match (M * ty + r).checked_sub(1).filter(|&y| y < h) {
-                        Some(y) => row[1..=w].copy_from_slice(&plane[y * w..(y + 1) * w]),
-                        None => row[1..=w].fill(0.0),
-                    }
-                }
-                // Bᵀ d: the row combinations, along the whole padded row.
-                let x: [&[f32]; A] = std::array::from_fn(|r| &bufs.padded[r * wp..(r + 1) * wp]);
-                (k.input_rows)(x, split_rows(&mut bufs.rows, 0, wp, wp));
+                // Bᵀ d: the row combinations of image rows M·ty - 1 + r, read in place.
+                let x: [&[f32]; A] =
+                    std::array::from_fn(|r| match (M * ty + r).checked_sub(1).filter(|&y| y < h) {
+                        Some(y) => &plane[y * w..(y + 1) * w],
+                        None => zero_row,
+                    });
+                (k.input_rows)(x, split_rows(&mut bufs.rows, 1, wp, w));
                 // (Bᵀ d) B: the same combinations across each tile's columns of each row.
                 let t0 = (ty - self.ty0) * tw;
                 for (i, d) in bufs.rows.chunks_exact(wp).enumerate() {
