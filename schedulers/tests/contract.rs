@@ -233,7 +233,7 @@ fn add_noise_is_the_forward_process() -> Result<()> {
     let schedule =
         diffsr_schedulers::NoiseSchedule::from_config(&SchedulerConfig::x4_upscaler_low_res())?;
     let a = schedule.alphas_cumprod[20] as f64;
-    let expected = ((x.affine(a.sqrt(), 0.0)? + noise.affine((1.0 - a).sqrt(), 0.0)?)?);
+    let expected = (x.affine(a.sqrt(), 0.0)? + noise.affine((1.0 - a).sqrt(), 0.0)?)?;
     let diff = (&noised - &expected)?
         .abs()?
         .flatten_all()?

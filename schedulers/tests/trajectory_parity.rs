@@ -153,7 +153,7 @@ impl Case<'_> {
             let reference = trajectory.get(i)?;
             let scale = max_abs(&reference)?.max(1.0);
             let diff = max_abs(&(&sample - &reference)?)?;
-            if !(diff <= SAMPLE_TOLERANCE * scale) {
+            if diff.is_nan() || diff > SAMPLE_TOLERANCE * scale {
                 bail!(
                     "step {i} (t = {t}): max |Δ| {diff:e} exceeds {SAMPLE_TOLERANCE:e} × {scale}"
                 );

@@ -16,6 +16,12 @@ use super::matmul::{gemm_strided, RowPost, Strided};
 
 /// Side of the blocks the band is transposed in.
 const BLOCK: usize = 16;
+thread_local! {
+    /// Each thread's band scratch, kept between calls (grown, never zeroed again: the GEMM
+    /// overwrites it).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Fewest output columns a band gets.
 const MIN_BAND_COLS: usize = 64;
 
@@ -46,47 +52,12 @@ pub(crate) fn few_rows_gemm(p: &FewRows, out: &mut [f32], threads: usize, post: 
     let shared = SharedMut::new(out);
     let band = |c0: usize| {
         let cols = per.min(n - c0);
-        let mut scratch = vec![0f32; cols * m];
-        // SAFETY: scratch is m × cols column-major (element (i, j) at j·m + i); x is m × k
-        // row-major; W_bandᵀ (k × cols) is read from W's rows c0.. (element (kk, j) at
-        // (c0 + j)·k + kk). All inside their buffers.
-        unsafe {
-            gemm_strided(
-                (m, cols, k),
-                (scratch.as_mut_ptr(), 1, m as isize),
-                false,
-                Strided::rows(p.x.as_ptr(), k),
-                Strided::transposed(p.w.as_ptr().add(c0 * k), k),
-                gemm::Parallelism::None,
-            );
-        }
-        for r0 in (0..m).step_by(BLOCK) {
-            for j0 in (0..cols).step_by(BLOCK) {
-                let j1 = (j0 + BLOCK).min(cols);
-                for r in r0..(r0 + BLOCK).min(m) {
-                    // SAFETY: this band alone writes columns c0..c0 + cols of each row.
-                    let row = unsafe { shared.part(r * n + c0 + j0, j1 - j0) };
-                    for (j, d) in (j0..j1).zip(row.iter_mut()) {
-                        *d = scratch[j * m + r];
-                    }
-                    if let Some(b) = p.bias {
-                        row.iter_mut()
-                            .zip(&b[c0 + j0..c0 + j1])
-                            .for_each(|(d, b)| *d += b);
-                    }
-                    if let Some(res) = p.residual {
-                        let res = &res[r * n + c0 + j0..r * n + c0 + j1];
-                        row.iter_mut().zip(res).for_each(|(d, r)| *d += r);
-                    }
-                }
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < cols * m {
+                scratch.resize(cols * m, 0.0);
             }
-        }
-        if let Some(post) = post {
-            for r in 0..m {
-                // SAFETY: as above.
-                post(unsafe { shared.part(r * n + c0, cols) });
-            }
-        }
+            band_into(p, c0, cols, &mut scratch[..cols * m], &shared, post);
+        });
     };
     if bands == 1 {
         return band(0);
@@ -101,6 +72,58 @@ pub(crate) fn few_rows_gemm(p: &FewRows, out: &mut [f32], threads: usize, post: 
         }
         band(0);
     });
+}
+
+/// One band: columns c0..c0 + cols of the output, through `scratch` (m × cols).
+fn band_into(
+    p: &FewRows,
+    c0: usize,
+    cols: usize,
+    scratch: &mut [f32],
+    shared: &SharedMut,
+    post: RowPost,
+) {
+    let FewRows { m, k, n, .. } = *p;
+    // SAFETY: scratch is m × cols column-major (element (i, j) at j·m + i); x is m × k
+    // row-major; W_bandᵀ (k × cols) is read from W's rows c0.. (element (kk, j) at
+    // (c0 + j)·k + kk). All inside their buffers.
+    unsafe {
+        gemm_strided(
+            (m, cols, k),
+            (scratch.as_mut_ptr(), 1, m as isize),
+            false,
+            Strided::rows(p.x.as_ptr(), k),
+            Strided::transposed(p.w.as_ptr().add(c0 * k), k),
+            gemm::Parallelism::None,
+        );
+    }
+    for r0 in (0..m).step_by(BLOCK) {
+        for j0 in (0..cols).step_by(BLOCK) {
+            let j1 = (j0 + BLOCK).min(cols);
+            for r in r0..(r0 + BLOCK).min(m) {
+                // SAFETY: this band alone writes columns c0..c0 + cols of each row.
+                let row = unsafe { shared.part(r * n + c0 + j0, j1 - j0) };
+                for (j, d) in (j0..j1).zip(row.iter_mut()) {
+                    *d = scratch[j * m + r];
+                }
+                if let Some(b) = p.bias {
+                    row.iter_mut()
+                        .zip(&b[c0 + j0..c0 + j1])
+                        .for_each(|(d, b)| *d += b);
+                }
+                if let Some(res) = p.residual {
+                    let res = &res[r * n + c0 + j0..r * n + c0 + j1];
+                    row.iter_mut().zip(res).for_each(|(d, r)| *d += r);
+                }
+            }
+        }
+    }
+    if let Some(post) = post {
+        for r in 0..m {
+            // SAFETY: as above.
+            post(unsafe { shared.part(r * n + c0, cols) });
+        }
+    }
 }
 
 #[cfg(test)]
