@@ -39,8 +39,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::child::last_json;
+use common::picture::input_rgb8;
 use common::proc_stats::{cpu_ticks, foreign_load, proc_status_kib};
 use common::{env, machine, readme};
 use diffsr::gan::embedded::embedded_model;
@@ -60,25 +61,11 @@ fn load_model(name: &str) -> Result<GanModel> {
     Ok(GanModel::load(&dir.join(format!("{name}.param")))?)
 }
 
-/// A deterministic image with smooth structure and fine noise (content does not change the
-/// work, only keeps activations realistic).
+/// The benches' deterministic picture (`common::picture`) as a (1, 3, S, S) tensor in [0, 1]
+/// (content does not change the work, only keeps activations realistic).
 fn input(size: usize) -> Result<Tensor> {
-    let mut data = Vec::with_capacity(3 * size * size);
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    for c in 0..3 {
-        for y in 0..size {
-            for x in 0..size {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let noise = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                let (u, v) = (x as f32 / size as f32, y as f32 / size as f32);
-                let smooth = 0.5 + 0.3 * (3.0 * u + 2.0 * v + c as f32 * 2.1).sin();
-                data.push((smooth + 0.2 * noise).clamp(0.0, 1.0));
-            }
-        }
-    }
-    Ok(Tensor::from_vec(data, (1, 3, size, size), &Device::Cpu)?)
+    let rgb = Tensor::from_vec(input_rgb8(size), (size, size, 3), &Device::Cpu)?;
+    Ok((rgb.permute((2, 0, 1))?.unsqueeze(0)?.to_dtype(DType::F32)? / 255.0)?.contiguous()?)
 }
 
 fn median(mut t: Vec<f64>) -> f64 {

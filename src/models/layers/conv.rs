@@ -85,7 +85,8 @@ impl Conv2d {
     }
 
     /// Runs this layer, on the CPU and for inputs of at least 1024 positions, by Winograd's
-    /// F(2×2, 3×3) algorithm: 2.25× fewer multiplies, the same result up to rounding. Applies
+    /// minimal filtering ([`winograd`]: F(4×4, 3×3), 4× fewer multiplies, or F(2×2, 3×3) as
+    /// `winograd_tile` picks), the same result up to rounding. Applies
     /// to 3×3, stride-1, padding-1 layers (others are returned unchanged). The transformed
     /// kernels are made at each call (a few % of the call) and dropped after it, so the layer
     /// holds no second copy of its weights.

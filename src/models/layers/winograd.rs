@@ -215,7 +215,7 @@ fn run<const A: usize, const M: usize>(
 struct Buffers {
     v: Vec<f32>,
     m: Vec<f32>,
-    padded: Vec<f32>,
+    zero_row: Vec<f32>,
     rows: Vec<f32>,
 }
 
@@ -253,9 +253,9 @@ impl Block<'_> {
         // ever writes columns 1..=w. Rows above and below the image read a zero row.
         bufs.rows.clear();
         bufs.rows.resize(A * wp, 0.0);
-        bufs.padded.clear();
-        bufs.padded.resize(w, 0.0);
-        let zero_row = &bufs.padded[..];
+        bufs.zero_row.clear();
+        bufs.zero_row.resize(w, 0.0);
+        let zero_row = &bufs.zero_row[..];
         for c in 0..ci {
             let plane = &self.input[c * h * w..(c + 1) * h * w];
             for ty in self.ty0..self.ty1 {
