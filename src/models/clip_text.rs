@@ -255,10 +255,13 @@ impl ClipTextModel {
     }
 }
 
-/// (t, t): 0 where a token may attend (itself and earlier ones), -inf after.
+/// (t, t): 0 where a token may attend (itself and earlier ones), the lowest finite f32 after,
+/// as transformers' `torch.finfo(dtype).min` mask: finite, because candle compiles its Metal
+/// kernels with fast math, which assumes no infinities. Its exp underflows to exactly 0 all
+/// the same (every row sees at least itself).
 fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
     let values: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 }))
         .collect();
     Ok(Tensor::from_vec(values, (t, t), device)?)
 }
@@ -274,7 +277,7 @@ mod tests {
             .to_vec2::<f32>()
             .unwrap();
         assert_eq!(m[0][0], 0.0);
-        assert_eq!(m[0][1], f32::NEG_INFINITY);
+        assert_eq!(m[0][1], f32::MIN);
         assert_eq!(m[2][1], 0.0);
     }
 }

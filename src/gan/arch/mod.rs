@@ -162,7 +162,11 @@ impl Weights<'_> {
                 ),
             });
         }
-        Ok(t.to_device(self.device)?.to_dtype(self.dtype)?)
+        // Contiguous: a Fortran-ordered `.pth` tensor arrives as a permuted view, and candle
+        // 0.11's Metal conv2d multiplies by the kernel's storage as if it were contiguous.
+        Ok(t.to_device(self.device)?
+            .to_dtype(self.dtype)?
+            .contiguous()?)
     }
 
     /// A 3×3 convolution with bias and "same" padding, `prefix.weight` / `prefix.bias`.
@@ -174,5 +178,35 @@ impl Weights<'_> {
             ..Default::default()
         };
         Ok(Conv2d::new(weight, Some(bias), config).with_winograd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_come_out_contiguous() -> Result<()> {
+        let dev = Device::Cpu;
+        // As a Fortran-ordered `.pth` arrives: a permuted view of its storage.
+        let stored = Tensor::arange(0f32, 24.0, &dev)?.reshape((3, 2, 4))?;
+        let view = stored.permute((2, 1, 0))?;
+        assert!(!view.is_contiguous());
+        let dict: StateDict = [("w".to_string(), view.clone())].into();
+        let w = Weights {
+            dict: &dict,
+            dtype: DType::F32,
+            device: &dev,
+            path: std::path::Path::new("model.pth"),
+        };
+        let got = w.get("w", &[4, 2, 3])?;
+        assert!(got.is_contiguous());
+        assert_eq!(got.to_vec3::<f32>()?, view.to_vec3::<f32>()?);
+        let err = w.get("w", &[4, 3, 2]).unwrap_err().to_string();
+        assert!(
+            err.contains("model.pth") && err.contains("[4, 3, 2]"),
+            "{err}"
+        );
+        Ok(())
     }
 }

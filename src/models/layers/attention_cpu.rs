@@ -247,6 +247,8 @@ mod tests {
             (16usize, 100usize, 77usize, 64usize, 64usize, false),
             (32, 77, 77, 64, 64, true),
             (3, 5, 9, 8, 4, true),
+            // Causal against a longer key sequence (query i sees keys up to i + 10).
+            (2, 40, 50, 16, 8, true),
             (1, 7, 7, 16, 16, false),
         ] {
             let q = (Tensor::randn(0f32, 1.0, (n, lq, d), &dev)? * 0.2)?;
