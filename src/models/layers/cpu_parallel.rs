@@ -27,6 +27,11 @@ impl SharedMut {
 }
 
 impl SharedMut {
+    /// The capacity of `buf`, for threads that write every element before `set_len`.
+    pub(crate) fn spare_capacity(buf: &mut Vec<f32>) -> Self {
+        Self(buf.as_mut_ptr())
+    }
+
     /// The address of element `start`, for writes through strided views (GEMM outputs).
     ///
     /// # Safety
