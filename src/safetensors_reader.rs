@@ -296,15 +296,20 @@ mod tests {
         Ok(())
     }
 
+    /// What opening `path` alone fails with.
+    fn open_error(path: &std::path::Path) -> String {
+        match SafetensorsReader::open(&[path.to_path_buf()]) {
+            Ok(_) => panic!("{} opened", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
     #[test]
     fn bad_files_are_named() {
         let dir = TempDir::new("bad");
         let not_st = dir.0.join("text.safetensors");
         std::fs::write(&not_st, b"hello, this is not a weights file").unwrap();
-        let err = SafetensorsReader::open(std::slice::from_ref(&not_st))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = open_error(&not_st);
         assert!(
             err.contains("text.safetensors") && err.contains("header length"),
             "{err}"
@@ -316,20 +321,14 @@ mod tests {
         save(&good, &[("w", &t)]);
         let bytes = std::fs::read(&good).unwrap();
         std::fs::write(&good, &bytes[..bytes.len() - 4]).unwrap();
-        let err = SafetensorsReader::open(std::slice::from_ref(&good))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = open_error(&good);
         assert!(
             err.contains("cut.safetensors") && err.contains("`w`"),
             "{err}"
         );
 
         let missing = dir.0.join("absent.safetensors");
-        let err = SafetensorsReader::open(&[missing])
-            .err()
-            .unwrap()
-            .to_string();
+        let err = open_error(&missing);
         assert!(
             err.contains("absent.safetensors") && err.contains("cannot open"),
             "{err}"

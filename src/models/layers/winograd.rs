@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::cpu_parallel::{on_threads, SharedMut};
 use super::epilogue::{store_row, Epilogue};
-use super::fast_math::affine_silu;
+use super::fast_math::{affine_silu, axpy};
 use super::matmul::{matmul, Strided};
 use super::winograd_kernels::{Kernels, F2, F4, G_F2, G_F4};
 
@@ -99,7 +99,7 @@ pub fn transform_weights(
                     None => sum.fill(0.0),
                 }
                 for (k, &c) in terms {
-                    super::fast_math::axpy(&mut sum, c, &rows[k * ci..(k + 1) * ci]);
+                    axpy(&mut sum, c, &rows[k * ci..(k + 1) * ci]);
                 }
                 // SAFETY: row (ξ, o) of U lies in `u`'s capacity and belongs to output channel
                 // o, written by this thread alone.
