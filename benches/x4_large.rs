@@ -1,5 +1,5 @@
 //! Peak memory and time of big x4 upscales with the full-size model under a memory budget
-//! ("Big pictures and 8×"):
+//! (docs/big-pictures.md; the results table is in docs/benchmarks.md):
 //!
 //! ```bash
 //! cargo bench --bench x4_large                                  # 256, 512, 1024 (hours on a small CPU)

@@ -1,6 +1,7 @@
 //! Where a bench's results go: always `target/bench-results/<name>.md`, and, when
-//! `DIFFSR_BENCH_WRITE_README=1`, README.md between the lines `<!-- bench:<name>:begin -->`
-//! and `<!-- bench:<name>:end -->`, so the README's figures come from the bench itself.
+//! `DIFFSR_BENCH_WRITE_DOCS=1`, `docs/benchmarks.md` between the lines
+//! `<!-- bench:<name>:begin -->` and `<!-- bench:<name>:end -->`, so the published figures
+//! come from the bench itself.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,18 @@ use anyhow::{bail, Context, Result};
 
 use super::env;
 use super::random_model::{crate_root, target_dir};
+
+/// The variable that asks a bench to write its table into [`DOCS_PAGE`] too.
+pub const WRITE_DOCS_VAR: &str = "DIFFSR_BENCH_WRITE_DOCS";
+
+/// The page holding the published tables, relative to the crate root.
+pub const DOCS_PAGE: &str = "docs/benchmarks.md";
+
+/// Whether [`WRITE_DOCS_VAR`] is set: benches read it once at start, so a bad value fails
+/// before the timing rather than after.
+pub fn write_docs() -> Result<bool> {
+    env::flag(WRITE_DOCS_VAR)
+}
 
 /// `<target>/bench-results`, created.
 pub fn results_dir() -> Result<PathBuf> {
@@ -23,31 +36,31 @@ pub fn write_results(name: &str, markdown: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes `markdown` to `target/bench-results/<name>.md`, and into README.md between the
-/// bench's markers when `DIFFSR_BENCH_WRITE_README=1`.
+/// Writes `markdown` to `target/bench-results/<name>.md`, and into [`DOCS_PAGE`] between the
+/// bench's markers when [`WRITE_DOCS_VAR`] is `1`.
 pub fn publish(name: &str, markdown: &str) -> Result<()> {
     let path = write_results(name, markdown)?;
     println!("results written to {}", path.display());
-    if env::flag("DIFFSR_BENCH_WRITE_README")? {
-        let readme = crate_root().join("README.md");
-        let text = std::fs::read_to_string(&readme)
-            .with_context(|| format!("reading {}", readme.display()))?;
+    if write_docs()? {
+        let page = crate_root().join(DOCS_PAGE);
+        let text = std::fs::read_to_string(&page)
+            .with_context(|| format!("reading {}", page.display()))?;
         let updated = replace_section(&text, name, markdown)
-            .with_context(|| format!("updating {}", readme.display()))?;
-        write_atomically(&readme, &updated)?;
+            .with_context(|| format!("updating {}", page.display()))?;
+        write_atomically(&page, &updated)?;
         println!(
-            "README.md updated between the bench:{name} markers ({})",
-            readme.display()
+            "{DOCS_PAGE} updated between the bench:{name} markers ({})",
+            page.display()
         );
     } else {
-        println!("(DIFFSR_BENCH_WRITE_README=1 also writes it into README.md)");
+        println!("({WRITE_DOCS_VAR}=1 also writes it into {DOCS_PAGE})");
     }
     Ok(())
 }
 
 /// [`publish`] when every run worked. Otherwise only the results file is written: a failed
-/// diffsr run is an error; failed reference runs are an error only when README.md was to be
-/// written, else a warning.
+/// diffsr run is an error; failed reference runs are an error only when [`DOCS_PAGE`] was to
+/// be written, else a warning.
 pub fn finish(
     name: &str,
     markdown: &str,
@@ -59,12 +72,12 @@ pub fn finish(
     }
     let path = write_results(name, markdown)?;
     println!(
-        "results written to {} (README.md left alone)",
+        "results written to {} ({DOCS_PAGE} left alone)",
         path.display()
     );
     let what =
         format!("{ours_failed} diffsr and {reference_failed} reference run(s) failed (see above)");
-    if ours_failed > 0 || env::flag("DIFFSR_BENCH_WRITE_README")? {
+    if ours_failed > 0 || write_docs()? {
         bail!("{what}");
     }
     eprintln!("warning: {what}");
@@ -133,7 +146,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-/// `text` as one Markdown paragraph wrapped at 95 columns, as the README is written.
+/// `text` as one Markdown paragraph wrapped at 95 columns, as the docs are written.
 pub fn paragraph(text: &str) -> String {
     const WIDTH: usize = 95;
     let mut out = String::with_capacity(text.len() + text.len() / WIDTH + 1);
