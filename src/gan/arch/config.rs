@@ -5,10 +5,11 @@
 //! requirement follows spandrel's `SizeRequirements` (`multiple_of`) and the padding that
 //! Real-ESRGAN (`mod_pad`) and SwinIR (`check_image_size`) apply to meet it.
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 
 use super::{GanArch, SrNet, Weights};
 use crate::error::Result;
+use crate::tiling::reflect_pad;
 
 /// How an input whose sides are not a multiple of [`InputSize::multiple`] is brought to one:
 /// padded at the bottom and right before the network, the extra output cropped after.
@@ -44,6 +45,23 @@ impl InputSize {
             multiple,
             padding: InputPadding::Reflect,
         }
+    }
+
+    /// Whether an `h` × `w` input needs no padding.
+    pub fn fits(&self, h: usize, w: usize) -> bool {
+        let m = self.multiple.max(1);
+        h % m == 0 && w % m == 0
+    }
+
+    /// Pads the bottom and right of `x` (B, C, H, W) up to the next multiples, by the policy.
+    pub fn pad(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let m = self.multiple.max(1);
+        let (pad_h, pad_w) = (h.next_multiple_of(m) - h, w.next_multiple_of(m) - w);
+        Ok(match self.padding {
+            InputPadding::Reflect => reflect_pad(x, 0, pad_h, 0, pad_w)?,
+            InputPadding::Replicate => x.pad_with_same(2, 0, pad_h)?.pad_with_same(3, 0, pad_w)?,
+        })
     }
 }
 
@@ -120,5 +138,45 @@ impl GanArch {
     /// Approximate peak bytes of activations per input pixel in `dtype`, for choosing tiles.
     pub fn bytes_per_input_pixel(&self, dtype: DType) -> usize {
         self.config().bytes_per_input_pixel(dtype)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+        Ok(t.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?)
+    }
+
+    #[test]
+    fn pads_bottom_and_right_to_the_multiple_by_the_policy() -> Result<()> {
+        // 2 × 3: rows [0 1 2] and [3 4 5].
+        let x = Tensor::arange(0f32, 6.0, &Device::Cpu)?.reshape((1, 1, 2, 3))?;
+        let reflect = InputSize::reflect_to(4);
+        assert!(!reflect.fits(2, 3) && reflect.fits(4, 8));
+        assert_eq!(
+            rows(&reflect.pad(&x)?)?,
+            [
+                [0., 1., 2., 1.],
+                [3., 4., 5., 4.],
+                // A 2-row axis cannot mirror 2 rows: the edge row repeats instead.
+                [3., 4., 5., 4.],
+                [3., 4., 5., 4.],
+            ]
+        );
+        let replicate = InputSize {
+            multiple: 2,
+            padding: InputPadding::Replicate,
+        };
+        assert_eq!(
+            rows(&replicate.pad(&x)?)?,
+            [[0., 1., 2., 2.], [3., 4., 5., 5.]]
+        );
+        assert!(InputSize::ANY.fits(7, 5));
+        assert_eq!(InputSize::ANY.pad(&x)?.dims(), x.dims());
+        Ok(())
     }
 }

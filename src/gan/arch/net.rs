@@ -7,10 +7,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{GanArch, InputPadding, Weights};
+use super::{GanArch, Weights};
 use crate::error::Result;
 use crate::gan::StateDict;
-use crate::tiling::reflect_pad;
 
 /// An architecture's forward pass.
 pub trait SrNet: Send + Sync {
@@ -52,16 +51,10 @@ impl GanNetwork {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let size = self.arch.input_size();
         let (_, _, h, w) = x.dims4()?;
-        let m = size.multiple.max(1);
-        let (pad_h, pad_w) = ((m - h % m) % m, (m - w % m) % m);
-        if pad_h == 0 && pad_w == 0 {
+        if size.fits(h, w) {
             return self.net.forward(x);
         }
-        let padded = match size.padding {
-            InputPadding::Reflect => reflect_pad(x, 0, pad_h, 0, pad_w)?,
-            InputPadding::Replicate => x.pad_with_same(2, 0, pad_h)?.pad_with_same(3, 0, pad_w)?,
-        };
-        let out = self.net.forward(&padded)?;
+        let out = self.net.forward(&size.pad(x)?)?;
         let s = self.arch.scale();
         Ok(out.narrow(2, 0, h * s)?.narrow(3, 0, w * s)?)
     }
@@ -72,6 +65,7 @@ mod tests {
     use super::*;
     use crate::gan::arch::{rrdbnet, srvgg};
     use crate::gan::detect::detect_arch;
+    use crate::tiling::reflect_pad;
 
     /// A synthetic state dict's shapes filled with small random weights.
     fn randomised(dict: StateDict) -> Result<StateDict> {
