@@ -1,32 +1,47 @@
 //! Which architecture a state dict holds, read from its tensor names and shapes alone (no
-//! user flag), the way spandrel detects models. Keys are first brought to basicsr's names by
+//! user flag), the way spandrel detects models: the entries of
+//! [`super::arch::registry::REGISTRY`] are asked in order and the first that claims the dict
+//! reads its hyper-parameters. Keys are first brought to the registry's names by
 //! [`super::keys::normalise_keys`].
 
 use std::path::Path;
 
-use super::arch::{GanArch, RrdbNetParams, SrvggAct, SrvggParams};
+use super::arch::{ArchSpec, GanArch, REGISTRY};
 use super::StateDict;
 use crate::error::{Error, Result};
 
 /// Detects the architecture of `dict` (already normalised); `path` names the file in errors.
 pub fn detect_arch(dict: &StateDict, path: &Path) -> Result<GanArch> {
+    detect_in(REGISTRY, dict, path)
+}
+
+/// [`detect_arch`] over any list of entries.
+fn detect_in(registry: &[&dyn ArchSpec], dict: &StateDict, path: &Path) -> Result<GanArch> {
     let bad = |message: String| Error::Weights {
         path: path.to_path_buf(),
         message,
     };
-    if dict.contains_key("conv_first.weight") && dict.contains_key("conv_body.weight") {
-        return detect_rrdbnet(dict).map_err(bad);
-    }
-    if dict.contains_key("body.0.weight") && !dict.contains_key("conv_first.weight") {
-        return detect_srvgg(dict).map_err(bad);
+    for spec in registry {
+        if let Some(found) = spec.detect(dict) {
+            return found.map_err(bad);
+        }
     }
     Err(bad(format!(
-        "not a known architecture: found {} tensors ({}); expected RRDBNet (ESRGAN / \
-         Real-ESRGAN: conv_first, body.N.rdbN.convN, conv_body, conv_up1, ...) or \
-         SRVGGNetCompact (body.0 ... body.N)",
+        "not a known architecture: found {} tensors ({}); expected {}",
         dict.len(),
-        sample_keys(dict)
+        sample_keys(dict),
+        known(registry)
     )))
+}
+
+/// `A (...), B (...) or C (...)`: every entry with the key patterns it expects.
+fn known(registry: &[&dyn ArchSpec]) -> String {
+    let entries: Vec<String> = registry.iter().map(|spec| spec.summary()).collect();
+    match entries.split_last() {
+        None => "no architecture (the registry is empty)".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
 }
 
 /// A few keys, to tell the user what the file does hold.
@@ -42,107 +57,116 @@ fn sample_keys(dict: &StateDict) -> String {
     }
 }
 
-fn dims(dict: &StateDict, name: &str) -> std::result::Result<Vec<usize>, String> {
-    dict.get(name)
-        .map(|t| t.dims().to_vec())
-        .ok_or_else(|| format!("missing tensor `{name}`"))
-}
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
 
-fn conv_dims(dict: &StateDict, name: &str) -> std::result::Result<(usize, usize), String> {
-    let d = dims(dict, name)?;
-    match d.as_slice() {
-        [out, inp, 3, 3] => Ok((*out, *inp)),
-        _ => Err(format!(
-            "tensor `{name}` has shape {d:?}; expected a 3x3 conv weight"
-        )),
-    }
-}
+    use super::*;
+    use crate::gan::arch::{rrdbnet, srvgg};
 
-fn detect_rrdbnet(dict: &StateDict) -> std::result::Result<GanArch, String> {
-    let (num_feat, first_in) = conv_dims(dict, "conv_first.weight")?;
-    let (out_channels, _) = conv_dims(dict, "conv_last.weight")?;
-    let (num_grow_ch, _) = conv_dims(dict, "body.0.rdb1.conv1.weight")?;
-    let num_block = (0..)
-        .take_while(|b| dict.contains_key(&format!("body.{b}.rdb1.conv1.weight")))
-        .count();
-    let num_upsample = (1..)
-        .take_while(|i| dict.contains_key(&format!("conv_up{i}.weight")))
-        .count();
-    if num_upsample == 0 {
-        return Err("RRDBNet without conv_up1: not an upscaling model".into());
+    fn detect(dict: &StateDict) -> Result<GanArch> {
+        detect_arch(dict, Path::new("model.safetensors"))
     }
-    // x2 and x1 Real-ESRGAN models pixel-unshuffle their input (×4 or ×16 channels).
-    let unshuffle = if first_in == out_channels * 16 {
-        4
-    } else if first_in == out_channels * 4 {
-        2
-    } else {
-        1
-    };
-    let in_channels = first_in / (unshuffle * unshuffle);
-    let up = 1usize << num_upsample;
-    if up % unshuffle != 0 {
-        return Err(format!(
-            "RRDBNet with {num_upsample} upsampling convs and a ×{unshuffle} pixel-unshuffled \
-             input has no integer scale"
-        ));
-    }
-    Ok(GanArch::RrdbNet(RrdbNetParams {
-        in_channels,
-        out_channels,
-        num_feat,
-        num_block,
-        num_grow_ch,
-        scale: up / unshuffle,
-        unshuffle,
-        num_upsample,
-    }))
-}
 
-fn detect_srvgg(dict: &StateDict) -> std::result::Result<GanArch, String> {
-    let (num_feat, in_channels) = conv_dims(dict, "body.0.weight")?;
-    // The highest body index holding a 4-d weight is the last conv.
-    let last = dict
-        .iter()
-        .filter(|(_, t)| t.rank() == 4)
-        .filter_map(|(k, _)| {
-            k.strip_prefix("body.")?
-                .strip_suffix(".weight")?
-                .parse()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0usize);
-    if last < 2 || last % 2 != 0 {
-        return Err(format!(
-            "SRVGGNetCompact-like tensors end at body.{last}; expected the last conv at an even \
-             index >= 2"
-        ));
+    /// One minimal synthetic state dict (shapes only) per registry entry, with the entry's
+    /// name. A new architecture adds its own here, or `every_entry_is_detected` fails.
+    fn synthetic_dicts() -> Vec<(&'static str, StateDict)> {
+        vec![
+            ("RRDBNet", rrdbnet::synthetic_rrdbnet(3, 2)),
+            ("RRDBNet", rrdbnet::synthetic_rrdbnet(12, 2)),
+            ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
+        ]
     }
-    let (last_out, _) = conv_dims(dict, &format!("body.{last}.weight"))?;
-    // The last conv feeds a pixel shuffle back to the input's channels.
-    let out_channels = in_channels;
-    let square = last_out / out_channels;
-    let upscale = (1..=16).find(|s| s * s == square && last_out % out_channels == 0);
-    let Some(upscale) = upscale else {
-        return Err(format!(
-            "the last conv body.{last} has {last_out} outputs, not {out_channels} × a square \
-             upscale factor"
-        ));
-    };
-    // PReLU keeps a slope per channel; ReLU / LeakyReLU hold nothing, so the weights cannot
-    // tell them apart: ReLU is assumed.
-    let act = if dict.contains_key("body.1.weight") {
-        SrvggAct::PRelu
-    } else {
-        SrvggAct::Relu
-    };
-    Ok(GanArch::Srvgg(SrvggParams {
-        in_channels,
-        out_channels,
-        num_feat,
-        num_conv: (last - 2) / 2,
-        upscale,
-        act,
-    }))
+
+    /// Which entry's detection claims `dict`.
+    fn claimed_by(dict: &StateDict) -> Vec<&'static str> {
+        REGISTRY
+            .iter()
+            .filter(|spec| spec.detect(dict).is_some())
+            .map(|spec| spec.name())
+            .collect()
+    }
+
+    #[test]
+    fn every_entry_is_detected() -> Result<()> {
+        for (name, dict) in synthetic_dicts() {
+            // Exactly one entry claims each dict, so registry order cannot change the result.
+            assert_eq!(claimed_by(&dict), [name]);
+            let arch = detect(&dict)?;
+            assert_eq!(arch.config().scale(), arch.scale());
+            match (name, &arch) {
+                ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
+                ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
+                _ => panic!("{name} detected as {arch:?}"),
+            }
+        }
+        for spec in REGISTRY {
+            assert!(
+                synthetic_dicts().iter().any(|(n, _)| *n == spec.name()),
+                "no synthetic state dict for {}",
+                spec.name()
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn detected_configs_answer_through_gan_arch() -> Result<()> {
+        let x2 = detect(&rrdbnet::synthetic_rrdbnet(12, 2))?;
+        assert_eq!((x2.scale(), x2.input_multiple()), (2, 2));
+        assert_eq!(x2.context_radius(), 32);
+        assert!(x2.describe().starts_with("RRDBNet x2"), "{}", x2.describe());
+        let compact = detect(&srvgg::synthetic_srvgg(3, 2, false))?;
+        assert_eq!((compact.scale(), compact.input_multiple()), (2, 1));
+        assert_eq!(compact.context_radius(), 5);
+        assert_eq!(
+            compact.bytes_per_input_pixel(DType::F32),
+            4 * (11 * 4 + 2 * 3 * 4)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_dict_is_refused_listing_every_entry() {
+        let fc = Tensor::zeros((10, 4), DType::F32, &Device::Cpu).unwrap();
+        let dict: StateDict = [("fc.weight".to_string(), fc)].into();
+        let err = detect(&dict).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
+        assert!(err.contains("not a known architecture"), "{err}");
+        assert!(err.contains("fc.weight"), "{err}");
+        for spec in REGISTRY {
+            assert!(
+                err.contains(spec.name()) && err.contains(spec.expected_keys()),
+                "{} missing from: {err}",
+                spec.name()
+            );
+        }
+    }
+
+    #[test]
+    fn a_recognised_but_malformed_dict_names_the_problem() {
+        let err = detect(&rrdbnet::synthetic_rrdbnet(3, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("conv_up1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_known_list_reads_as_a_sentence() {
+        let rrdb: &dyn ArchSpec = &rrdbnet::RrdbNetSpec;
+        let compact: &dyn ArchSpec = &srvgg::SrvggSpec;
+        assert_eq!(
+            known(&[rrdb, compact]),
+            "RRDBNet (ESRGAN / Real-ESRGAN: conv_first, body.N.rdbN.convN, conv_body, conv_up1, \
+             ...) or SRVGGNetCompact (Real-ESRGAN compact: body.0 ... body.N)"
+        );
+        assert_eq!(known(&[compact]), compact.summary());
+        assert!(detect_in(&[], &StateDict::new(), Path::new("x"))
+            .unwrap_err()
+            .to_string()
+            .contains("registry is empty"));
+    }
 }

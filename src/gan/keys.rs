@@ -1,104 +1,18 @@
-//! State-dict key layouts brought to basicsr's names, the ones [`super::detect`] and the
-//! networks read: DataParallel's `module.` prefix, the original ESRGAN repo's "new arch"
-//! names (`RRDB_trunk`, `trunk_conv`, `upconv1`, `HRconv`) and its "old arch" sequential
-//! names (`model.0`, `model.1.sub.N.RDB1.conv1.0`, `model.3`, ...), as spandrel converts them.
+//! State-dict keys brought to the names the architectures' detectors and networks read:
+//! DataParallel's `module.` prefix removed, then each registry entry's other layouts renamed
+//! ([`crate::gan::arch::ArchSpec::normalise_keys`]: the ESRGAN repo's names for RRDBNet), as
+//! spandrel converts them.
 
+use super::arch::REGISTRY;
 use super::StateDict;
 
-/// Renames every key into basicsr's layout; keys already in it are kept.
+/// Renames every key into the layout the registry detects; keys already in it are kept.
 pub fn normalise_keys(dict: StateDict) -> StateDict {
     let dict: StateDict = dict
         .into_iter()
         .map(|(k, v)| (k.strip_prefix("module.").unwrap_or(&k).to_string(), v))
         .collect();
-    if dict.contains_key("model.0.weight") && dict.keys().any(|k| k.starts_with("model.1.sub.")) {
-        return from_old_esrgan(dict);
-    }
-    if dict.contains_key("trunk_conv.weight") || dict.contains_key("RRDB_trunk.0.RDB1.conv1.weight")
-    {
-        return dict
-            .into_iter()
-            .map(|(k, v)| (rename_new_esrgan(&k), v))
-            .collect();
-    }
-    dict
-}
-
-fn rename_new_esrgan(key: &str) -> String {
-    let key = key
-        .replacen("RRDB_trunk.", "body.", 1)
-        .replacen("trunk_conv.", "conv_body.", 1)
-        .replacen("HRconv.", "conv_hr.", 1);
-    let key = match key.strip_prefix("upconv") {
-        Some(rest) => format!("conv_up{rest}"),
-        None => key,
-    };
-    key.replace(".RDB1.", ".rdb1.")
-        .replace(".RDB2.", ".rdb2.")
-        .replace(".RDB3.", ".rdb3.")
-}
-
-/// The old sequential layout: `model.0` is conv_first, `model.1.sub.{b}` the blocks and
-/// `model.1.sub.{nb}` conv_body; then come the upsampling convs, conv_hr and conv_last at
-/// increasing indices (activations and upsamplers take indices but hold no tensors).
-fn from_old_esrgan(dict: StateDict) -> StateDict {
-    let mut out = StateDict::new();
-    let mut tail: Vec<(usize, String, candle_core::Tensor)> = Vec::new();
-    let blocks = dict
-        .keys()
-        .filter_map(|k| {
-            k.strip_prefix("model.1.sub.")?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0);
-    for (key, tensor) in dict {
-        let Some(rest) = key.strip_prefix("model.") else {
-            out.insert(key, tensor);
-            continue;
-        };
-        let (index, suffix) = rest.split_once('.').unwrap_or((rest, ""));
-        match (index.parse::<usize>(), suffix) {
-            (Ok(0), s) => {
-                out.insert(format!("conv_first.{s}"), tensor);
-            }
-            (Ok(1), s) => {
-                let Some(sub) = s.strip_prefix("sub.") else {
-                    out.insert(key, tensor);
-                    continue;
-                };
-                let (b, inner) = sub.split_once('.').unwrap_or((sub, ""));
-                if b.parse::<usize>().ok() == Some(blocks) && !inner.contains("RDB") {
-                    out.insert(format!("conv_body.{inner}"), tensor);
-                } else {
-                    // `RDB1.conv1.0.weight` → `rdb1.conv1.weight`.
-                    let inner = inner.replace("RDB", "rdb").replace(".0.", ".");
-                    out.insert(format!("body.{b}.{inner}"), tensor);
-                }
-            }
-            (Ok(i), s) => tail.push((i, s.to_string(), tensor)),
-            (Err(_), _) => {
-                out.insert(key, tensor);
-            }
-        }
-    }
-    let mut indices: Vec<usize> = tail.iter().map(|(i, _, _)| *i).collect();
-    indices.sort_unstable();
-    indices.dedup();
-    let n = indices.len();
-    for (i, suffix, tensor) in tail {
-        let position = indices.iter().position(|&j| j == i).unwrap_or(0);
-        let name = if n >= 2 && position == n - 1 {
-            "conv_last".to_string()
-        } else if n >= 2 && position == n - 2 {
-            "conv_hr".to_string()
-        } else {
-            format!("conv_up{}", position + 1)
-        };
-        out.insert(format!("{name}.{suffix}"), tensor);
-    }
-    out
+    REGISTRY
+        .iter()
+        .fold(dict, |dict, spec| spec.normalise_keys(dict))
 }

@@ -1,6 +1,7 @@
-//! The GAN path: the Real-ESRGAN family (RRDBNet, SRVGGNetCompact) in Candle, detected from
-//! the weights alone, loaded from safetensors, PyTorch `.pth` or ncnn files, and run in
-//! blended tiles. The fast path, and the fallback when diffusion cannot run.
+//! The GAN path: feed-forward SR networks in Candle (the architectures of
+//! [`arch::registry`]: Real-ESRGAN's RRDBNet and SRVGGNetCompact), detected from the weights
+//! alone, loaded from safetensors, PyTorch `.pth` or ncnn files, and run in blended tiles. The
+//! fast path, and the fallback when diffusion cannot run.
 
 pub mod arch;
 pub mod detect;

@@ -1,45 +1,16 @@
-//! SRVGGNetCompact (Real-ESRGAN's `srvgg_arch.py`: realesr-animevideov3,
-//! realesr-general-x4v3): a plain chain of 3×3 convolutions and activations at the input
-//! resolution, a pixel shuffle, and the nearest-neighbour upsampled input added back.
+//! SRVGGNetCompact's network (Real-ESRGAN's `srvgg_arch.py`): a plain chain of 3×3
+//! convolutions and activations at the input resolution, a pixel shuffle, and the
+//! nearest-neighbour upsampled input added back.
 
 use candle_core::Tensor;
 use candle_nn::Module;
 
 use super::shuffle_add::pixel_shuffle_add_nearest;
-use super::Weights;
+use super::{SrvggAct, SrvggParams};
 use crate::error::Result;
+use crate::gan::arch::{SrNet, Weights};
 use crate::models::layers::activation::ChannelSlopes;
 use crate::models::layers::conv::Conv2d;
-
-/// The activation between convolutions.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SrvggAct {
-    /// One learned slope per channel (`body.N.weight`), the released models' choice.
-    PRelu,
-    Relu,
-    /// Slope 0.1, as Real-ESRGAN's `act_type='leakyrelu'`.
-    LeakyRelu,
-}
-
-impl SrvggAct {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::PRelu => "prelu",
-            Self::Relu => "relu",
-            Self::LeakyRelu => "leakyrelu",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SrvggParams {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub num_feat: usize,
-    pub num_conv: usize,
-    pub upscale: usize,
-    pub act: SrvggAct,
-}
 
 pub struct Srvgg {
     convs: Vec<Conv2d>,
@@ -75,8 +46,10 @@ impl Srvgg {
             upscale: p.upscale,
         })
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl SrNet for Srvgg {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for (conv, act) in self.convs.iter().zip(&self.acts) {
             h = conv.forward_rectified(&h, act)?;

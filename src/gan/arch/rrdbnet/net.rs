@@ -1,35 +1,19 @@
-//! RRDBNet (ESRGAN, basicsr's `rrdbnet_arch.py`: Real-ESRGAN x4plus, x4plus-anime 6B, x2plus
-//! and x1 with pixel-unshuffled input, community ×8 models with a third upsampling conv):
-//! residual-in-residual dense blocks at the input resolution, then ×2 nearest upsampling
-//! steps each followed by a convolution.
+//! RRDBNet's network (ESRGAN, basicsr's `rrdbnet_arch.py`): residual-in-residual dense
+//! blocks at the input resolution (pixel-unshuffled first for the x2 / x1 models), then ×2
+//! nearest upsampling steps each followed by a convolution.
 
 use candle_core::Tensor;
 use candle_nn::Module;
 
-use super::Weights;
+use super::RrdbNetParams;
 use crate::error::Result;
+use crate::gan::arch::{SrNet, Weights};
 use crate::models::layers::activation::ChannelSlopes;
 use crate::models::layers::conv::Conv2d;
 
 /// basicsr's leaky-ReLU slope and residual scaling.
 const SLOPE: f32 = 0.2;
 const RESIDUAL_SCALE: f64 = 0.2;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RrdbNetParams {
-    /// Image channels (before pixel unshuffle).
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub num_feat: usize,
-    pub num_block: usize,
-    pub num_grow_ch: usize,
-    /// Output pixels per input pixel: 2^num_upsample / unshuffle.
-    pub scale: usize,
-    /// Pixel-unshuffle factor of the input: 1, 2 (x2 models) or 4 (x1 models).
-    pub unshuffle: usize,
-    /// Number of ×2 upsampling convs (2, or 3 for ×8 models).
-    pub num_upsample: usize,
-}
 
 /// Five densely connected convolutions (each sees the input and all earlier outputs).
 struct DenseBlock {
@@ -114,8 +98,10 @@ impl RrdbNet {
             unshuffle: p.unshuffle,
         })
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl SrNet for RrdbNet {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = if self.unshuffle > 1 {
             candle_nn::ops::pixel_unshuffle(x, self.unshuffle)?
         } else {
