@@ -64,10 +64,11 @@ use common::random_model::{
     crate_root, default_model_dir, write_random_model, RandomWeights, X4_TEXT_ENCODER_CONFIG,
 };
 use common::{env, machine, readme};
+use diffsr::image_io::Rgb8;
 use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::pipeline::{DiffusionSettings, LoadOptions, UpscalePipeline};
 use serde_json::{json, Value};
 
 /// Set in a child: `case:reps:steps:threads`.
@@ -308,12 +309,13 @@ fn whole_upscale(
     if rgb.len() != 3 * s * s {
         bail!("{} is not a {s}×{s} RGB image", inputs.image.display());
     }
-    let options = |steps| UpscaleOptions {
+    let rgb = Rgb8::new(rgb, s, s)?;
+    let options = |steps| DiffusionSettings {
         steps,
         guidance_scale: GUIDANCE,
         noise_level: NOISE_LEVEL,
         seed: SEED,
-        ..UpscaleOptions::default()
+        ..DiffusionSettings::default()
     };
     let (warm_options, timed_options) = (options(1), options(steps));
     eprintln!(
@@ -327,7 +329,8 @@ fn whole_upscale(
         } else {
             &timed_options
         };
-        Ok(pipeline.upscale_rgb8(&rgb, s, s, options, &mut |_| ControlFlow::Continue(()))?)
+        let out = pipeline.upscale_with(&rgb, options, &mut |_| ControlFlow::Continue(()))?;
+        Ok(out.to_tensor(&Device::Cpu)?)
     })
 }
 

@@ -76,7 +76,8 @@ fn main() -> Result<()> {
             let upscaler = diffsr::gan::GanUpscaler::new(&model, &options)?;
             let image = Tensor::rand(0f32, 1.0, (1, 3, size, size), &dev)?;
             Box::new(move || {
-                Ok(upscaler.upscale(&image, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
+                Ok(upscaler
+                    .upscale_tensor(&image, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
             })
         }
         other => bail!("{other:?}: expected unet, vae, text or gan ({usage})"),

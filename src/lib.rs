@@ -7,12 +7,15 @@
 
 pub mod batch;
 pub mod color_fix;
+pub mod engine;
 pub mod error;
 pub mod gan;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod image_io;
 pub mod memory;
 pub mod model_dir;
+pub mod model_spec;
 pub mod models;
 pub mod pipeline;
 pub mod profile;
