@@ -29,8 +29,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 pub use crate::model_spec::{ModelSpec, DEFAULT_REPO};
-pub use cache::{cache_dir_from_env, snapshot_files, CachedRepo, HubCache};
-pub use select::{select_files, Selection};
+use cache::cache_dir_from_env;
+pub use cache::{snapshot_files, CachedRepo, HubCache};
+use select::select_files;
 
 /// The hub the `hf-hub` crate talks to when `HF_ENDPOINT` is unset.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";

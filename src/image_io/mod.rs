@@ -15,7 +15,7 @@ mod save;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use alpha::resize_alpha;
+pub(crate) use alpha::resize_alpha;
 pub use buffers::{Rgb8, RgbF32};
 pub use load::{load_image, LoadedImage, MAX_DECODED_BYTES, MAX_SIDE};
 pub use metadata::{read_png_text, GenerationInfo};
