@@ -30,7 +30,8 @@
 //! `target/bench-results/x4_cpu.md`, with a header naming the date, machine, threads and
 //! versions; with `DIFFSR_BENCH_WRITE_README=1` also into README.md between the
 //! `<!-- bench:x4_cpu:begin -->` and `<!-- bench:x4_cpu:end -->` lines.
-//! `DIFFSR_PROFILE=1` prints diffsr's per-stage profile of each case's timed runs to stderr.
+//! `DIFFSR_PROFILE=1` prints diffsr's per-stage profile of each case's timed runs to stderr
+//! (the bench installs `diffsr::profile::StageTimes` as the tracing subscriber).
 //!
 //! Environment:
 //! - `DIFFSR_BENCH_CASES`: the cases to run, comma separated: names (`unet_32`) or kinds
@@ -53,6 +54,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -69,7 +71,12 @@ use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use diffsr::pipeline::{DiffusionSettings, LoadOptions, UpscalePipeline};
+use diffsr::profile::StageTimes;
 use serde_json::{json, Value};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The per-stage profile of the timed runs, when `DIFFSR_PROFILE=1` (set in the child).
+static PROFILE: OnceLock<Option<StageTimes>> = OnceLock::new();
 
 /// Set in a child: `case:reps:steps:threads`.
 const CHILD: &str = "DIFFSR_X4_CPU_BENCH_CHILD";
@@ -213,7 +220,10 @@ fn time_it(label: &str, n: usize, mut f: impl FnMut(bool) -> Result<Tensor>) -> 
     );
     drop(out);
     let mut times = Vec::with_capacity(n);
-    diffsr::profile::reset();
+    let profile = PROFILE.get().and_then(Option::as_ref);
+    if let Some(p) = profile {
+        p.reset();
+    }
     let mut busy = 0.0;
     let mut wall = 0.0;
     for _ in 0..n {
@@ -229,11 +239,11 @@ fn time_it(label: &str, n: usize, mut f: impl FnMut(bool) -> Result<Tensor>) -> 
     }
     let load = busy / wall;
     eprintln!("[diffsr] {label}: {times:.3?} s, other processes' load {load:.2}");
-    if diffsr::profile::enabled() {
+    if let Some(p) = profile {
         let total = std::time::Duration::from_secs_f64(times.iter().sum());
         eprintln!(
             "[diffsr] {label}: profile of the {n} timed runs\n{}",
-            diffsr::profile::table(&diffsr::profile::totals(), total)
+            diffsr::profile::table(&p.totals(), total)
         );
     }
     Ok((times, warm, load))
@@ -336,6 +346,12 @@ fn whole_upscale(
 
 /// The child: builds what `case` needs, times it and prints one JSON line on stdout.
 fn child(spec: &str) -> Result<()> {
+    if env::flag("DIFFSR_PROFILE")? {
+        let times = StageTimes::new();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times.layer()))
+            .context("installing the profile's tracing subscriber")?;
+        let _ = PROFILE.set(Some(times));
+    }
     let parts: Vec<&str> = spec.split(':').collect();
     let [case, reps, steps, threads] = parts[..] else {
         bail!("bad {CHILD} value {spec:?}");

@@ -1,8 +1,9 @@
 //! Where the time of one guided UNet step, one VAE decode or one text encoding of the full-size
 //! x4 upscaler goes,
 //! stage by stage (convolutions, linear layers, attention product, group norm, …), on the CPU
-//! with random weights (no download). The profile is `diffsr::profile`; this example turns it
-//! on around the timed runs.
+//! with random weights (no download). The stages are `tracing` spans (`diffsr::profile`); this
+//! example installs `diffsr::profile::StageTimes` as the subscriber and reads it after the
+//! timed runs.
 //!
 //! ```bash
 //! cargo run --release --example profile_stages -- unet 64      # one guided step, 64×64 latent
@@ -19,7 +20,8 @@ use candle_nn::{VarBuilder, VarMap};
 use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use diffsr::profile;
+use diffsr::profile::{self, StageTimes};
+use tracing_subscriber::layer::SubscriberExt;
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
@@ -82,9 +84,10 @@ fn main() -> Result<()> {
         }
         other => bail!("{other:?}: expected unet, vae, text or gan ({usage})"),
     };
+    let times = StageTimes::new();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times.layer()))?;
     run()?; // warm-up
-    profile::enable(true);
-    profile::reset();
+    times.reset();
     let mut total = Duration::ZERO;
     for i in 0..runs {
         let t = Instant::now();
@@ -97,7 +100,7 @@ fn main() -> Result<()> {
         "{model} at {size}×{size}, {} threads, {runs} runs ({:.3} s each on average):\n{}",
         candle_core::utils::get_num_threads(),
         total.as_secs_f64() / runs as f64,
-        profile::table(&profile::totals(), total)
+        profile::table(&times.totals(), total)
     );
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
@@ -17,9 +18,11 @@ use diffsr::color_fix::ColorFix;
 use diffsr::engine::EngineConfig;
 use diffsr::hub::HubOptions;
 use diffsr::image_io::{load_image, OutputFormat};
+use diffsr::profile::{self, StageTimes};
 use diffsr::scale_plan::ScalePlan;
 use diffsr::schedulers::SchedulerKind;
 use diffsr::upscaler::{DiffusionSettings, Engine, OutputSize, TargetSize, Upscaler};
+use tracing_subscriber::layer::SubscriberExt;
 
 use super::batch_progress::{describe, Reporter};
 use super::engine::{load_engine, EngineArg};
@@ -104,9 +107,15 @@ pub struct UpscaleArgs {
     /// The -wdn model --denoise blends in (default: realesr-general-wdn-x4v3 beside --model).
     #[arg(long, requires = "denoise")]
     denoise_model: Option<String>,
-    /// No download or run progress (failures and the summary are still printed).
+    /// No download or run progress, no device or engine line (failures and the summary are
+    /// still printed).
     #[arg(short, long)]
     quiet: bool,
+    /// Print where the run's time went, stage by stage (convolution, linear, attention, …) and
+    /// phase by phase (text encoder, UNet steps, VAE decode, GAN network), on stderr at the end.
+    /// CPU figures; on a GPU the launches are asynchronous and the stages mean little.
+    #[arg(long)]
+    profile: bool,
     /// Text prompt.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -370,9 +379,20 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     }
     let cancel = Arc::new(AtomicBool::new(false));
     install_ctrlc(&cancel);
+    let profile = args.profile.then(start_profile).transpose()?;
+    let started = Instant::now();
     let summary = run_jobs(&upscaler, &plan, &settings, &cancel, &mut |e| {
         reporter.event(e)
     });
+    if let Some(times) = profile {
+        let wall = started.elapsed();
+        eprintln!(
+            "profile ({:.3} s of upscaling):\n{}\n{}",
+            wall.as_secs_f64(),
+            profile::table(&times.totals(), wall),
+            profile::phase_table(&times.phases(), wall)
+        );
+    }
     if summary.cancelled {
         return Err(Exit {
             code: 130,
@@ -395,6 +415,15 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         return Err(Exit { code: 1, message }.into());
     }
     Ok(())
+}
+
+/// Installs the per-stage profile as the process's tracing subscriber (global: the engines
+/// run their work on thread-pool threads).
+fn start_profile() -> Result<StageTimes> {
+    let times = StageTimes::new();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times.layer()))
+        .context("--profile: a tracing subscriber is already installed")?;
+    Ok(times)
 }
 
 /// Ctrl-C sets `cancel`: the run stops at the next step boundary and writes nothing partial.

@@ -10,6 +10,7 @@ use super::arch::{GanArch, GanNetwork};
 use super::model::GanModel;
 use crate::error::{Error, Result};
 use crate::image_io::{Rgb8, RgbF32};
+use crate::profile::{self, Phase};
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
 use crate::tiling::{exact_overlap, plan_tiles, run_tiled, TileOptions};
 use crate::upscaler::{Engine, OnStep, StepProgress, UpscaleRequest, Upscaler};
@@ -224,7 +225,10 @@ impl GanUpscaler {
         let out = run_tiled(
             &input,
             &options,
-            &mut |tile: &Tensor| network.forward(&tile.to_dtype(dtype)?),
+            &mut |tile: &Tensor| {
+                let _network = profile::phase(Phase::GanNetwork);
+                network.forward(&tile.to_dtype(dtype)?)
+            },
             on_tile,
         )?;
         let out = if self.arch.out_channels() == 1 {

@@ -20,6 +20,7 @@ use crate::model_dir::{with_weights, ModelDir};
 use crate::models::clip_text::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::profile::{self, Phase};
 use crate::rng::TorchRng;
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
 use crate::tiling::{plan_tiles, run_tiled, TileOptions};
@@ -395,6 +396,7 @@ impl UpscalePipeline {
             let mut predict = |x: &Tensor| -> Result<Tensor> {
                 self.guided_prediction(x, t, &embeddings, options)
             };
+            let unet_step = profile::phase(Phase::UnetStep);
             let prediction = if tiled {
                 run_tiled(
                     &unet_input,
@@ -405,6 +407,7 @@ impl UpscalePipeline {
             } else {
                 predict(&unet_input)?
             };
+            drop(unet_step);
             let step_noise = if scheduler.needs_noise(i) {
                 Some(rng.randn_tensor(latents.shape(), DType::F32, &self.device)?)
             } else {
@@ -424,6 +427,7 @@ impl UpscalePipeline {
         }
 
         // 6. Decode in f32 (in tiles when large) and map to [0, 1].
+        let _decode = profile::phase(Phase::VaeDecode);
         let decoded = self.vae.decode_tiled(
             &latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?,
             &tiling.vae,
@@ -476,6 +480,7 @@ impl UpscalePipeline {
             }
             let ids = Tensor::new(ids.as_slice(), &self.device)?
                 .reshape((prompts.len(), self.tokenizer.max_length()))?;
+            let _encode = profile::phase(Phase::TextEncoder);
             Ok(self.text_encoder.forward(&ids)?.to_dtype(self.dtype)?)
         })
     }
