@@ -557,7 +557,7 @@ fn seconds(side: &Side) -> String {
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(env::malloc());
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }

@@ -250,7 +250,7 @@ fn f(v: &Value, key: &str) -> f64 {
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(common::env::malloc());
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }

@@ -25,7 +25,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(diffsr::memory::MallocMode::KeepFreedBlocks);
     let mut args = std::env::args().skip(1);
     let usage = "usage: profile_stages unet|vae|text|gan SIZE [RUNS]";
     let model = args.next().context(usage)?;

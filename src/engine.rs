@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
@@ -83,6 +84,9 @@ pub struct EngineConfig {
     pub denoise_model: Option<String>,
     /// What the diffusion engine does when a request carries no settings.
     pub diffusion: DiffusionSettings,
+    /// The thread pool both engines run their CPU work in ([`crate::threads::pool`]); `None`:
+    /// rayon's global pool.
+    pub threads: Option<Arc<rayon::ThreadPool>>,
     /// How the hub is reached; `None`: [`crate::hub::HubOptions::from_env`].
     #[cfg(feature = "hub")]
     pub hub: Option<crate::hub::HubOptions>,
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             denoise: None,
             denoise_model: None,
             diffusion: DiffusionSettings::default(),
+            threads: None,
             #[cfg(feature = "hub")]
             hub: None,
         }
@@ -201,6 +206,7 @@ fn gan_options(config: &EngineConfig, dtype: Option<DType>) -> GanOptions {
         dtype,
         tile: config.tile,
         max_memory: config.max_memory,
+        threads: config.threads.clone(),
         ..GanOptions::default()
     }
 }
@@ -216,6 +222,7 @@ fn load_diffusion(config: &EngineConfig, spec: ModelSpec) -> Result<SelectedEngi
         device: config.device.clone(),
         dtype: config.dtype.unwrap_or(DType::F32),
         max_memory: Some(budget(config)),
+        threads: config.threads.clone(),
         ..LoadOptions::default()
     };
     let model_dir = resolve_dir(config, &spec, load.dtype)?;

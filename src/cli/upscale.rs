@@ -259,13 +259,12 @@ fn plan_run(args: &UpscaleArgs, defaults: &JobOptions, scale: usize) -> Result<P
 }
 
 pub fn run(args: UpscaleArgs) -> Result<()> {
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            return Err(usage("--threads must be at least 1".to_string()));
-        }
-        // candle's CPU kernels and rayon's global pool read this before their first use.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    // The engines run their CPU work in this pool (none: rayon's global one, every core).
+    let threads = match args.threads {
+        Some(0) => return Err(usage("--threads must be at least 1".to_string())),
+        Some(n) => Some(diffsr::threads::pool(n)?),
+        None => None,
+    };
     let device = parse_device(&args.device, args.quiet)
         .with_context(|| format!("--device {}: this device is not available", args.device))
         .map_err(|e| usage(format!("{e:#}")))?;
@@ -343,6 +342,7 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         denoise: args.denoise,
         denoise_model: args.denoise_model.clone(),
         diffusion: defaults.diffusion.clone(),
+        threads,
         hub: Some(hub),
     };
     let loaded = load_engine(&config, args.quiet)?;

@@ -3,6 +3,7 @@
 //! GPUs. Follows Real-ESRGAN's `RealESRGANer` (pre_pad, tile, tile_pad), with blending added.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::image_io::{Rgb8, RgbF32};
 use crate::profile::{self, Phase};
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
+use crate::threads;
 use crate::tiling::{exact_overlap, plan_tiles, run_tiled, TileOptions};
 use crate::upscaler::{Engine, OnStep, StepProgress, UpscaleRequest, Upscaler};
 
@@ -35,6 +37,9 @@ pub struct GanOptions {
     /// Reflect padding around the image, in input pixels (Real-ESRGAN's `pre_pad`), so the
     /// borders see plausible context instead of zeros.
     pub pre_pad: usize,
+    /// The thread pool the CPU work runs in ([`crate::threads::pool`]); `None`: rayon's global
+    /// pool.
+    pub threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Default for GanOptions {
@@ -45,6 +50,7 @@ impl Default for GanOptions {
             tile: None,
             max_memory: None,
             pre_pad: 10,
+            threads: None,
         }
     }
 }
@@ -59,6 +65,7 @@ pub struct GanUpscaler {
     tile: Option<usize>,
     budget: u64,
     pre_pad: usize,
+    threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl GanUpscaler {
@@ -78,13 +85,15 @@ impl GanUpscaler {
             Device::Cpu => DType::F32,
             _ => DType::F16,
         });
-        let network = GanNetwork::new(
-            &arch,
-            model.weights(),
-            dtype,
-            &options.device,
-            model.source(),
-        )?;
+        let network = threads::install(options.threads.as_deref(), || {
+            GanNetwork::new(
+                &arch,
+                model.weights(),
+                dtype,
+                &options.device,
+                model.source(),
+            )
+        })?;
         Ok(Self {
             name: model
                 .source()
@@ -99,6 +108,7 @@ impl GanUpscaler {
                 .max_memory
                 .unwrap_or_else(|| crate::memory::default_budget(&options.device)),
             pre_pad: options.pre_pad,
+            threads: options.threads.clone(),
         })
     }
 
@@ -222,12 +232,15 @@ impl GanUpscaler {
         let options = self.tile_options(w, h, budget)?;
         let dtype = self.dtype;
         let network = &self.network;
+        let pool = self.threads.as_deref();
         let out = run_tiled(
             &input,
             &options,
             &mut |tile: &Tensor| {
-                let _network = profile::phase(Phase::GanNetwork);
-                network.forward(&tile.to_dtype(dtype)?)
+                threads::install(pool, || {
+                    let _network = profile::phase(Phase::GanNetwork);
+                    network.forward(&tile.to_dtype(dtype)?)
+                })
             },
             on_tile,
         )?;

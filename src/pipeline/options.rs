@@ -1,6 +1,8 @@
 //! How the upscaler is loaded and how it tiles large pictures. What one upscale is asked to do
 //! is [`crate::upscaler::DiffusionSettings`] (prompt, steps, seed, …).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device};
 
 use crate::models::vae::VaeTiling;
@@ -17,6 +19,9 @@ pub struct LoadOptions {
     /// A memory budget in bytes from which each image's tiles are chosen (see
     /// [`crate::pipeline::plan_memory`]); `None` uses `tiling` as given.
     pub max_memory: Option<u64>,
+    /// The thread pool the CPU work runs in, loading included ([`crate::threads::pool`]);
+    /// `None`: rayon's global pool.
+    pub threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Default for LoadOptions {
@@ -26,6 +31,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             tiling: TilingOptions::default(),
             max_memory: None,
+            threads: None,
         }
     }
 }

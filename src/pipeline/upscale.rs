@@ -4,6 +4,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use diffsr_schedulers::{
@@ -23,6 +24,7 @@ use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::profile::{self, Phase};
 use crate::rng::TorchRng;
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
+use crate::threads;
 use crate::tiling::{plan_tiles, run_tiled, TileOptions};
 use crate::tokenizer::ClipTokenizer;
 use crate::upscaler::{
@@ -57,11 +59,17 @@ pub struct UpscalePipeline {
     prompts: PromptCache,
     /// What an upscale does when a request carries no settings of its own.
     settings: DiffusionSettings,
+    /// Where the CPU work runs (`None`: rayon's global pool).
+    threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl UpscalePipeline {
     /// Loads every component from a model directory in the hub's diffusers layout.
     pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        threads::install(options.threads.as_deref(), || Self::load_here(dir, options))
+    }
+
+    fn load_here(dir: &Path, options: &LoadOptions) -> Result<Self> {
         let model = ModelDir::open(dir)?;
         let device = &options.device;
         let dtype = options.dtype;
@@ -143,7 +151,13 @@ impl UpscalePipeline {
             ),
             prompts: PromptCache::default(),
             settings: DiffusionSettings::default(),
+            threads: options.threads.clone(),
         })
+    }
+
+    /// Runs `work` in the pipeline's thread pool.
+    fn in_pool<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        threads::install(self.threads.as_deref(), work)
     }
 
     /// The pipeline with `settings` as what an upscale does when its request carries none.
@@ -352,11 +366,13 @@ impl UpscalePipeline {
         let mut rng = TorchRng::new(options.seed);
 
         // 1. Prompt: [negative, positive] under guidance, encoded as one batch.
-        let embeddings = if guidance {
-            self.encode_prompts(&[&options.negative_prompt, &options.prompt])?
-        } else {
-            self.encode_prompts(&[&options.prompt])?
-        };
+        let embeddings = self.in_pool(|| {
+            if guidance {
+                self.encode_prompts(&[&options.negative_prompt, &options.prompt])
+            } else {
+                self.encode_prompts(&[&options.prompt])
+            }
+        })?;
 
         // 2-3. The image in [-1, 1], noised to `noise_level` with the low-res DDPM schedule.
         // The image noise is drawn first, then the latents, as the reference does.
@@ -393,21 +409,22 @@ impl UpscalePipeline {
             let t = scheduler.timesteps()[i];
             let scaled = scheduler.scale_model_input(&latents, i)?;
             let unet_input = Tensor::cat(&[&scaled, &image], 1)?;
-            let mut predict = |x: &Tensor| -> Result<Tensor> {
-                self.guided_prediction(x, t, &embeddings, options)
-            };
-            let unet_step = profile::phase(Phase::UnetStep);
-            let prediction = if tiled {
-                run_tiled(
-                    &unet_input,
-                    &Self::unet_tiles(&tiling),
-                    &mut predict,
-                    &mut |_, _| ControlFlow::Continue(()),
-                )?
-            } else {
-                predict(&unet_input)?
-            };
-            drop(unet_step);
+            let prediction = self.in_pool(|| {
+                let _step = profile::phase(Phase::UnetStep);
+                let mut predict = |x: &Tensor| -> Result<Tensor> {
+                    self.guided_prediction(x, t, &embeddings, options)
+                };
+                if tiled {
+                    run_tiled(
+                        &unet_input,
+                        &Self::unet_tiles(&tiling),
+                        &mut predict,
+                        &mut |_, _| ControlFlow::Continue(()),
+                    )
+                } else {
+                    predict(&unet_input)
+                }
+            })?;
             let step_noise = if scheduler.needs_noise(i) {
                 Some(rng.randn_tensor(latents.shape(), DType::F32, &self.device)?)
             } else {
@@ -427,12 +444,12 @@ impl UpscalePipeline {
         }
 
         // 6. Decode in f32 (in tiles when large) and map to [0, 1].
-        let _decode = profile::phase(Phase::VaeDecode);
-        let decoded = self.vae.decode_tiled(
-            &latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?,
-            &tiling.vae,
-            &mut |_, _| ControlFlow::Continue(()),
-        )?;
+        let latents = latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?;
+        let decoded = self.in_pool(|| {
+            let _decode = profile::phase(Phase::VaeDecode);
+            self.vae
+                .decode_tiled(&latents, &tiling.vae, &mut |_, _| ControlFlow::Continue(()))
+        })?;
         Ok(decoded.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
     }
 
