@@ -13,7 +13,7 @@
 //! - `vae_S`: one VAE decode of (1, 4, S, S) latents to a 4S × 4S image;
 //! - `text`: the CLIP text encoder (OpenCLIP ViT-H, 23 layers) on 2 × 77 token ids (the prompt
 //!   and the negative prompt, as guidance encodes them);
-//! - `whole_64`: a whole 64×64 → 256×256 upscale (`UpscalePipeline::load` + `upscale_rgb8`,
+//! - `whole_64`: a whole 64×64 → 256×256 upscale (`UpscalePipeline::load` + `upscale_with`,
 //!   untiled) of the full-size model directory with random weights that
 //!   `benches/common/random_model.rs` writes once (~3.5 GB), with the directory's own
 //!   scheduler (DDIM), guidance 9, noise level 20, seed 0; its warm-up is a 1-step upscale.

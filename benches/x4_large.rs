@@ -12,7 +12,7 @@
 //! real sizes, ~3.5 GB of f32 safetensors; `benches/common/random_model.rs`), so the real
 //! loading and upscaling code runs: `UpscalePipeline::load` with
 //! `LoadOptions { max_memory: Some(budget), .. }` (the tiles are chosen by the memory plan),
-//! then `upscale_rgb8` of a deterministic S×S RGB picture to 4S×4S with DDIM, guidance 9,
+//! then `upscale_with` of a deterministic S×S RGB picture to 4S×4S with DDIM, guidance 9,
 //! noise level 20, the empty prompt. Each size runs in a child process of its own, so its
 //! peak resident memory (VmHWM) is its own, and reports:
 //!
