@@ -58,7 +58,10 @@ fn round_robin(reps: usize, fs: &mut [&mut dyn FnMut() -> Result<()>]) -> Result
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(match std::env::var("DIFFSR_MALLOC") {
+        Ok(v) if v == "system" => diffsr::memory::MallocMode::System,
+        _ => diffsr::memory::MallocMode::KeepFreedBlocks,
+    });
     let reps: usize = std::env::var("DIFFSR_BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -115,7 +115,7 @@ fn child(spec: &str) -> Result<()> {
     let x = input(size)?;
     let run = || -> Result<f64> {
         let t = Instant::now();
-        let y = upscaler.upscale(&x, &mut |_, _| ControlFlow::Continue(()))?;
+        let y = upscaler.upscale_tensor(&x, &mut |_, _| ControlFlow::Continue(()))?;
         // Wait for the result itself (candle's CPU ops are eager; this is a cheap read).
         let _ = y.dims4()?;
         Ok(t.elapsed().as_secs_f64())
@@ -204,7 +204,7 @@ struct Row {
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(env::malloc());
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }

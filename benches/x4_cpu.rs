@@ -13,7 +13,7 @@
 //! - `vae_S`: one VAE decode of (1, 4, S, S) latents to a 4S × 4S image;
 //! - `text`: the CLIP text encoder (OpenCLIP ViT-H, 23 layers) on 2 × 77 token ids (the prompt
 //!   and the negative prompt, as guidance encodes them);
-//! - `whole_64`: a whole 64×64 → 256×256 upscale (`UpscalePipeline::load` + `upscale_rgb8`,
+//! - `whole_64`: a whole 64×64 → 256×256 upscale (`UpscalePipeline::load` + `upscale_with`,
 //!   untiled) of the full-size model directory with random weights that
 //!   `benches/common/random_model.rs` writes once (~3.5 GB), with the directory's own
 //!   scheduler (DDIM), guidance 9, noise level 20, seed 0; its warm-up is a 1-step upscale.
@@ -30,7 +30,8 @@
 //! `target/bench-results/x4_cpu.md`, with a header naming the date, machine, threads and
 //! versions; with `DIFFSR_BENCH_WRITE_DOCS=1` also into docs/benchmarks.md between the
 //! `<!-- bench:x4_cpu:begin -->` and `<!-- bench:x4_cpu:end -->` lines.
-//! `DIFFSR_PROFILE=1` prints diffsr's per-stage profile of each case's timed runs to stderr.
+//! `DIFFSR_PROFILE=1` prints diffsr's per-stage profile of each case's timed runs to stderr
+//! (the bench installs `diffsr::profile::StageTimes` as the tracing subscriber).
 //!
 //! Environment:
 //! - `DIFFSR_BENCH_CASES`: the cases to run, comma separated: names (`unet_32`) or kinds
@@ -53,6 +54,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -64,11 +66,17 @@ use common::random_model::{
     crate_root, default_model_dir, write_random_model, RandomWeights, X4_TEXT_ENCODER_CONFIG,
 };
 use common::{env, machine, readme};
+use diffsr::image_io::Rgb8;
 use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::pipeline::{DiffusionSettings, LoadOptions, UpscalePipeline};
+use diffsr::profile::StageTimes;
 use serde_json::{json, Value};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The per-stage profile of the timed runs, when `DIFFSR_PROFILE=1` (set in the child).
+static PROFILE: OnceLock<Option<StageTimes>> = OnceLock::new();
 
 /// Set in a child: `case:reps:steps:threads`.
 const CHILD: &str = "DIFFSR_X4_CPU_BENCH_CHILD";
@@ -212,7 +220,10 @@ fn time_it(label: &str, n: usize, mut f: impl FnMut(bool) -> Result<Tensor>) -> 
     );
     drop(out);
     let mut times = Vec::with_capacity(n);
-    diffsr::profile::reset();
+    let profile = PROFILE.get().and_then(Option::as_ref);
+    if let Some(p) = profile {
+        p.reset();
+    }
     let mut busy = 0.0;
     let mut wall = 0.0;
     for _ in 0..n {
@@ -228,11 +239,11 @@ fn time_it(label: &str, n: usize, mut f: impl FnMut(bool) -> Result<Tensor>) -> 
     }
     let load = busy / wall;
     eprintln!("[diffsr] {label}: {times:.3?} s, other processes' load {load:.2}");
-    if diffsr::profile::enabled() {
+    if let Some(p) = profile {
         let total = std::time::Duration::from_secs_f64(times.iter().sum());
         eprintln!(
             "[diffsr] {label}: profile of the {n} timed runs\n{}",
-            diffsr::profile::table(&diffsr::profile::totals(), total)
+            diffsr::profile::table(&p.totals(), total)
         );
     }
     Ok((times, warm, load))
@@ -308,12 +319,13 @@ fn whole_upscale(
     if rgb.len() != 3 * s * s {
         bail!("{} is not a {s}×{s} RGB image", inputs.image.display());
     }
-    let options = |steps| UpscaleOptions {
+    let rgb = Rgb8::new(rgb, s, s)?;
+    let options = |steps| DiffusionSettings {
         steps,
         guidance_scale: GUIDANCE,
         noise_level: NOISE_LEVEL,
         seed: SEED,
-        ..UpscaleOptions::default()
+        ..DiffusionSettings::default()
     };
     let (warm_options, timed_options) = (options(1), options(steps));
     eprintln!(
@@ -327,12 +339,19 @@ fn whole_upscale(
         } else {
             &timed_options
         };
-        Ok(pipeline.upscale_rgb8(&rgb, s, s, options, &mut |_| ControlFlow::Continue(()))?)
+        let out = pipeline.upscale_with(&rgb, options, &mut |_| ControlFlow::Continue(()))?;
+        Ok(out.to_tensor(&Device::Cpu)?)
     })
 }
 
 /// The child: builds what `case` needs, times it and prints one JSON line on stdout.
 fn child(spec: &str) -> Result<()> {
+    if env::flag("DIFFSR_PROFILE")? {
+        let times = StageTimes::new();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times.layer()))
+            .context("installing the profile's tracing subscriber")?;
+        let _ = PROFILE.set(Some(times));
+    }
     let parts: Vec<&str> = spec.split(':').collect();
     let [case, reps, steps, threads] = parts[..] else {
         bail!("bad {CHILD} value {spec:?}");
@@ -538,7 +557,7 @@ fn seconds(side: &Side) -> String {
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(env::malloc());
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }

@@ -12,7 +12,7 @@
 //! real sizes, ~3.5 GB of f32 safetensors; `benches/common/random_model.rs`), so the real
 //! loading and upscaling code runs: `UpscalePipeline::load` with
 //! `LoadOptions { max_memory: Some(budget), .. }` (the tiles are chosen by the memory plan),
-//! then `upscale_rgb8` of a deterministic S×S RGB picture to 4S×4S with DDIM, guidance 9,
+//! then `upscale_with` of a deterministic S×S RGB picture to 4S×4S with DDIM, guidance 9,
 //! noise level 20, the empty prompt. Each size runs in a child process of its own, so its
 //! peak resident memory (VmHWM) is its own, and reports:
 //!
@@ -47,9 +47,10 @@ use candle_core::{DType, Device, Tensor};
 use common::picture::input_rgb8;
 use common::proc_stats::{cpu_ticks, foreign_load, gib, loadavg, proc_status_kib};
 use common::random_model::{default_model_dir, write_random_model};
+use diffsr::image_io::Rgb8;
 use diffsr::model_dir::{with_weights, ModelDir};
 use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
-use diffsr::pipeline::{LoadOptions, MemoryPlan, UpscaleOptions, UpscalePipeline};
+use diffsr::pipeline::{DiffusionSettings, LoadOptions, MemoryPlan, UpscalePipeline};
 use diffsr::schedulers::SchedulerKind;
 use diffsr::tokenizer::ClipTokenizer;
 use serde_json::{json, Value};
@@ -72,13 +73,13 @@ fn parse_bytes(s: &str) -> Result<u64> {
     Ok(diffsr::memory::parse_bytes(s)?)
 }
 
-fn options(steps: usize) -> UpscaleOptions {
-    UpscaleOptions {
+fn options(steps: usize) -> DiffusionSettings {
+    DiffusionSettings {
         steps,
         guidance_scale: GUIDANCE,
         scheduler: Some(SchedulerKind::Ddim),
         seed: 0,
-        ..UpscaleOptions::default()
+        ..DiffusionSettings::default()
     }
 }
 
@@ -161,11 +162,11 @@ fn child(spec: &str) -> Result<()> {
         plan.describe(budget)
     );
 
-    let rgb = input_rgb8(size);
+    let rgb = Rgb8::new(input_rgb8(size), size, size)?;
     let mut stamps: Vec<f64> = Vec::with_capacity(steps);
     let ticks = cpu_ticks();
     let start = Instant::now();
-    let out = pipeline.upscale_rgb8(&rgb, size, size, &options, &mut |p| {
+    let out = pipeline.upscale_with(&rgb, &options, &mut |p| {
         let t = start.elapsed().as_secs_f64();
         eprintln!(
             "[bench]   step {}/{} (t={}) done at {t:.1} s",
@@ -177,15 +178,10 @@ fn child(spec: &str) -> Result<()> {
     let total_s = start.elapsed().as_secs_f64();
     let load = foreign_load(ticks, cpu_ticks(), total_s);
     let peak = kib_to_bytes("VmHWM:");
-    let dims = out.dims4()?;
-    if dims != (1, 3, 4 * size, 4 * size) {
-        bail!(
-            "output is {:?}, expected (1, 3, {1}, {1})",
-            out.dims(),
-            4 * size
-        );
+    if out.size() != (4 * size, 4 * size) {
+        bail!("output is {:?}, expected {1}x{1}", out.size(), 4 * size);
     }
-    let mean = out.mean_all()?.to_scalar::<f32>()?;
+    let mean = out.data.iter().sum::<f32>() / out.data.len() as f32;
     if !mean.is_finite() {
         bail!("output is not finite (mean {mean})");
     }
@@ -254,7 +250,7 @@ fn f(v: &Value, key: &str) -> f64 {
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(common::env::malloc());
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }

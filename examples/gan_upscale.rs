@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
-use diffsr::image_io::{load_rgb8, save_rgb8, Rgb8};
-use diffsr::pipeline::{rgb8_to_tensor, tensor_to_rgb8};
+use diffsr::image_io::{load_rgb8, save_rgb8};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -29,25 +28,12 @@ fn main() -> Result<()> {
     // Tiles are sized from the memory available; `tile: Some(n)` fixes them.
     let upscaler = GanUpscaler::new(&model, &GanOptions::default())?;
     let image = load_rgb8(&input)?;
-    let x = rgb8_to_tensor(
-        &image.data,
-        image.width,
-        image.height,
-        &candle_core::Device::Cpu,
-    )?;
-    let y = upscaler.upscale(&x, &mut |done, total| {
-        eprintln!("tile {done}/{total}");
+    let upscaled = upscaler.upscale_image(&image, &mut |p| {
+        eprintln!("tile {}/{}", p.step, p.total);
         ControlFlow::Continue(()) // Break cancels between tiles
     })?;
-    let (data, width, height) = tensor_to_rgb8(&y)?;
-    save_rgb8(
-        &output,
-        &Rgb8 {
-            data,
-            width,
-            height,
-        },
-    )?;
+    let (width, height) = upscaled.size();
+    save_rgb8(&output, &upscaled.to_rgb8())?;
     eprintln!("wrote {} ({width}x{height})", output.display());
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Where the time of one guided UNet step, one VAE decode or one text encoding of the full-size
 //! x4 upscaler goes,
 //! stage by stage (convolutions, linear layers, attention product, group norm, …), on the CPU
-//! with random weights (no download). The profile is `diffsr::profile`; this example turns it
-//! on around the timed runs.
+//! with random weights (no download). The stages are `tracing` spans (`diffsr::profile`); this
+//! example installs `diffsr::profile::StageTimes` as the subscriber and reads it after the
+//! timed runs.
 //!
 //! ```bash
 //! cargo run --release --example profile_stages -- unet 64      # one guided step, 64×64 latent
@@ -19,11 +20,12 @@ use candle_nn::{VarBuilder, VarMap};
 use diffsr::models::clip_text::{ClipTextConfig, ClipTextModel};
 use diffsr::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use diffsr::profile;
+use diffsr::profile::{self, StageTimes};
+use tracing_subscriber::layer::SubscriberExt;
 
 fn main() -> Result<()> {
     // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator();
+    diffsr::memory::tune_allocator(diffsr::memory::MallocMode::KeepFreedBlocks);
     let mut args = std::env::args().skip(1);
     let usage = "usage: profile_stages unet|vae|text|gan SIZE [RUNS]";
     let model = args.next().context(usage)?;
@@ -76,14 +78,16 @@ fn main() -> Result<()> {
             let upscaler = diffsr::gan::GanUpscaler::new(&model, &options)?;
             let image = Tensor::rand(0f32, 1.0, (1, 3, size, size), &dev)?;
             Box::new(move || {
-                Ok(upscaler.upscale(&image, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
+                Ok(upscaler
+                    .upscale_tensor(&image, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
             })
         }
         other => bail!("{other:?}: expected unet, vae, text or gan ({usage})"),
     };
+    let times = StageTimes::new();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times.layer()))?;
     run()?; // warm-up
-    profile::enable(true);
-    profile::reset();
+    times.reset();
     let mut total = Duration::ZERO;
     for i in 0..runs {
         let t = Instant::now();
@@ -96,7 +100,7 @@ fn main() -> Result<()> {
         "{model} at {size}×{size}, {} threads, {runs} runs ({:.3} s each on average):\n{}",
         candle_core::utils::get_num_threads(),
         total.as_secs_f64() / runs as f64,
-        profile::table(&profile::totals(), total)
+        profile::table(&times.totals(), total)
     );
     Ok(())
 }

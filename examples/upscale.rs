@@ -11,9 +11,10 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use diffsr::image_io::{load_rgb8, save_rgb8, Rgb8};
-use diffsr::pipeline::{tensor_to_rgb8, LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::image_io::{load_rgb8, save_rgb8};
+use diffsr::pipeline::{DiffusionSettings, LoadOptions, UpscalePipeline};
 use diffsr::schedulers::SchedulerKind;
+use diffsr::upscaler::{UpscaleParams, UpscaleRequest, Upscaler};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -23,29 +24,25 @@ fn main() -> Result<()> {
     let output = PathBuf::from(args.next().context(usage)?);
     let prompt = args.next().unwrap_or_default();
 
-    let pipeline = UpscalePipeline::load(&model, &LoadOptions::default())?;
+    // The settings an upscale uses when its request carries none of its own.
+    let pipeline =
+        UpscalePipeline::load(&model, &LoadOptions::default())?.with_settings(DiffusionSettings {
+            prompt,
+            steps: 20,
+            scheduler: Some(SchedulerKind::DpmPp2mKarras),
+            seed: 42,
+            ..DiffusionSettings::default()
+        });
     let image = load_rgb8(&input)?;
-    let options = UpscaleOptions {
-        prompt,
-        steps: 20,
-        scheduler: Some(SchedulerKind::DpmPp2mKarras),
-        seed: 42,
-        ..UpscaleOptions::default()
-    };
-    let upscaled =
-        pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
-            eprintln!("step {}/{}", p.step, p.total);
-            ControlFlow::Continue(())
-        })?;
-    let (data, width, height) = tensor_to_rgb8(&upscaled)?;
-    save_rgb8(
-        &output,
-        &Rgb8 {
-            data,
-            width,
-            height,
-        },
-    )?;
+    // The model's own factor (4x), no colour fix; `size: OutputSize::scale(2.5)` would land
+    // on 2.5x, `color_fix: ColorFix::Wavelet` correct the colours against the input.
+    let params = UpscaleParams::default();
+    let upscaled = pipeline.upscale(UpscaleRequest::new(&image, &params, &mut |p| {
+        eprintln!("step {}/{}", p.step, p.total);
+        ControlFlow::Continue(()) // Break cancels between steps
+    }))?;
+    let (width, height) = upscaled.size();
+    save_rgb8(&output, &upscaled.to_rgb8())?;
     println!(
         "{} -> {} ({width}x{height})",
         input.display(),

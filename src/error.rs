@@ -61,6 +61,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A model folder could not be loaded; `cause` says what failed.
+    #[error("loading the model from {}: {cause}", path.display())]
+    ModelLoad { path: PathBuf, cause: Box<Error> },
+
+    /// Engine selection fell back from diffusion, which cannot run (`reason`), to the built-in
+    /// GAN, and loading that failed too (`cause`, which is what this error displays).
+    #[error("{cause}")]
+    FallbackFailed { reason: String, cause: Box<Error> },
+
     /// The run was cancelled between two steps.
     #[error("cancelled")]
     Cancelled,

@@ -4,23 +4,33 @@
 //! diffusers' `StableDiffusionUpscalePipeline`; the Real-ESRGAN family is the fast path. This
 //! crate is the library behind the `diffsr` binary. Denoising solvers live in their own crate,
 //! re-exported here as [`schedulers`].
+//!
+//! Features: `hub` (default) is the hub client ([`hub`]) that downloads models named by repo id;
+//! `cli` (default) builds the `diffsr` binary (clap, indicatif, ctrlc, anyhow: none of them are
+//! library dependencies) and turns on `profiling`, the [`profile::StageTimes`] collector. With
+//! `default-features = false` the library loads local models only and pulls in no CLI or
+//! network crate.
 
 pub mod batch;
 pub mod color_fix;
+pub mod engine;
 pub mod error;
 pub mod gan;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod image_io;
 pub mod memory;
 pub mod model_dir;
+pub mod model_spec;
 pub mod models;
 pub mod pipeline;
 pub mod profile;
-pub mod resample;
+mod resample;
 pub mod rng;
-pub mod safetensors_reader;
+mod safetensors_reader;
 pub mod scale_plan;
 pub mod schedule_report;
+pub mod threads;
 pub mod tiling;
 pub mod tokenizer;
 pub mod upscaler;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use diffsr::memory::MallocMode;
 
 #[derive(Parser)]
 #[command(
@@ -41,8 +42,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before any model loads: freed tensor buffers are kept for reuse (see the function).
-    diffsr::memory::tune_allocator();
+    // Before any model loads: freed tensor buffers are kept for reuse (see the function);
+    // `DIFFSR_MALLOC=system` leaves malloc alone.
+    let malloc = match std::env::var("DIFFSR_MALLOC") {
+        Ok(v) if v == "system" => MallocMode::System,
+        _ => MallocMode::KeepFreedBlocks,
+    };
+    diffsr::memory::tune_allocator(malloc);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -53,13 +53,39 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
     Ok(bytes as u64)
 }
 
+/// What a process asks of malloc (the `diffsr` binary reads it from `DIFFSR_MALLOC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MallocMode {
+    /// Keep freed tensor buffers for reuse (see [`tune_allocator`]).
+    #[default]
+    KeepFreedBlocks,
+    /// Leave the system allocator's settings alone.
+    System,
+}
+
+impl std::str::FromStr for MallocMode {
+    type Err = Error;
+
+    /// `keep` or `system`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "keep" => Ok(Self::KeepFreedBlocks),
+            "system" => Ok(Self::System),
+            other => Err(Error::option(
+                "malloc",
+                format!("`{other}`: expected keep or system"),
+            )),
+        }
+    }
+}
+
 /// What [`tune_allocator`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllocatorTuning {
     /// glibc's malloc now keeps freed blocks of every size for reuse.
     KeepFreedBlocks,
-    /// Left alone: `DIFFSR_MALLOC=system` asked for it.
-    DisabledByEnv,
+    /// Left alone: [`MallocMode::System`] asked for it.
+    LeftAlone,
     /// Left alone: not glibc, or glibc refused the settings.
     Unsupported,
 }
@@ -76,12 +102,13 @@ const TRIM_THRESHOLD_BYTES: i32 = 512 << 20;
 /// the heap and freed ones are reused; free memory at the top of the heap beyond 512 MiB is
 /// still trimmed. The peak (what memory budgets bound) is unchanged; between runs resident
 /// memory stays nearer the peak. Call it once, before the first model loads; the `diffsr`
-/// binary does. `DIFFSR_MALLOC=system` leaves malloc alone.
-pub fn tune_allocator() -> AllocatorTuning {
-    if std::env::var("DIFFSR_MALLOC").is_ok_and(|v| v == "system") {
-        return AllocatorTuning::DisabledByEnv;
+/// binary does (with [`MallocMode::System`] under `DIFFSR_MALLOC=system`, which leaves malloc
+/// alone).
+pub fn tune_allocator(mode: MallocMode) -> AllocatorTuning {
+    match mode {
+        MallocMode::System => AllocatorTuning::LeftAlone,
+        MallocMode::KeepFreedBlocks => tune_glibc(),
     }
-    tune_glibc()
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -110,7 +137,13 @@ mod tune_tests {
 
     #[test]
     fn allocator_tuning_applies_on_glibc() {
-        let got = tune_allocator();
+        assert_eq!(
+            tune_allocator(MallocMode::System),
+            AllocatorTuning::LeftAlone
+        );
+        assert_eq!("system".parse::<MallocMode>().unwrap(), MallocMode::System);
+        assert!("jemalloc".parse::<MallocMode>().is_err());
+        let got = tune_allocator(MallocMode::KeepFreedBlocks);
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert_eq!(got, AllocatorTuning::KeepFreedBlocks);
         } else {

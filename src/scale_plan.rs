@@ -5,48 +5,14 @@
 //! invented detail, much slower) — and one Lanczos resample of the last result lands on the
 //! exact size. Optional colour correction against the input follows ([`crate::color_fix`]).
 
-use std::ops::ControlFlow;
 use std::str::FromStr;
 
-use candle_core::Tensor;
-
-use crate::color_fix::apply_color_fix;
+use crate::color_fix::{apply_color_fix, ColorFix};
 use crate::error::{Error, Result};
-use crate::pipeline::{rgb8_to_tensor, tensor_to_rgb8, StepProgress, UpscaleOptions};
-use crate::resample::resize_rgb_tensor;
-use crate::upscaler::{Engine, Upscaler};
-
-/// An output size given other than as a factor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetSize {
-    /// Exactly this size (the aspect ratio may change).
-    Exact { width: usize, height: usize },
-    /// The longer side becomes this; the other keeps the aspect ratio.
-    LongSide(usize),
-}
-
-impl FromStr for TargetSize {
-    type Err = Error;
-
-    /// `WxH`.
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::option(
-                "target",
-                format!("`{s}`: expected WIDTHxHEIGHT, e.g. 3840x2160"),
-            )
-        };
-        let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-        let (width, height) = (
-            w.trim().parse::<usize>().map_err(|_| bad())?,
-            h.trim().parse::<usize>().map_err(|_| bad())?,
-        );
-        if width == 0 || height == 0 {
-            return Err(bad());
-        }
-        Ok(Self::Exact { width, height })
-    }
-}
+use crate::image_io::RgbF32;
+use crate::resample::resize_rgb;
+pub use crate::upscaler::TargetSize;
+use crate::upscaler::{Engine, UpscaleParams, UpscaleRequest, Upscaler};
 
 /// How a factor beyond the model's own is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,57 +72,13 @@ impl FromStr for ScalePlan {
     }
 }
 
-/// The output size of a `width` × `height` input under `options`, for a model of `native`
-/// scale: `target`, else `scale`, else the model's own factor.
-pub fn output_size(
-    width: usize,
-    height: usize,
-    options: &UpscaleOptions,
-    native: usize,
-) -> Result<(usize, usize)> {
-    let size = match options.target {
-        Some(TargetSize::Exact { width, height }) => (width, height),
-        Some(TargetSize::LongSide(n)) => {
-            let s = n as f64 / width.max(height) as f64;
-            (
-                ((width as f64 * s).round() as usize).max(1),
-                ((height as f64 * s).round() as usize).max(1),
-            )
-        }
-        None => {
-            let s = options.scale.unwrap_or(native as f64);
-            let (w, h) = ((width as f64 * s).round(), (height as f64 * s).round());
-            if !(w >= 1.0 && h >= 1.0) {
-                return Err(Error::option(
-                    "scale",
-                    format!("{s} turns {width}x{height} into an empty image"),
-                ));
-            }
-            (w as usize, h as usize)
-        }
-    };
-    let factor = (size.0 as f64 / width as f64).max(size.1 as f64 / height as f64);
-    if factor > crate::pipeline::MAX_SCALE {
-        return Err(Error::option(
-            "scale",
-            format!(
-                "{width}x{height} to {}x{} is {factor:.1}×; at most {}× is supported",
-                size.0,
-                size.1,
-                crate::pipeline::MAX_SCALE
-            ),
-        ));
-    }
-    Ok(size)
-}
-
 /// One pass of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub enum Pass {
     Primary,
     Gan,
-    /// The primary (diffusion) model again, on the result resampled to a quarter of the
-    /// target.
+    /// The primary model again: on the first result (the GAN), or for diffusion on the result
+    /// resampled to a quarter of the target.
     PrimaryAgain,
 }
 
@@ -175,12 +97,7 @@ impl<'a> PlannedUpscaler<'a> {
     }
 
     /// The passes that take a `width` × `height` input to `target`.
-    pub fn stages(
-        &self,
-        width: usize,
-        height: usize,
-        target: (usize, usize),
-    ) -> Result<Vec<Stage>> {
+    pub fn passes(&self, width: usize, height: usize, target: (usize, usize)) -> Result<Vec<Pass>> {
         let native = self.primary.scale() as f64;
         let factor = (target.0 as f64 / width as f64).max(target.1 as f64 / height as f64);
         let diffusion = self.primary.engine() == Engine::Diffusion;
@@ -198,29 +115,24 @@ impl<'a> PlannedUpscaler<'a> {
             ));
         }
         Ok(match plan {
-            ScalePlan::Auto | ScalePlan::Single => vec![Stage::Primary],
-            ScalePlan::DiffusionGan => vec![Stage::Primary, Stage::Gan],
-            ScalePlan::DiffusionTwice => vec![Stage::Primary, Stage::PrimaryAgain],
-            ScalePlan::GanTwice => vec![Stage::Primary, Stage::PrimaryAgain],
+            ScalePlan::Auto | ScalePlan::Single => vec![Pass::Primary],
+            ScalePlan::DiffusionGan => vec![Pass::Primary, Pass::Gan],
+            ScalePlan::DiffusionTwice => vec![Pass::Primary, Pass::PrimaryAgain],
+            ScalePlan::GanTwice => vec![Pass::Primary, Pass::PrimaryAgain],
         })
     }
 
     /// One line saying what happens to a `width` × `height` input.
-    pub fn describe(
-        &self,
-        width: usize,
-        height: usize,
-        options: &UpscaleOptions,
-    ) -> Result<String> {
-        let target = output_size(width, height, options, self.primary.scale())?;
-        let stages = self.stages(width, height, target)?;
-        let names: Vec<String> = stages
+    pub fn describe(&self, width: usize, height: usize, params: &UpscaleParams) -> Result<String> {
+        let target = params.size.resolve(width, height, self.primary.scale())?;
+        let passes = self.passes(width, height, target)?;
+        let names: Vec<String> = passes
             .iter()
             .map(|s| match s {
-                Stage::Primary | Stage::PrimaryAgain => {
+                Pass::Primary | Pass::PrimaryAgain => {
                     format!("{} x{}", self.primary.engine().name(), self.primary.scale())
                 }
-                Stage::Gan => format!("gan x{}", self.gan.map_or(4, |g| g.scale())),
+                Pass::Gan => format!("gan x{}", self.gan.map_or(4, |g| g.scale())),
             })
             .collect();
         let mut line = format!(
@@ -228,18 +140,18 @@ impl<'a> PlannedUpscaler<'a> {
             target.0,
             target.1,
             names.join(" -> "),
-            match options.color_fix {
-                crate::color_fix::ColorFix::None => String::new(),
+            match params.color_fix {
+                ColorFix::None => String::new(),
                 fix => format!(", colour fix {}", fix.name()),
             }
         );
-        if let Some(note) = self.primary.memory_note(width, height, options)? {
+        if let Some(note) = self.primary.memory_note(width, height, params)? {
             line.push_str(&format!("; first pass: {note}"));
         }
-        if let Some(&Stage::PrimaryAgain) = stages.get(1) {
+        if let Some(&Pass::PrimaryAgain) = passes.get(1) {
             let s = self.primary.scale();
             let (w2, h2) = (target.0.div_ceil(s), target.1.div_ceil(s));
-            if let Some(note) = self.primary.memory_note(w2, h2, options)? {
+            if let Some(note) = self.primary.memory_note(w2, h2, params)? {
                 line.push_str(&format!("; second pass ({w2}x{h2}): {note}"));
             }
         }
@@ -260,42 +172,74 @@ impl Upscaler for PlannedUpscaler<'_> {
         format!("{} (plan {})", self.primary.describe(), self.plan.name())
     }
 
-    fn upscale_rgb8(
+    fn device(&self) -> &candle_core::Device {
+        self.primary.device()
+    }
+
+    fn memory_note(
         &self,
-        rgb: &[u8],
         width: usize,
         height: usize,
-        options: &UpscaleOptions,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
-    ) -> Result<Tensor> {
-        let target = output_size(width, height, options, self.primary.scale())?;
-        let stages = self.stages(width, height, target)?;
-        let mut result = self
-            .primary
-            .upscale_rgb8(rgb, width, height, options, on_step)?;
-        for stage in &stages[1..] {
-            let upscaler = match stage {
-                Stage::Gan => self.gan.ok_or_else(|| {
-                    Error::option("plan", "no GAN model is loaded for the second pass")
-                })?,
-                _ => self.primary,
+        params: &UpscaleParams,
+    ) -> Result<Option<String>> {
+        self.primary.memory_note(width, height, params)
+    }
+
+    /// Always lands on the exact size (`params.size`, else the model's factor × the input).
+    fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {
+        let UpscaleRequest {
+            image,
+            params,
+            on_step,
+        } = request;
+        params.size.validate()?;
+        let (width, height) = image.size();
+        let target = params.size.resolve(width, height, self.primary.scale())?;
+        let passes = self.passes(width, height, target)?;
+        // Each pass is one engine run at its own factor; the size and colour fix are this
+        // plan's. The primary's settings are for the primary only.
+        let primary_pass = UpscaleParams {
+            size: Default::default(),
+            color_fix: ColorFix::None,
+            ..params.clone()
+        };
+        let gan_pass = UpscaleParams {
+            settings: None,
+            ..primary_pass.clone()
+        };
+        let mut result =
+            self.primary
+                .upscale(UpscaleRequest::new(image, &primary_pass, &mut *on_step))?;
+        for pass in &passes[1..] {
+            let (upscaler, pass_params) = match pass {
+                Pass::Gan => (
+                    self.gan.ok_or_else(|| {
+                        Error::option("plan", "no GAN model is loaded for the second pass")
+                    })?,
+                    &gan_pass,
+                ),
+                _ => (self.primary, &primary_pass),
             };
-            if *stage == Stage::PrimaryAgain && upscaler.engine() == Engine::Diffusion {
+            if *pass == Pass::PrimaryAgain && upscaler.engine() == Engine::Diffusion {
                 // The second diffusion pass invents detail at the final scale: feed it the
                 // first result at target / scale.
                 let s = upscaler.scale();
-                result = resize_rgb_tensor(&result, target.0.div_ceil(s), target.1.div_ceil(s))?;
+                result = resize_rgb(&result, target.0.div_ceil(s), target.1.div_ceil(s))?;
             }
-            let (data, w, h) = tensor_to_rgb8(&result)?;
-            result = upscaler.upscale_rgb8(&data, w, h, options, on_step)?;
+            let input = result.to_rgb8();
+            result = upscaler.upscale(UpscaleRequest::new(&input, pass_params, &mut *on_step))?;
         }
-        let (_, _, h, w) = result.dims4()?;
-        if (w, h) != target {
-            result = resize_rgb_tensor(&result, target.0, target.1)?;
+        if result.size() != target {
+            result = resize_rgb(&result, target.0, target.1)?;
         }
-        if options.color_fix != crate::color_fix::ColorFix::None {
-            let source = rgb8_to_tensor(rgb, width, height, result.device())?;
-            result = apply_color_fix(&result, &source, options.color_fix)?;
+        if params.color_fix != ColorFix::None {
+            let device = self.primary.device();
+            let fixed = apply_color_fix(
+                &result.to_tensor(device)?,
+                &image.to_tensor(device)?,
+                params.color_fix,
+            )?;
+            result = RgbF32::from_tensor(&fixed)?;
         }
         Ok(result)
     }

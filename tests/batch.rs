@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use diffsr::batch::{
-    expand_inputs, plan, run_jobs, Event, OutputTemplate, PlanOptions, RunSettings, Source,
+    expand_inputs, plan, run_jobs, Event, JobOptions, OutputTemplate, PlanOptions, RunSettings,
+    Source,
 };
 use diffsr::image_io::{load_rgb8, read_png_text, GenerationInfo};
-use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::pipeline::{DiffusionSettings, LoadOptions, UpscalePipeline};
 use diffsr::scale_plan::{PlannedUpscaler, ScalePlan};
 
 const IMAGES: [&str; 3] = [
@@ -408,9 +409,12 @@ fn cancelling_stops_at_a_step_and_keeps_finished_outputs() -> Result<()> {
         &fixtures().join("tiny-x4-upscaler"),
         &LoadOptions::default(),
     )?;
-    let defaults = UpscaleOptions {
-        steps: 3,
-        seed: 1,
+    let defaults = JobOptions {
+        diffusion: DiffusionSettings {
+            steps: 3,
+            seed: 1,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let template = OutputTemplate::parse("{stem}.png")?;

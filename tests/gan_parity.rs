@@ -135,7 +135,8 @@ fn upscaler_untiled_equals_the_clamped_network_output() -> Result<()> {
         )?;
         let input = &t[v["input"].as_str().context("input")?];
         let want = t[v["output"].as_str().context("output")?].clamp(0f32, 1f32)?;
-        let got = upscaler.upscale(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?;
+        let got =
+            upscaler.upscale_tensor(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?;
         common::compare(name, &got, &want, 1e-4)?;
     }
     Ok(())
@@ -163,7 +164,7 @@ fn grey_models_run_on_luma_and_repeat_their_output() -> Result<()> {
             ..GanOptions::default()
         },
     )?;
-    let got = upscaler.upscale(&rgb, &mut |_, _| std::ops::ControlFlow::Continue(()))?;
+    let got = upscaler.upscale_tensor(&rgb, &mut |_, _| std::ops::ControlFlow::Continue(()))?;
     let want = t["rrdb_x4_grey.output"]
         .clamp(0f32, 1f32)?
         .repeat((1, 3, 1, 1))?;
@@ -294,7 +295,7 @@ fn tiled_srvgg_equals_untiled() -> Result<()> {
             },
         )?;
         let mut calls = 0;
-        let out = upscaler.upscale(&image, &mut |_, total| {
+        let out = upscaler.upscale_tensor(&image, &mut |_, total| {
             calls = total;
             std::ops::ControlFlow::Continue(())
         })?;

@@ -17,7 +17,6 @@ use candle_core::{DType, Device, Tensor};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use diffsr::image_io::load_rgb8;
-use diffsr::pipeline::rgb8_to_tensor;
 use ncnn_models::ncnn_models;
 
 const PHOTOS: [&str; 3] = ["astronaut", "coffee", "chelsea"];
@@ -52,8 +51,8 @@ fn check_model(model: &GanModel, key: &str) -> Result<()> {
     )?;
     for photo in PHOTOS {
         let image = load_rgb8(&fixtures().join(format!("photos/{photo}.png")))?;
-        let input = rgb8_to_tensor(&image.data, image.width, image.height, &Device::Cpu)?;
-        let got = upscaler.upscale(&input, &mut |_, _| ControlFlow::Continue(()))?;
+        let input = image.to_tensor(&Device::Cpu)?;
+        let got = upscaler.upscale_tensor(&input, &mut |_, _| ControlFlow::Continue(()))?;
         let want = reference
             .get(&format!("{key}.{photo}"))
             .with_context(|| format!("{key}.{photo} in the reference"))?

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use diffsr::image_io::load_rgb8;
-use diffsr::pipeline::{LoadOptions, UpscaleOptions, UpscalePipeline};
+use diffsr::image_io::{load_rgb8, Rgb8};
+use diffsr::pipeline::{DiffusionSettings, LoadOptions, UpscalePipeline};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn options_of(case: &Value) -> Result<UpscaleOptions> {
-    Ok(UpscaleOptions {
+fn options_of(case: &Value) -> Result<DiffusionSettings> {
+    Ok(DiffusionSettings {
         prompt: case["prompt"].as_str().unwrap_or_default().to_string(),
         negative_prompt: case["negative_prompt"]
             .as_str()
@@ -29,7 +29,6 @@ fn options_of(case: &Value) -> Result<UpscaleOptions> {
         eta: case["eta"].as_f64().unwrap_or(0.0),
         scheduler: case["scheduler"].as_str().map(str::parse).transpose()?,
         seed: case["seed"].as_u64().context("seed")?,
-        ..UpscaleOptions::default()
     })
 }
 
@@ -40,19 +39,13 @@ fn run_case(pipeline: &UpscalePipeline, case: &Value, reference: &Tensor) -> Res
             .join(case["image"].as_str().unwrap()),
     )?;
     let mut steps = 0;
-    let out = pipeline.upscale_rgb8(
-        &image.data,
-        image.width,
-        image.height,
-        &options_of(case)?,
-        &mut |_| {
-            steps += 1;
-            ControlFlow::Continue(())
-        },
-    )?;
+    let out = pipeline.upscale_with(&image, &options_of(case)?, &mut |_| {
+        steps += 1;
+        ControlFlow::Continue(())
+    })?;
     ensure!(steps > 0, "no progress reported");
     // diffusers' "np" output is (h, w, 3).
-    let ours = out.get(0)?.permute((1, 2, 0))?;
+    let ours = Tensor::from_vec(out.data, (out.height, out.width, 3), &Device::Cpu)?;
     ensure!(
         ours.dims() == reference.dims(),
         "shape {:?} != diffusers {:?}",
@@ -96,20 +89,19 @@ fn cancelling_stops_between_steps() -> Result<()> {
     let dir = fixtures();
     let pipeline = UpscalePipeline::load(&dir.join("tiny-x4-upscaler"), &LoadOptions::default())?;
     let image = load_rgb8(&dir.join("images/chelsea-16x12.png"))?;
-    let options = UpscaleOptions {
+    let options = DiffusionSettings {
         steps: 5,
-        ..UpscaleOptions::default()
+        ..DiffusionSettings::default()
     };
     let mut seen = 0;
-    let result =
-        pipeline.upscale_rgb8(&image.data, image.width, image.height, &options, &mut |p| {
-            seen = p.step;
-            if p.step == 2 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
+    let result = pipeline.upscale_with(&image, &options, &mut |p| {
+        seen = p.step;
+        if p.step == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
     ensure!(
         matches!(result, Err(diffsr::Error::Cancelled)),
         "{result:?}"
@@ -123,33 +115,29 @@ fn bad_options_and_models_are_named() -> Result<()> {
     let dir = fixtures();
     let pipeline = UpscalePipeline::load(&dir.join("tiny-x4-upscaler"), &LoadOptions::default())?;
     let image = load_rgb8(&dir.join("images/chelsea-16x12.png"))?;
-    let run = |options: UpscaleOptions| {
+    let run = |options: DiffusionSettings| {
         pipeline
-            .upscale_rgb8(
-                &image.data,
-                image.width,
-                image.height,
-                &options,
-                &mut |_| ControlFlow::Continue(()),
-            )
+            .upscale_with(&image, &options, &mut |_| ControlFlow::Continue(()))
             .map(|_| ())
             .unwrap_err()
             .to_string()
     };
-    let err = run(UpscaleOptions {
+    let err = run(DiffusionSettings {
         noise_level: 351,
-        ..UpscaleOptions::default()
+        ..DiffusionSettings::default()
     });
     ensure!(err.contains("noise_level") && err.contains("350"), "{err}");
-    let err = run(UpscaleOptions {
+    let err = run(DiffusionSettings {
         steps: 0,
-        ..UpscaleOptions::default()
+        ..DiffusionSettings::default()
     });
     ensure!(err.contains("steps"), "{err}");
     let tiny = pipeline
-        .upscale_rgb8(&[0u8; 9], 3, 1, &UpscaleOptions::default(), &mut |_| {
-            ControlFlow::Continue(())
-        })
+        .upscale_with(
+            &Rgb8::new(vec![0u8; 9], 3, 1)?,
+            &DiffusionSettings::default(),
+            &mut |_| ControlFlow::Continue(()),
+        )
         .unwrap_err()
         .to_string();
     ensure!(tiny.contains("too small"), "{tiny}");

@@ -6,14 +6,16 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::{ensure, Result};
+use candle_core::Device;
+use diffsr::batch::JobOptions;
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanOptions, GanUpscaler};
 use diffsr::image_io::load_rgb8;
 use diffsr::pipeline::{
-    plan_memory, LoadOptions, ModelFootprint, ModelWidths, UpscaleOptions, UpscalePipeline,
+    plan_memory, DiffusionSettings, LoadOptions, ModelFootprint, ModelWidths, UpscalePipeline,
 };
 use diffsr::scale_plan::{PlannedUpscaler, ScalePlan, TargetSize};
-use diffsr::upscaler::Upscaler;
+use diffsr::upscaler::{Engine, OutputSize, UpscaleRequest, Upscaler};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -34,14 +36,15 @@ fn gan() -> Result<GanUpscaler> {
 }
 
 /// Runs `upscaler` on a photo; returns the output size and the progress reports seen.
-fn run(upscaler: &dyn Upscaler, options: &UpscaleOptions) -> Result<((usize, usize), usize)> {
+fn run(upscaler: &dyn Upscaler, options: &JobOptions) -> Result<((usize, usize), usize)> {
     let image = load_rgb8(&fixtures().join("gan/photos/chelsea.png"))?; // 48x40
     let mut reports = 0;
-    let out =
-        upscaler.upscale_rgb8(&image.data, image.width, image.height, options, &mut |_| {
-            reports += 1;
-            ControlFlow::Continue(())
-        })?;
+    let params = options.params(upscaler.engine());
+    let out = upscaler.upscale(UpscaleRequest::new(&image, &params, &mut |_| {
+        reports += 1;
+        ControlFlow::Continue(())
+    }))?;
+    let out = out.to_tensor(&Device::Cpu)?;
     let (_, c, h, w) = out.dims4()?;
     ensure!(c == 3);
     let max = out.max_all()?.to_scalar::<f32>()?;
@@ -50,12 +53,15 @@ fn run(upscaler: &dyn Upscaler, options: &UpscaleOptions) -> Result<((usize, usi
     Ok(((w, h), reports))
 }
 
-fn options(scale: f64) -> UpscaleOptions {
-    UpscaleOptions {
-        steps: 2,
-        seed: 3,
-        scale: Some(scale),
-        ..UpscaleOptions::default()
+fn options(scale: f64) -> JobOptions {
+    JobOptions {
+        diffusion: DiffusionSettings {
+            steps: 2,
+            seed: 3,
+            ..DiffusionSettings::default()
+        },
+        size: OutputSize::scale(scale),
+        ..JobOptions::default()
     }
 }
 
@@ -70,7 +76,7 @@ fn eight_times_with_diffusion_then_the_gan() -> Result<()> {
         reports == 2 + 1,
         "2 denoising steps, then 1 GAN tile: {reports}"
     );
-    let line = planned.describe(48, 40, &options(8.0))?;
+    let line = planned.describe(48, 40, &options(8.0).params(Engine::Diffusion))?;
     ensure!(line.contains("diffusion x4 -> gan x4"), "{line}");
     // At the model's own factor the plan is one pass.
     let (size, reports) = run(&planned, &options(4.0))?;
@@ -97,17 +103,22 @@ fn gan_twice_and_exact_targets() -> Result<()> {
     let planned = PlannedUpscaler::new(&g, None, ScalePlan::Auto);
     let (size, reports) = run(&planned, &options(8.0))?;
     ensure!(size == (384, 320) && reports == 2, "{size:?} {reports}");
-    let exact = UpscaleOptions {
-        target: Some(TargetSize::Exact {
-            width: 500,
-            height: 123,
-        }),
+    let exact = JobOptions {
+        size: OutputSize {
+            target: Some(TargetSize::Exact {
+                width: 500,
+                height: 123,
+            }),
+            ..OutputSize::scale(1.0)
+        },
         ..options(1.0)
     };
     ensure!(run(&planned, &exact)?.0 == (500, 123));
-    let long = UpscaleOptions {
-        target: Some(TargetSize::LongSide(100)),
-        scale: None,
+    let long = JobOptions {
+        size: OutputSize {
+            target: Some(TargetSize::LongSide(100)),
+            scale: None,
+        },
         ..options(1.0)
     };
     ensure!(run(&planned, &long)?.0 == (100, 83));
@@ -126,8 +137,11 @@ fn impossible_plans_and_sizes_are_refused() -> Result<()> {
     let auto = PlannedUpscaler::new(&g, None, ScalePlan::Auto);
     let err = run(&auto, &options(20.0)).unwrap_err().to_string();
     ensure!(err.contains("scale"), "{err}");
-    let huge = UpscaleOptions {
-        target: Some("2000x100".parse()?),
+    let huge = JobOptions {
+        size: OutputSize {
+            target: Some("2000x100".parse()?),
+            ..OutputSize::scale(1.0)
+        },
         ..options(1.0)
     };
     let err = run(&auto, &huge).unwrap_err().to_string();

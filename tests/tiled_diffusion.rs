@@ -15,9 +15,7 @@ use candle_nn::VarBuilder;
 use diffsr::image_io::load_rgb8;
 use diffsr::models::layers::{record_group_norm_stats, with_group_norm_stats};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig, VaeTiling};
-use diffsr::pipeline::{
-    rgb8_to_tensor, LoadOptions, TilingOptions, UpscaleOptions, UpscalePipeline,
-};
+use diffsr::pipeline::{DiffusionSettings, LoadOptions, TilingOptions, UpscalePipeline};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -25,12 +23,7 @@ fn fixtures() -> PathBuf {
 
 fn photo() -> Result<Tensor> {
     let image = load_rgb8(&fixtures().join("gan/photos/chelsea.png"))?;
-    Ok(rgb8_to_tensor(
-        &image.data,
-        image.width,
-        image.height,
-        &Device::Cpu,
-    )?)
+    Ok(image.to_tensor(&Device::Cpu)?)
 }
 
 fn pipeline(tiling: TilingOptions) -> Result<UpscalePipeline> {
@@ -43,18 +36,18 @@ fn pipeline(tiling: TilingOptions) -> Result<UpscalePipeline> {
     )?)
 }
 
-fn options() -> UpscaleOptions {
-    UpscaleOptions {
+fn options() -> DiffusionSettings {
+    DiffusionSettings {
         prompt: "a cat".into(),
         steps: 4,
         seed: 7,
         noise_level: 30,
-        ..UpscaleOptions::default()
+        ..DiffusionSettings::default()
     }
 }
 
 fn run(p: &UpscalePipeline, image: &Tensor) -> Result<Tensor> {
-    Ok(p.upscale(image, &options(), &mut |_| ControlFlow::Continue(()))?)
+    Ok(p.upscale_tensor(image, &options(), &mut |_| ControlFlow::Continue(()))?)
 }
 
 fn untiled() -> TilingOptions {

@@ -65,6 +65,15 @@ pub fn flag(name: &str) -> Result<bool> {
     }
 }
 
+/// What malloc is asked for, as the `diffsr` binary reads it: `DIFFSR_MALLOC=system` leaves
+/// it alone.
+pub fn malloc() -> diffsr::memory::MallocMode {
+    match std::env::var("DIFFSR_MALLOC") {
+        Ok(v) if v == "system" => diffsr::memory::MallocMode::System,
+        _ => diffsr::memory::MallocMode::KeepFreedBlocks,
+    }
+}
+
 /// Threads for both sides: `DIFFSR_BENCH_THREADS`, default the available cores.
 pub fn threads() -> Result<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

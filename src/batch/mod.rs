@@ -19,7 +19,7 @@ mod template;
 pub use events::{Event, Failure, Summary};
 pub use expand::{expand_inputs, is_image_path, Input, IMAGE_EXTENSIONS};
 pub use manifest::{Manifest, ManifestJob};
-pub use plan::{plan, Job, Plan, PlanOptions, Source};
+pub use plan::{plan, Job, JobOptions, Plan, PlanOptions, Source};
 pub use runner::{run_jobs, RunSettings};
 pub use shard::Shard;
 pub use template::{OutputTemplate, TemplateVars, DEFAULT_TEMPLATE};

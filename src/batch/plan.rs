@@ -6,12 +6,46 @@
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
+use crate::color_fix::ColorFix;
 use crate::error::{Error, Result};
 use crate::image_io::check_output_path;
-use crate::pipeline::UpscaleOptions;
-use crate::scale_plan::TargetSize;
+use crate::upscaler::{
+    DiffusionSettings, Engine, EngineSettings, OutputSize, TargetSize, UpscaleParams,
+};
 
 use super::{Input, Manifest, OutputTemplate, Shard, TemplateVars};
+
+/// What one job asks for, planned before the engine is known: the diffusion settings (a
+/// diffusion engine's, per image: a manifest line may give its own prompt and seed), and the
+/// output's size and colour fix (any engine's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobOptions {
+    pub diffusion: DiffusionSettings,
+    pub size: OutputSize,
+    pub color_fix: ColorFix,
+}
+
+impl JobOptions {
+    /// Checks what does not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        self.diffusion.validate()?;
+        self.size.validate()
+    }
+
+    /// The request parameters for a primary engine of family `engine`: the diffusion settings
+    /// go to a diffusion engine only.
+    pub fn params(&self, engine: Engine) -> UpscaleParams {
+        UpscaleParams {
+            size: self.size,
+            color_fix: self.color_fix,
+            max_memory: None,
+            settings: match engine {
+                Engine::Diffusion => Some(EngineSettings::Diffusion(self.diffusion.clone())),
+                Engine::Gan => None,
+            },
+        }
+    }
+}
 
 /// One image to upscale.
 #[derive(Debug, Clone)]
@@ -21,7 +55,7 @@ pub struct Job {
     pub index: usize,
     pub input: PathBuf,
     pub output: PathBuf,
-    pub options: UpscaleOptions,
+    pub options: JobOptions,
     /// The output's folder is created when the job runs (outputs named under `--out-dir`,
     /// whose `{dir}` subfolders need not exist yet); explicit outputs need an existing folder.
     pub create_folder: bool,
@@ -31,7 +65,7 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct PlanOptions<'a> {
     /// The CLI's options; a manifest line overrides them field by field.
-    pub defaults: &'a UpscaleOptions,
+    pub defaults: &'a JobOptions,
     /// `-o`: the output of a single input.
     pub output: Option<&'a Path>,
     /// `--out-dir`: outputs named by `template` under it.
@@ -114,29 +148,34 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
                     line: *line,
                     message,
                 };
-                let d = options.defaults;
-                let opts = UpscaleOptions {
-                    prompt: job.prompt.clone().unwrap_or_else(|| d.prompt.clone()),
-                    negative_prompt: job
-                        .negative_prompt
-                        .clone()
-                        .unwrap_or_else(|| d.negative_prompt.clone()),
-                    steps: job.steps.unwrap_or(d.steps),
-                    guidance_scale: job.guidance.unwrap_or(d.guidance_scale),
-                    noise_level: job.noise_level.unwrap_or(d.noise_level),
-                    eta: job.eta.unwrap_or(d.eta),
-                    scheduler: job.scheduler.or(d.scheduler),
-                    seed: job.seed.unwrap_or(d.seed),
-                    scale: job.scale.or(d.scale),
-                    target: match (&job.target, job.long_side) {
-                        (Some(t), _) => Some(t.parse().map_err(|e: Error| bad(e.to_string()))?),
-                        (None, Some(n)) => Some(TargetSize::LongSide(n)),
-                        (None, None) if job.scale.is_some() => None,
-                        (None, None) => d.target,
+                let defaults = options.defaults;
+                let d = &defaults.diffusion;
+                let opts = JobOptions {
+                    diffusion: DiffusionSettings {
+                        prompt: job.prompt.clone().unwrap_or_else(|| d.prompt.clone()),
+                        negative_prompt: job
+                            .negative_prompt
+                            .clone()
+                            .unwrap_or_else(|| d.negative_prompt.clone()),
+                        steps: job.steps.unwrap_or(d.steps),
+                        guidance_scale: job.guidance.unwrap_or(d.guidance_scale),
+                        noise_level: job.noise_level.unwrap_or(d.noise_level),
+                        eta: job.eta.unwrap_or(d.eta),
+                        scheduler: job.scheduler.or(d.scheduler),
+                        seed: job.seed.unwrap_or(d.seed),
+                    },
+                    size: OutputSize {
+                        scale: job.scale.or(defaults.size.scale),
+                        target: match (&job.target, job.long_side) {
+                            (Some(t), _) => Some(t.parse().map_err(|e: Error| bad(e.to_string()))?),
+                            (None, Some(n)) => Some(TargetSize::LongSide(n)),
+                            (None, None) if job.scale.is_some() => None,
+                            (None, None) => defaults.size.target,
+                        },
                     },
                     color_fix: match &job.color_fix {
                         Some(c) => c.parse().map_err(|e: Error| bad(e.to_string()))?,
-                        None => d.color_fix,
+                        None => defaults.color_fix,
                     },
                 };
                 opts.validate().map_err(|e| bad(e.to_string()))?;
@@ -182,7 +221,7 @@ fn name(
     index: usize,
     input: &Path,
     dir: &str,
-    opts: &UpscaleOptions,
+    opts: &JobOptions,
 ) -> Option<(PathBuf, bool)> {
     if let Some(o) = options.output {
         return Some((o.to_path_buf(), false));
@@ -190,15 +229,15 @@ fn name(
     let out_dir = options.out_dir?;
     let stem = input.file_stem().unwrap_or_default().to_string_lossy();
     let ext = input.extension().unwrap_or_default().to_string_lossy();
-    let scheduler = opts.scheduler.map_or("default", |k| k.name());
+    let scheduler = opts.diffusion.scheduler.map_or("default", |k| k.name());
     let vars = TemplateVars {
         stem: &stem,
         ext: &ext,
-        scale: opts.scale.unwrap_or(options.scale as f64),
-        seed: opts.seed,
+        scale: opts.size.scale.unwrap_or(options.scale as f64),
+        seed: opts.diffusion.seed,
         index,
         scheduler,
-        steps: opts.steps,
+        steps: opts.diffusion.steps,
         dir,
     };
     // Empty components dropped: `{dir}/{stem}.png` with an empty {dir} names `a.png`, not

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::image_io::{load_image, save_result, GenerationInfo, OutputFormat, WrittenImage};
 use crate::scale_plan::PlannedUpscaler;
-use crate::upscaler::{Engine, Upscaler};
+use crate::upscaler::{Engine, UpscaleRequest, Upscaler};
 
 use super::plan::{Job, Plan};
 use super::{Event, Failure, Summary};
@@ -63,8 +63,8 @@ pub fn run_jobs(
             count: plan.jobs.len(),
             input: job.input.clone(),
             output: job.output.clone(),
-            seed: job.options.seed,
-            steps: job.options.steps,
+            seed: job.options.diffusion.seed,
+            steps: job.options.diffusion.steps,
         });
         let job_started = Instant::now();
         match run_one(upscaler, job, settings, cancel, on_event) {
@@ -126,24 +126,19 @@ fn run_one(
     let image = load_image(&job.input)?;
     // The VAE works on 4x4 blocks: say so, naming the file, rather than fail in the model.
     image.check_min_size(4)?;
-    let result = upscaler.upscale_rgb8(
-        &image.rgb.data,
-        image.rgb.width,
-        image.rgb.height,
-        &job.options,
-        &mut |p| {
-            on_event(&Event::Step {
-                index: job.index,
-                step: p.step,
-                total: p.total,
-            });
-            if cancel.load(Ordering::SeqCst) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        },
-    )?;
+    let params = job.options.params(upscaler.engine());
+    let result = upscaler.upscale(UpscaleRequest::new(&image.rgb, &params, &mut |p| {
+        on_event(&Event::Step {
+            index: job.index,
+            step: p.step,
+            total: p.total,
+        });
+        if cancel.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }))?;
     if job.create_folder {
         if let Some(folder) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|source| Error::Io {
@@ -152,10 +147,10 @@ fn run_one(
             })?;
         }
     }
-    let o = &job.options;
+    let o = &job.options.diffusion;
     let common = GenerationInfo {
         engine: upscaler.engine().name().into(),
-        scale: o.scale,
+        scale: job.options.size.scale,
         model: settings.model.clone(),
         revision: settings.revision.clone(),
         diffsr_version: env!("CARGO_PKG_VERSION").into(),

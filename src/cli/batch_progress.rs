@@ -29,7 +29,7 @@ impl Reporter {
         let live = !json && !quiet && std::io::stderr().is_terminal();
         let bars = live.then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let steps: usize = plan.jobs.iter().map(|j| j.options.steps).sum();
+            let steps: usize = plan.jobs.iter().map(|j| j.options.diffusion.steps).sum();
             let overall = multi.add(ProgressBar::new(steps as u64));
             overall.set_style(
                 ProgressStyle::with_template(

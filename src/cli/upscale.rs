@@ -5,25 +5,27 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::ValueEnum;
 use diffsr::batch::{
-    expand_inputs, plan, run_jobs, Event, Manifest, OutputTemplate, Plan, PlanOptions, RunSettings,
-    Shard, Source, Summary, DEFAULT_TEMPLATE,
+    expand_inputs, plan, run_jobs, Event, JobOptions, Manifest, OutputTemplate, Plan, PlanOptions,
+    RunSettings, Shard, Source, Summary, DEFAULT_TEMPLATE,
 };
 use diffsr::color_fix::ColorFix;
-use diffsr::gan::GanOptions;
+use diffsr::engine::EngineConfig;
 use diffsr::hub::HubOptions;
 use diffsr::image_io::{load_image, OutputFormat};
-use diffsr::pipeline::UpscaleOptions;
-use diffsr::scale_plan::{PlannedUpscaler, ScalePlan, TargetSize};
+use diffsr::profile::{self, StageTimes};
+use diffsr::scale_plan::ScalePlan;
 use diffsr::schedulers::SchedulerKind;
-use diffsr::upscaler::{Engine, Upscaler};
+use diffsr::upscaler::{DiffusionSettings, Engine, OutputSize, TargetSize, Upscaler};
+use tracing_subscriber::layer::SubscriberExt;
 
 use super::batch_progress::{describe, Reporter};
-use super::engine::{load_engine, EngineArg, EngineRequest};
+use super::engine::{load_engine, EngineArg};
 use super::{parse_kind, Exit};
 
 /// The x4 upscaler's scale, for naming outputs before the model loads (checked after).
@@ -105,9 +107,15 @@ pub struct UpscaleArgs {
     /// The -wdn model --denoise blends in (default: realesr-general-wdn-x4v3 beside --model).
     #[arg(long, requires = "denoise")]
     denoise_model: Option<String>,
-    /// No download or run progress (failures and the summary are still printed).
+    /// No download or run progress, no device or engine line (failures and the summary are
+    /// still printed).
     #[arg(short, long)]
     quiet: bool,
+    /// Print where the run's time went, stage by stage (convolution, linear, attention, …) and
+    /// phase by phase (text encoder, UNet steps, VAE decode, GAN network), on stderr at the end.
+    /// CPU figures; on a GPU the launches are asynchronous and the stages mean little.
+    #[arg(long)]
+    profile: bool,
     /// Text prompt.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -164,7 +172,8 @@ impl From<DtypeArg> for DType {
     }
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
+/// The device `spec` names; `auto` says which it found unless `quiet`.
+fn parse_device(spec: &str, quiet: bool) -> Result<Device> {
     let device = match spec {
         "auto" => {
             // Only backends compiled in can be found; each probe fails cleanly otherwise.
@@ -178,7 +187,9 @@ fn parse_device(spec: &str) -> Result<Device> {
                 Device::Cuda(_) => "cuda:0",
                 Device::Metal(_) => "metal",
             };
-            eprintln!("device: {name}");
+            if !quiet {
+                eprintln!("device: {name}");
+            }
             device
         }
         "cpu" => Device::Cpu,
@@ -223,7 +234,7 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// Plans the run from the arguments: every job named and checked, nothing run.
-fn plan_run(args: &UpscaleArgs, defaults: &UpscaleOptions, scale: usize) -> Result<Plan> {
+fn plan_run(args: &UpscaleArgs, defaults: &JobOptions, scale: usize) -> Result<Plan> {
     let template = OutputTemplate::parse(&args.name).map_err(usage)?;
     let source = match &args.manifest {
         Some(path) => Source::Manifest(Manifest::read(path).map_err(usage)?),
@@ -248,14 +259,13 @@ fn plan_run(args: &UpscaleArgs, defaults: &UpscaleOptions, scale: usize) -> Resu
 }
 
 pub fn run(args: UpscaleArgs) -> Result<()> {
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            return Err(usage("--threads must be at least 1".to_string()));
-        }
-        // candle's CPU kernels and rayon's global pool read this before their first use.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
-    let device = parse_device(&args.device)
+    // The engines run their CPU work in this pool (none: rayon's global one, every core).
+    let threads = match args.threads {
+        Some(0) => return Err(usage("--threads must be at least 1".to_string())),
+        Some(n) => Some(diffsr::threads::pool(n)?),
+        None => None,
+    };
+    let device = parse_device(&args.device, args.quiet)
         .with_context(|| format!("--device {}: this device is not available", args.device))
         .map_err(|e| usage(format!("{e:#}")))?;
     // One seed for the whole run, so a batch is reproducible from the one printed number
@@ -266,17 +276,21 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
             .unwrap_or_default();
         now.as_nanos() as u64 ^ u64::from(std::process::id())
     });
-    let defaults = UpscaleOptions {
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        steps: args.steps,
-        guidance_scale: args.guidance,
-        noise_level: args.noise_level,
-        eta: args.eta,
-        scheduler: args.scheduler,
-        seed,
-        scale: args.scale,
-        target: args.target.or(args.long_side.map(TargetSize::LongSide)),
+    let defaults = JobOptions {
+        diffusion: DiffusionSettings {
+            prompt: args.prompt.clone(),
+            negative_prompt: args.negative_prompt.clone(),
+            steps: args.steps,
+            guidance_scale: args.guidance,
+            noise_level: args.noise_level,
+            eta: args.eta,
+            scheduler: args.scheduler,
+            seed,
+        },
+        size: OutputSize {
+            scale: args.scale,
+            target: args.target.or(args.long_side.map(TargetSize::LongSide)),
+        },
         color_fix: args.color_fix,
     };
     defaults.validate().map_err(usage)?;
@@ -307,24 +321,6 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         let job = &plan.jobs[0];
         load_image(&job.input)?.check_min_size(4)?;
     }
-    let request = EngineRequest {
-        engine: args.engine,
-        model: args.model.as_deref(),
-        device: device.clone(),
-        dtype: args.dtype.map(DType::from),
-        gan: GanOptions {
-            device,
-            tile: args.tile,
-            max_memory: args.max_memory,
-            ..GanOptions::default()
-        },
-        denoise: args.denoise,
-        denoise_model: args.denoise_model.as_deref(),
-        hub: HubOptions {
-            progress: (!args.quiet).then(super::models::progress_printer),
-            ..HubOptions::from_env(args.dtype.map_or(DType::F32, DType::from))?
-        },
-    };
     if let Some(d) = args.denoise {
         if !(0.0..=1.0).contains(&d) {
             return Err(usage(format!(
@@ -332,12 +328,25 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
             )));
         }
     }
-    let loaded = load_engine(request)?;
-    let upscaler = PlannedUpscaler::new(
-        loaded.upscaler.as_ref(),
-        loaded.second_pass.as_deref(),
-        args.plan,
-    );
+    let hub = HubOptions {
+        progress: (!args.quiet).then(super::models::progress_printer),
+        ..HubOptions::from_env(args.dtype.map_or(DType::F32, DType::from))?
+    };
+    let config = EngineConfig {
+        choice: args.engine.into(),
+        model: args.model.clone(),
+        device,
+        dtype: args.dtype.map(DType::from),
+        max_memory: args.max_memory,
+        tile: args.tile,
+        denoise: args.denoise,
+        denoise_model: args.denoise_model.clone(),
+        diffusion: defaults.diffusion.clone(),
+        threads,
+        hub: Some(hub),
+    };
+    let loaded = load_engine(&config, args.quiet)?;
+    let upscaler = loaded.planned(args.plan);
     if upscaler.scale() != PLANNED_SCALE {
         // Outputs were named with {scale} = 4; name them again with the model's own.
         plan = plan_run(&args, &defaults, upscaler.scale())?;
@@ -354,8 +363,9 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     if let Some(job) = plan.jobs.first() {
         // Say what will happen (and refuse an impossible size) before the long part.
         if let Ok((w, h)) = image::image_dimensions(&job.input) {
+            let params = job.options.params(upscaler.engine());
             let line = upscaler
-                .describe(w as usize, h as usize, &job.options)
+                .describe(w as usize, h as usize, &params)
                 .map_err(usage)?;
             if !args.quiet {
                 let first = if plan.jobs.len() > 1 {
@@ -369,9 +379,20 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     }
     let cancel = Arc::new(AtomicBool::new(false));
     install_ctrlc(&cancel);
+    let profile = args.profile.then(start_profile).transpose()?;
+    let started = Instant::now();
     let summary = run_jobs(&upscaler, &plan, &settings, &cancel, &mut |e| {
         reporter.event(e)
     });
+    if let Some(times) = profile {
+        let wall = started.elapsed();
+        eprintln!(
+            "profile ({:.3} s of upscaling):\n{}\n{}",
+            wall.as_secs_f64(),
+            profile::table(&times.totals(), wall),
+            profile::phase_table(&times.phases(), wall)
+        );
+    }
     if summary.cancelled {
         return Err(Exit {
             code: 130,
@@ -394,6 +415,15 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
         return Err(Exit { code: 1, message }.into());
     }
     Ok(())
+}
+
+/// Installs the per-stage profile as the process's tracing subscriber (global: the engines
+/// run their work on thread-pool threads).
+fn start_profile() -> Result<StageTimes> {
+    let times = StageTimes::new();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times.layer()))
+        .context("--profile: a tracing subscriber is already installed")?;
+    Ok(times)
 }
 
 /// Ctrl-C sets `cancel`: the run stops at the next step boundary and writes nothing partial.

@@ -3,15 +3,19 @@
 //! GPUs. Follows Real-ESRGAN's `RealESRGANer` (pre_pad, tile, tile_pad), with blending added.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::arch::{GanArch, GanNetwork};
 use super::model::GanModel;
 use crate::error::{Error, Result};
-use crate::pipeline::{rgb8_to_tensor, StepProgress, UpscaleOptions};
+use crate::image_io::{Rgb8, RgbF32};
+use crate::profile::{self, Phase};
+use crate::scale_plan::{PlannedUpscaler, ScalePlan};
+use crate::threads;
 use crate::tiling::{exact_overlap, plan_tiles, run_tiled, TileOptions};
-use crate::upscaler::{Engine, Upscaler};
+use crate::upscaler::{Engine, OnStep, StepProgress, UpscaleRequest, Upscaler};
 
 /// Smallest automatic tile edge: below it the overlap dominates the work.
 const MIN_AUTO_TILE: usize = 64;
@@ -33,6 +37,9 @@ pub struct GanOptions {
     /// Reflect padding around the image, in input pixels (Real-ESRGAN's `pre_pad`), so the
     /// borders see plausible context instead of zeros.
     pub pre_pad: usize,
+    /// The thread pool the CPU work runs in ([`crate::threads::pool`]); `None`: rayon's global
+    /// pool.
+    pub threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Default for GanOptions {
@@ -43,6 +50,7 @@ impl Default for GanOptions {
             tile: None,
             max_memory: None,
             pre_pad: 10,
+            threads: None,
         }
     }
 }
@@ -57,6 +65,7 @@ pub struct GanUpscaler {
     tile: Option<usize>,
     budget: u64,
     pre_pad: usize,
+    threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl GanUpscaler {
@@ -76,13 +85,15 @@ impl GanUpscaler {
             Device::Cpu => DType::F32,
             _ => DType::F16,
         });
-        let network = GanNetwork::new(
-            &arch,
-            model.weights(),
-            dtype,
-            &options.device,
-            model.source(),
-        )?;
+        let network = threads::install(options.threads.as_deref(), || {
+            GanNetwork::new(
+                &arch,
+                model.weights(),
+                dtype,
+                &options.device,
+                model.source(),
+            )
+        })?;
         Ok(Self {
             name: model
                 .source()
@@ -97,6 +108,7 @@ impl GanUpscaler {
                 .max_memory
                 .unwrap_or_else(|| crate::memory::default_budget(&options.device)),
             pre_pad: options.pre_pad,
+            threads: options.threads.clone(),
         })
     }
 
@@ -106,23 +118,28 @@ impl GanUpscaler {
 
     /// The tile edge used for a `width` × `height` input (0: the whole image in one go).
     pub fn tile_for(&self, width: usize, height: usize) -> usize {
+        self.tile_within(width, height, self.budget)
+    }
+
+    /// The tile edge for an input of this size under `budget` bytes.
+    fn tile_within(&self, width: usize, height: usize, budget: u64) -> usize {
         if let Some(tile) = self.tile {
             return tile;
         }
         let per_pixel = self.arch.bytes_per_input_pixel(self.dtype) as u64;
         let padded = (width + 2 * self.pre_pad) as u64 * (height + 2 * self.pre_pad) as u64;
-        if padded * per_pixel <= self.budget && width.max(height) <= MAX_AUTO_TILE {
+        if padded * per_pixel <= budget && width.max(height) <= MAX_AUTO_TILE {
             return 0;
         }
-        let edge = ((self.budget / per_pixel.max(1)) as f64).sqrt() as usize;
+        let edge = ((budget / per_pixel.max(1)) as f64).sqrt() as usize;
         let align = 8 * self.arch.input_multiple();
         (edge / align * align).clamp(MIN_AUTO_TILE, MAX_AUTO_TILE)
     }
 
-    /// Tiling for an input of this size.
-    fn tile_options(&self, width: usize, height: usize) -> Result<TileOptions> {
+    /// Tiling for an input of this size under `budget` bytes.
+    fn tile_options(&self, width: usize, height: usize, budget: u64) -> Result<TileOptions> {
         let overlap = exact_overlap(self.arch.context_radius());
-        let tile = self.tile_for(width, height);
+        let tile = self.tile_within(width, height, budget);
         if tile > 0 && tile < 2 * overlap {
             return Err(Error::option(
                 "tile",
@@ -147,14 +164,49 @@ impl GanUpscaler {
 
     /// How many tiles an input of this size is cut into.
     pub fn tile_count(&self, width: usize, height: usize) -> Result<usize> {
-        Ok(plan_tiles(width, height, &self.tile_options(width, height)?)?.len())
+        Ok(plan_tiles(
+            width,
+            height,
+            &self.tile_options(width, height, self.budget)?,
+        )?
+        .len())
+    }
+
+    /// Upscales an 8-bit RGB image by the model's factor: one pass, tiled as the budget says.
+    /// `on_step` runs after each tile and may cancel. The same as [`Upscaler::upscale`] at the
+    /// model's own factor.
+    pub fn upscale_image(&self, image: &Rgb8, on_step: OnStep<'_>) -> Result<RgbF32> {
+        self.upscale_rgb8(image, self.budget, on_step)
+    }
+
+    fn upscale_rgb8(&self, image: &Rgb8, budget: u64, on_step: OnStep<'_>) -> Result<RgbF32> {
+        let input = image.to_tensor(&self.device)?;
+        let out = self.run(&input, budget, &mut |done, total| {
+            on_step(StepProgress {
+                step: done,
+                total,
+                timestep: 0.0,
+            })
+        })?;
+        RgbF32::from_tensor(&out)
     }
 
     /// Upscales a (1, 3, h, w) image in [0, 1] by the model's factor; result clamped to
-    /// [0, 1], f32, on the model's device. `on_tile(done, total)` may cancel.
-    pub fn upscale(
+    /// [0, 1], f32, on the model's device. `on_tile(done, total)` may cancel. The tensor-level
+    /// entry point (float inputs, parity tests); images go through [`Self::upscale_image`] or
+    /// [`Upscaler::upscale`].
+    pub fn upscale_tensor(
         &self,
         image: &Tensor,
+        on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<Tensor> {
+        self.run(image, self.budget, on_tile)
+    }
+
+    fn run(
+        &self,
+        image: &Tensor,
+        budget: u64,
         on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> Result<Tensor> {
         let (n, c, h, w) = image.dims4()?;
@@ -177,13 +229,19 @@ impl GanUpscaler {
         } else {
             image
         };
-        let options = self.tile_options(w, h)?;
+        let options = self.tile_options(w, h, budget)?;
         let dtype = self.dtype;
         let network = &self.network;
+        let pool = self.threads.as_deref();
         let out = run_tiled(
             &input,
             &options,
-            &mut |tile: &Tensor| network.forward(&tile.to_dtype(dtype)?),
+            &mut |tile: &Tensor| {
+                threads::install(pool, || {
+                    let _network = profile::phase(Phase::GanNetwork);
+                    network.forward(&tile.to_dtype(dtype)?)
+                })
+            },
             on_tile,
         )?;
         let out = if self.arch.out_channels() == 1 {
@@ -208,21 +266,19 @@ impl Upscaler for GanUpscaler {
         format!("{} ({})", self.name, self.arch.describe())
     }
 
-    fn upscale_rgb8(
-        &self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-        _options: &UpscaleOptions,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
-    ) -> Result<Tensor> {
-        let image = rgb8_to_tensor(rgb, width, height, &self.device)?;
-        self.upscale(&image, &mut |done, total| {
-            on_step(StepProgress {
-                step: done,
-                total,
-                timestep: 0.0,
-            })
-        })
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {
+        let params = request.params;
+        if let Some(settings) = &params.settings {
+            return Err(settings.mismatch(Engine::Gan));
+        }
+        if !params.is_single_pass() {
+            return PlannedUpscaler::new(self, None, ScalePlan::Auto).upscale(request);
+        }
+        let budget = params.max_memory.unwrap_or(self.budget);
+        self.upscale_rgb8(request.image, budget, request.on_step)
     }
 }

@@ -17,7 +17,6 @@
 
 mod cache;
 mod select;
-mod spec;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,9 +28,10 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-pub use cache::{cache_dir_from_env, snapshot_files, CachedRepo, HubCache};
-pub use select::{select_files, Selection};
-pub use spec::{ModelSpec, DEFAULT_REPO};
+pub use crate::model_spec::{ModelSpec, DEFAULT_REPO};
+use cache::cache_dir_from_env;
+pub use cache::{snapshot_files, CachedRepo, HubCache};
+use select::select_files;
 
 /// The hub the `hf-hub` crate talks to when `HF_ENDPOINT` is unset.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -219,8 +219,10 @@ fn ncnn_sibling(file: &str) -> Option<String> {
 /// Without [`HubOptions::refresh`], a cached file is used without any request; offline, only
 /// the cache is used.
 pub fn pull_file(repo: &str, revision: &str, file: &str, options: &HubOptions) -> Result<Snapshot> {
-    spec::check_repo_id(repo).map_err(|why| hub_error(repo, format!("bad repo id: {why}")))?;
-    spec::check_repo_file(file).map_err(|why| hub_error(repo, format!("bad file: {why}")))?;
+    crate::model_spec::check_repo_id(repo)
+        .map_err(|why| hub_error(repo, format!("bad repo id: {why}")))?;
+    crate::model_spec::check_repo_file(file)
+        .map_err(|why| hub_error(repo, format!("bad file: {why}")))?;
     let cache = HubCache::new(options.cache_dir.clone());
     let sibling = ncnn_sibling(file);
     let cached = cache.snapshot(repo, revision);
@@ -388,7 +390,7 @@ pub fn pull(repo: &str, revision: &str, options: &HubOptions) -> Result<Snapshot
                  {what} ({}); run `diffsr models pull {}` with network access, or unset \
                  HF_HUB_OFFLINE",
                 options.cache_dir.display(),
-                spec::display_repo(repo, revision),
+                crate::model_spec::display_repo(repo, revision),
             ),
         ));
     }

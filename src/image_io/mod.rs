@@ -6,6 +6,7 @@
 //! never sees a half-written image.
 
 mod alpha;
+mod buffers;
 mod load;
 pub mod metadata;
 mod result;
@@ -14,21 +15,14 @@ mod save;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use alpha::resize_alpha;
+pub(crate) use alpha::resize_alpha;
+pub use buffers::{Rgb8, RgbF32};
 pub use load::{load_image, LoadedImage, MAX_DECODED_BYTES, MAX_SIDE};
 pub use metadata::{read_png_text, GenerationInfo};
 pub use result::{save_result, WrittenImage};
-pub use save::{save_image, OutputFormat, RgbF32, SaveOptions};
+pub use save::{save_image, OutputFormat, SaveOptions};
 
 use crate::error::{Error, Result};
-
-/// An 8-bit RGB image, interleaved rows.
-#[derive(Debug, Clone)]
-pub struct Rgb8 {
-    pub data: Vec<u8>,
-    pub width: usize,
-    pub height: usize,
-}
 
 /// Decodes an image file (format from its content, EXIF orientation applied) to 8-bit RGB.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {

@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
-
 use super::{
     resize_alpha, save_image, GenerationInfo, LoadedImage, OutputFormat, RgbF32, SaveOptions,
 };
@@ -21,17 +19,16 @@ pub struct WrittenImage {
     pub alpha_dropped: bool,
 }
 
-/// Writes the pipeline's `result` (a (1, 3, h, w) tensor in [0, 1]) for `input` to `output`,
-/// atomically (temporary file, then rename). `format` `None` picks it from the extension.
+/// Writes an engine's result `rgb` for `input` to `output`, atomically (temporary file, then
+/// rename). `format` `None` picks it from the extension.
 pub fn save_result(
     output: &Path,
     input: &LoadedImage,
-    result: &Tensor,
+    rgb: &RgbF32,
     format: Option<OutputFormat>,
     quality: u8,
     metadata: GenerationInfo,
 ) -> Result<WrittenImage> {
-    let rgb = RgbF32::from_tensor(result)?;
     let (w, h) = input.size();
     let alpha = match &input.alpha {
         Some(a) => Some(resize_alpha(a, w, h, rgb.width, rgb.height)?),
@@ -48,7 +45,7 @@ pub fn save_result(
         icc_profile: input.icc_profile.clone(),
         metadata: Some(metadata),
     };
-    save_image(output, &rgb, alpha.as_deref(), &options)?;
+    save_image(output, rgb, alpha.as_deref(), &options)?;
     Ok(WrittenImage {
         width: rgb.width,
         height: rgb.height,

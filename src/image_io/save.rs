@@ -7,7 +7,6 @@ use std::io::Cursor;
 use std::path::Path;
 use std::str::FromStr;
 
-use candle_core::{DType, Tensor};
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::tiff::TiffEncoder;
 use image::codecs::webp::WebPEncoder;
@@ -15,6 +14,7 @@ use image::{ExtendedColorType, ImageEncoder};
 
 use super::metadata::GenerationInfo;
 use super::write_atomically;
+use super::RgbF32;
 use crate::error::{Error, Result};
 
 /// The formats diffsr writes.
@@ -69,38 +69,6 @@ impl FromStr for OutputFormat {
                 "unknown format `{other}` (expected png, jpeg, webp or tiff)"
             )),
         }
-    }
-}
-
-/// An RGB image of floats in [0, 1], interleaved rows (the pipeline's result).
-#[derive(Debug, Clone)]
-pub struct RgbF32 {
-    pub data: Vec<f32>,
-    pub width: usize,
-    pub height: usize,
-}
-
-impl RgbF32 {
-    /// The first image of a (n, 3, h, w) tensor.
-    pub fn from_tensor(image: &Tensor) -> Result<Self> {
-        let (_, c, height, width) = image.dims4()?;
-        if c != 3 {
-            return Err(Error::option(
-                "image",
-                format!("expected 3 channels, got {c}"),
-            ));
-        }
-        let data = image
-            .get(0)?
-            .to_dtype(DType::F32)?
-            .permute((1, 2, 0))?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Ok(Self {
-            data,
-            width,
-            height,
-        })
     }
 }
 

@@ -7,7 +7,7 @@ mod preprocess;
 mod prompt_cache;
 mod upscale;
 
+pub use crate::upscaler::DiffusionSettings;
 pub use memory_plan::{plan_memory, MemoryEstimate, MemoryPlan, ModelFootprint, ModelWidths};
-pub use options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions, MAX_SCALE};
-pub use preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor, tensor_to_rgb8};
+pub use options::{LoadOptions, TilingOptions};
 pub use upscale::UpscalePipeline;

@@ -1,52 +1,7 @@
-//! Image ⇄ tensor conversions of diffusers' `VaeImageProcessor` (`image_processor.py`) and
 //! Pillow's bicubic resampling (`libImaging/Resample.c`), which the reference uses to floor the
-//! input to a multiple of the VAE scale factor.
-
-use candle_core::{DType, Device, Tensor};
-
-use crate::error::{Error, Result};
-
-/// An 8-bit RGB image (row-major, interleaved) as a (1, 3, h, w) f32 tensor in [0, 1]
-/// (`pil_to_numpy` then `numpy_to_pt`: value / 255).
-pub fn rgb8_to_tensor(rgb: &[u8], width: usize, height: usize, device: &Device) -> Result<Tensor> {
-    if rgb.len() != width * height * 3 {
-        return Err(Error::option(
-            "image",
-            format!(
-                "{} bytes do not make a {width}x{height} RGB image",
-                rgb.len()
-            ),
-        ));
-    }
-    let data: Vec<f32> = rgb.iter().map(|&v| v as f32 / 255.0).collect();
-    Ok(Tensor::from_vec(data, (height, width, 3), device)?
-        .permute((2, 0, 1))?
-        .unsqueeze(0)?
-        .contiguous()?)
-}
-
-/// A (1, 3, h, w) tensor in [0, 1] as 8-bit RGB, rounding as diffusers' `numpy_to_pil`
-/// (`(x * 255).round()`).
-pub fn tensor_to_rgb8(image: &Tensor) -> Result<(Vec<u8>, usize, usize)> {
-    let (_, c, h, w) = image.dims4()?;
-    if c != 3 {
-        return Err(Error::option(
-            "image",
-            format!("expected 3 channels, got {c}"),
-        ));
-    }
-    let hwc = image
-        .get(0)?
-        .to_dtype(DType::F32)?
-        .permute((1, 2, 0))?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let bytes = hwc
-        .into_iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
-        .collect();
-    Ok((bytes, w, h))
-}
+//! input to a multiple of the VAE scale factor. (The image ⇄ tensor conversions of diffusers'
+//! `VaeImageProcessor` are [`crate::image_io::Rgb8::to_tensor`] and
+//! [`crate::image_io::RgbF32::from_tensor`].)
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -146,7 +101,7 @@ fn pass(src: &[u8], w: usize, h: usize, out_len: usize, horizontal: bool) -> Vec
 
 /// `PIL.Image.resize((new_w, new_h), Image.BICUBIC)` on an RGB image: horizontal pass, then
 /// vertical, each rounded to 8 bits as Pillow does. Same-size resizes return the input.
-pub fn pil_bicubic_resize_rgb8(
+pub(crate) fn pil_bicubic_resize_rgb8(
     rgb: &[u8],
     width: usize,
     height: usize,
@@ -177,15 +132,5 @@ mod tests {
         let out = pil_bicubic_resize_rgb8(&flat, 18, 13, 16, 12);
         assert_eq!(out.len(), 16 * 12 * 3);
         assert!(out.iter().all(|&v| v == 77));
-    }
-
-    #[test]
-    fn tensor_round_trip() {
-        let rgb: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 11) as u8).collect();
-        let t = rgb8_to_tensor(&rgb, 4, 3, &Device::Cpu).unwrap();
-        assert_eq!(t.dims(), &[1, 3, 3, 4]);
-        let (back, w, h) = tensor_to_rgb8(&t).unwrap();
-        assert_eq!((w, h), (4, 3));
-        assert_eq!(back, rgb);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use diffsr_schedulers::{
@@ -11,17 +12,25 @@ use diffsr_schedulers::{
 };
 
 use super::memory_plan::{plan_memory, MemoryPlan, ModelFootprint, ModelWidths};
-use super::options::{LoadOptions, StepProgress, TilingOptions, UpscaleOptions};
-use super::preprocess::{pil_bicubic_resize_rgb8, rgb8_to_tensor};
+use super::options::{LoadOptions, TilingOptions};
+use super::preprocess::pil_bicubic_resize_rgb8;
 use super::prompt_cache::PromptCache;
 use crate::error::{Error, Result};
+use crate::image_io::{Rgb8, RgbF32};
 use crate::model_dir::{with_weights, ModelDir};
 use crate::models::clip_text::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::profile::{self, Phase};
 use crate::rng::TorchRng;
+use crate::scale_plan::{PlannedUpscaler, ScalePlan};
+use crate::threads;
 use crate::tiling::{plan_tiles, run_tiled, TileOptions};
 use crate::tokenizer::ClipTokenizer;
+use crate::upscaler::{
+    DiffusionSettings, Engine, EngineSettings, OnStep, StepProgress, UpscaleParams, UpscaleRequest,
+    Upscaler,
+};
 
 /// The pipeline forces this VAE scaling factor whatever the config says (as diffusers does).
 const VAE_SCALING_FACTOR: f64 = 0.08333;
@@ -48,11 +57,19 @@ pub struct UpscalePipeline {
     widths: ModelWidths,
     /// The last prompts' embeddings: a batch with one prompt encodes it once.
     prompts: PromptCache,
+    /// What an upscale does when a request carries no settings of its own.
+    settings: DiffusionSettings,
+    /// Where the CPU work runs (`None`: rayon's global pool).
+    threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl UpscalePipeline {
     /// Loads every component from a model directory in the hub's diffusers layout.
     pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        threads::install(options.threads.as_deref(), || Self::load_here(dir, options))
+    }
+
+    fn load_here(dir: &Path, options: &LoadOptions) -> Result<Self> {
         let model = ModelDir::open(dir)?;
         let device = &options.device;
         let dtype = options.dtype;
@@ -133,18 +150,52 @@ impl UpscalePipeline {
                     .unwrap_or(128),
             ),
             prompts: PromptCache::default(),
+            settings: DiffusionSettings::default(),
+            threads: options.threads.clone(),
         })
     }
 
-    /// The tiles and memory estimate of an upscale of a `width` × `height` input under the
-    /// memory budget; `None` without one (the fixed tiling applies).
+    /// Runs `work` in the pipeline's thread pool.
+    fn in_pool<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        threads::install(self.threads.as_deref(), work)
+    }
+
+    /// The pipeline with `settings` as what an upscale does when its request carries none.
+    pub fn with_settings(mut self, settings: DiffusionSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// What an upscale does when its request carries no settings.
+    pub fn settings(&self) -> &DiffusionSettings {
+        &self.settings
+    }
+
+    /// Changes what an upscale does when its request carries no settings.
+    pub fn set_settings(&mut self, settings: DiffusionSettings) {
+        self.settings = settings;
+    }
+
+    /// The tiles and memory estimate of an upscale of a `width` × `height` input with
+    /// `settings` under the memory budget; `None` without one (the fixed tiling applies).
     pub fn memory_plan(
         &self,
         width: usize,
         height: usize,
-        options: &UpscaleOptions,
+        settings: &DiffusionSettings,
     ) -> Result<Option<MemoryPlan>> {
-        let Some(budget) = self.max_memory else {
+        self.plan_within(width, height, settings.guided(), self.max_memory)
+    }
+
+    /// [`Self::memory_plan`] under `budget` (`None`: no plan).
+    fn plan_within(
+        &self,
+        width: usize,
+        height: usize,
+        guided: bool,
+        budget: Option<u64>,
+    ) -> Result<Option<MemoryPlan>> {
+        let Some(budget) = budget else {
             return Ok(None);
         };
         let f = self.vae_scale_factor;
@@ -155,7 +206,15 @@ impl UpscalePipeline {
             widths: self.widths,
             unet_dtype_bytes: self.dtype.size_in_bytes(),
         };
-        plan_memory(h, w, budget, &model, options.guidance_scale > 1.0).map(Some)
+        plan_memory(h, w, budget, &model, guided).map(Some)
+    }
+
+    /// The settings a request asks for: its own, else the pipeline's.
+    fn settings_of<'a>(&'a self, params: &'a UpscaleParams) -> &'a DiffusionSettings {
+        match &params.settings {
+            None => &self.settings,
+            Some(EngineSettings::Diffusion(settings)) => settings,
+        }
     }
 
     /// The memory budget, if one was given.
@@ -205,25 +264,38 @@ impl UpscalePipeline {
     }
 
     /// Builds the solver a run uses (the model's own, or the one asked for).
-    pub fn scheduler(&self, options: &UpscaleOptions) -> Result<Box<dyn Scheduler>> {
-        let solver_options = SolverOptions { eta: options.eta };
-        Ok(match options.scheduler {
-            Some(kind) => kind.build(&self.scheduler_config, options.steps, &solver_options)?,
-            None => build_from_config(&self.scheduler_config, options.steps, &solver_options)?,
+    pub fn scheduler(&self, settings: &DiffusionSettings) -> Result<Box<dyn Scheduler>> {
+        let solver_options = SolverOptions { eta: settings.eta };
+        Ok(match settings.scheduler {
+            Some(kind) => kind.build(&self.scheduler_config, settings.steps, &solver_options)?,
+            None => build_from_config(&self.scheduler_config, settings.steps, &solver_options)?,
         })
     }
 
-    /// Upscales an 8-bit RGB image. Returns the (1, 3, 4h, 4w) result in [0, 1], where h × w
-    /// is the input floored to a multiple of the scale (bicubic, as the reference).
-    /// `on_step` runs after every step; returning `Break` cancels the run.
-    pub fn upscale_rgb8(
+    /// Upscales an 8-bit RGB image with `settings`: one pass, the (4h, 4w) result where h × w
+    /// is the input floored to a multiple of the scale (bicubic, as the reference). `on_step`
+    /// runs after every step; returning `Break` cancels the run. The same as
+    /// [`Upscaler::upscale`] with these settings and the model's own factor.
+    pub fn upscale_with(
         &self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-        options: &UpscaleOptions,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+        image: &Rgb8,
+        settings: &DiffusionSettings,
+        on_step: OnStep<'_>,
+    ) -> Result<RgbF32> {
+        let out = self.upscale_rgb8(image, settings, self.max_memory, on_step)?;
+        RgbF32::from_tensor(&out)
+    }
+
+    /// [`Self::upscale_with`] under `budget`, as a (1, 3, H, W) tensor.
+    fn upscale_rgb8(
+        &self,
+        image: &Rgb8,
+        settings: &DiffusionSettings,
+        budget: Option<u64>,
+        on_step: OnStep<'_>,
     ) -> Result<Tensor> {
+        image.check()?;
+        let (width, height) = image.size();
         let f = self.vae_scale_factor;
         let (w, h) = (width - width % f, height - height % f);
         if w == 0 || h == 0 {
@@ -234,17 +306,33 @@ impl UpscalePipeline {
                 ),
             ));
         }
-        let rgb = pil_bicubic_resize_rgb8(rgb, width, height, w, h);
-        let image = rgb8_to_tensor(&rgb, w, h, &self.device)?;
-        self.upscale(&image, options, on_step)
+        let floored = Rgb8 {
+            data: pil_bicubic_resize_rgb8(&image.data, width, height, w, h),
+            width: w,
+            height: h,
+        };
+        let tensor = floored.to_tensor(&self.device)?;
+        self.denoise_and_decode(&tensor, settings, budget, on_step)
     }
 
-    /// Upscales a (1, 3, h, w) image in [0, 1] whose sides are multiples of the scale.
-    pub fn upscale(
+    /// Upscales a (1, 3, h, w) image in [0, 1] whose sides are multiples of the scale, with
+    /// `settings`; the (1, 3, 4h, 4w) result in [0, 1]. The tensor-level entry point (float
+    /// inputs, parity tests); images go through [`Self::upscale_with`] or [`Upscaler::upscale`].
+    pub fn upscale_tensor(
         &self,
         image: &Tensor,
-        options: &UpscaleOptions,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+        settings: &DiffusionSettings,
+        on_step: OnStep<'_>,
+    ) -> Result<Tensor> {
+        self.denoise_and_decode(image, settings, self.max_memory, on_step)
+    }
+
+    fn denoise_and_decode(
+        &self,
+        image: &Tensor,
+        options: &DiffusionSettings,
+        budget: Option<u64>,
+        on_step: OnStep<'_>,
     ) -> Result<Tensor> {
         options.validate()?;
         if options.noise_level > self.max_noise_level {
@@ -273,16 +361,18 @@ impl UpscalePipeline {
                 format!("{width}x{height} is not a non-zero multiple of {f} on each side"),
             ));
         }
-        let guidance = options.guidance_scale > 1.0;
+        let guidance = options.guided();
         let mut scheduler = self.scheduler(options)?;
         let mut rng = TorchRng::new(options.seed);
 
         // 1. Prompt: [negative, positive] under guidance, encoded as one batch.
-        let embeddings = if guidance {
-            self.encode_prompts(&[&options.negative_prompt, &options.prompt])?
-        } else {
-            self.encode_prompts(&[&options.prompt])?
-        };
+        let embeddings = self.in_pool(|| {
+            if guidance {
+                self.encode_prompts(&[&options.negative_prompt, &options.prompt])
+            } else {
+                self.encode_prompts(&[&options.prompt])
+            }
+        })?;
 
         // 2-3. The image in [-1, 1], noised to `noise_level` with the low-res DDPM schedule.
         // The image noise is drawn first, then the latents, as the reference does.
@@ -309,7 +399,7 @@ impl UpscalePipeline {
         // tiles whose noise predictions are blended (MultiDiffusion); the latents, the image
         // and the noise are whole-picture tensors, so the tiling never changes what is drawn.
         let total = scheduler.num_inference_steps();
-        let tiling = match self.memory_plan(width, height, options)? {
+        let tiling = match self.plan_within(width, height, guidance, budget)? {
             Some(plan) => plan.tiling,
             None => self.tiling,
         };
@@ -319,19 +409,22 @@ impl UpscalePipeline {
             let t = scheduler.timesteps()[i];
             let scaled = scheduler.scale_model_input(&latents, i)?;
             let unet_input = Tensor::cat(&[&scaled, &image], 1)?;
-            let mut predict = |x: &Tensor| -> Result<Tensor> {
-                self.guided_prediction(x, t, &embeddings, options)
-            };
-            let prediction = if tiled {
-                run_tiled(
-                    &unet_input,
-                    &Self::unet_tiles(&tiling),
-                    &mut predict,
-                    &mut |_, _| ControlFlow::Continue(()),
-                )?
-            } else {
-                predict(&unet_input)?
-            };
+            let prediction = self.in_pool(|| {
+                let _step = profile::phase(Phase::UnetStep);
+                let mut predict = |x: &Tensor| -> Result<Tensor> {
+                    self.guided_prediction(x, t, &embeddings, options)
+                };
+                if tiled {
+                    run_tiled(
+                        &unet_input,
+                        &Self::unet_tiles(&tiling),
+                        &mut predict,
+                        &mut |_, _| ControlFlow::Continue(()),
+                    )
+                } else {
+                    predict(&unet_input)
+                }
+            })?;
             let step_noise = if scheduler.needs_noise(i) {
                 Some(rng.randn_tensor(latents.shape(), DType::F32, &self.device)?)
             } else {
@@ -351,11 +444,12 @@ impl UpscalePipeline {
         }
 
         // 6. Decode in f32 (in tiles when large) and map to [0, 1].
-        let decoded = self.vae.decode_tiled(
-            &latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?,
-            &tiling.vae,
-            &mut |_, _| ControlFlow::Continue(()),
-        )?;
+        let latents = latents.affine(1.0 / VAE_SCALING_FACTOR, 0.0)?;
+        let decoded = self.in_pool(|| {
+            let _decode = profile::phase(Phase::VaeDecode);
+            self.vae
+                .decode_tiled(&latents, &tiling.vae, &mut |_, _| ControlFlow::Continue(()))
+        })?;
         Ok(decoded.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
     }
 
@@ -367,10 +461,10 @@ impl UpscalePipeline {
         x: &Tensor,
         t: f64,
         embeddings: &Tensor,
-        options: &UpscaleOptions,
+        options: &DiffusionSettings,
     ) -> Result<Tensor> {
         let b = x.dim(0)?;
-        let guidance = options.guidance_scale > 1.0;
+        let guidance = options.guided();
         let copies = if guidance { 2 } else { 1 };
         let input = Tensor::cat(&vec![x; copies], 0)?.to_dtype(self.dtype)?;
         // embeddings is (copies, 77, d): repeat each row over the B tiles of its half.
@@ -403,14 +497,15 @@ impl UpscalePipeline {
             }
             let ids = Tensor::new(ids.as_slice(), &self.device)?
                 .reshape((prompts.len(), self.tokenizer.max_length()))?;
+            let _encode = profile::phase(Phase::TextEncoder);
             Ok(self.text_encoder.forward(&ids)?.to_dtype(self.dtype)?)
         })
     }
 }
 
-impl crate::upscaler::Upscaler for UpscalePipeline {
-    fn engine(&self) -> crate::upscaler::Engine {
-        crate::upscaler::Engine::Diffusion
+impl Upscaler for UpscalePipeline {
+    fn engine(&self) -> Engine {
+        Engine::Diffusion
     }
 
     fn scale(&self) -> usize {
@@ -421,28 +516,36 @@ impl crate::upscaler::Upscaler for UpscalePipeline {
         format!("latent-diffusion x{} upscaler", self.vae_scale_factor)
     }
 
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
     fn memory_note(
         &self,
         width: usize,
         height: usize,
-        options: &UpscaleOptions,
+        params: &UpscaleParams,
     ) -> Result<Option<String>> {
-        let Some(budget) = self.max_memory else {
-            return Ok(None);
-        };
+        let budget = params.max_memory.or(self.max_memory);
+        let guided = self.settings_of(params).guided();
         Ok(self
-            .memory_plan(width, height, options)?
-            .map(|plan| plan.describe(budget)))
+            .plan_within(width, height, guided, budget)?
+            .zip(budget)
+            .map(|(plan, budget)| plan.describe(budget)))
     }
 
-    fn upscale_rgb8(
-        &self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-        options: &UpscaleOptions,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
-    ) -> Result<Tensor> {
-        UpscalePipeline::upscale_rgb8(self, rgb, width, height, options, on_step)
+    fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {
+        if !request.params.is_single_pass() {
+            return PlannedUpscaler::new(self, None, ScalePlan::Auto).upscale(request);
+        }
+        let params = request.params;
+        let budget = params.max_memory.or(self.max_memory);
+        let out = self.upscale_rgb8(
+            request.image,
+            self.settings_of(params),
+            budget,
+            request.on_step,
+        )?;
+        RgbF32::from_tensor(&out)
     }
 }

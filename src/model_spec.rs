@@ -1,4 +1,6 @@
-//! Parsing `--model` values.
+//! What names a model (`--model`): a hub repo id, one file of a hub repo, a local model
+//! directory or a local weights file. Parsing needs no network, so it is here whether or not the
+//! hub client ([`crate::hub`], the `hub` feature) is built.
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,74 @@
+//! The one interface every engine implements, so the CLI, batch runs and library users treat
+//! the diffusion upscaler and the GAN path alike: an 8-bit RGB image in
+//! ([`crate::image_io::Rgb8`]), a float image out ([`RgbF32`]), progress after each unit of
+//! work (a denoising step, or a tile), cancellable between units. Each engine keeps its own typed settings ([`DiffusionSettings`],
+//! [`crate::gan::GanOptions`]); the request ([`UpscaleRequest`]) is engine-neutral.
+//!
+//! This module depends on no engine: engines, [`crate::scale_plan`] and [`crate::engine`]
+//! depend on it.
+
+mod request;
+mod settings;
+mod size;
+
+use crate::error::Result;
+use crate::image_io::RgbF32;
+
+pub use request::{OnStep, StepProgress, UpscaleParams, UpscaleRequest};
+pub use settings::{DiffusionSettings, EngineSettings};
+pub use size::{OutputSize, TargetSize, MAX_SCALE};
+
+/// Which engine family produced an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Stable Diffusion's x4 latent-diffusion upscaler.
+    Diffusion,
+    /// A Real-ESRGAN-family network.
+    Gan,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Diffusion => "diffusion",
+            Self::Gan => "gan",
+        }
+    }
+}
+
+/// An upscaling engine. `Send + Sync`: an engine is shared by reference, and runs its work in
+/// its own thread pool when it has one.
+pub trait Upscaler: Send + Sync {
+    fn engine(&self) -> Engine;
+
+    /// The model's own factor between input and output size.
+    fn scale(&self) -> usize;
+
+    /// A one-line description of the loaded model, for logs.
+    fn describe(&self) -> String;
+
+    /// The device the engine runs on (where colour correction of its results runs too).
+    fn device(&self) -> &candle_core::Device;
+
+    /// What a `width` × `height` input will cost in memory under `params` (tiles, estimated
+    /// peak), checked against the budget: an error when it cannot fit. `None` when there is
+    /// nothing to say.
+    fn memory_note(
+        &self,
+        _width: usize,
+        _height: usize,
+        _params: &UpscaleParams,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Upscales `request.image` to `request.params.size`.
+    ///
+    /// With the model's own factor and no colour fix ([`UpscaleParams::is_single_pass`]) this
+    /// is one pass of the model, whose output is the model's factor times the input as the
+    /// model takes it (the diffusion model floors the input to a multiple of its factor).
+    /// Otherwise the engine alone runs a [`crate::scale_plan::PlannedUpscaler`]
+    /// (`ScalePlan::Auto`, no second-pass GAN) and the size is exact. Progress and
+    /// cancellation go through `request.on_step`.
+    fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32>;
+}
