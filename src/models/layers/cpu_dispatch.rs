@@ -27,35 +27,40 @@ pub(crate) fn on_cpu<T: WithDType, const N: usize, const M: usize>(
     if !inputs.iter().all(fits) || !optional.iter().flatten().all(fits) {
         return Ok(None);
     }
-    let inputs = inputs
-        .iter()
-        .map(|t| t.contiguous())
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let optional = optional
-        .iter()
-        .map(|t| t.map(|t| t.contiguous()).transpose())
-        .collect::<candle_core::Result<Vec<_>>>()?;
+    // Arrays throughout: no heap allocation besides the output (a layer may be called
+    // thousands of times per image).
+    let inputs = all_ok(inputs.map(|t| t.contiguous()))?;
+    let optional = all_ok(optional.map(|t| t.map(|t| t.contiguous()).transpose()))?;
     let out = {
-        let guards: Vec<_> = inputs.iter().map(|t| t.storage_and_layout()).collect();
-        let optional_guards: Vec<_> = optional
-            .iter()
-            .map(|t| t.as_ref().map(|t| t.storage_and_layout()))
-            .collect();
-        let slices = guards
-            .iter()
-            .map(|(s, l)| cpu_slice::<T>(s, l))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let optional_slices = optional_guards
-            .iter()
-            .map(|g| g.as_ref().map(|(s, l)| cpu_slice::<T>(s, l)).transpose())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let (Ok(slices), Ok(optional_slices)) = (slices.try_into(), optional_slices.try_into())
-        else {
-            unreachable!("one slice per tensor");
-        };
+        let guards = inputs.each_ref().map(|t| t.storage_and_layout());
+        let optional_guards = optional
+            .each_ref()
+            .map(|t| t.as_ref().map(|t| t.storage_and_layout()));
+        let slices = all_ok(guards.each_ref().map(|(s, l)| cpu_slice::<T>(s, l)))?;
+        let optional_slices = all_ok(
+            optional_guards
+                .each_ref()
+                .map(|g| g.as_ref().map(|(s, l)| cpu_slice::<T>(s, l)).transpose()),
+        )?;
         kernel(slices, optional_slices)
     };
     Ok(Some(Tensor::from_vec(out, shape, &Device::Cpu)?))
+}
+
+/// The values of `results`, or the first error among them.
+fn all_ok<V, const N: usize>(results: [candle_core::Result<V>; N]) -> candle_core::Result<[V; N]> {
+    let mut first_err = None;
+    let values = results.map(|r| match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            first_err.get_or_insert(e);
+            None
+        }
+    });
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(values.map(|v| v.expect("no error: checked above"))),
+    }
 }
 
 /// [`on_cpu`] for f32, the element type of nearly every kernel.
