@@ -1,10 +1,9 @@
 //! `nn.LayerNorm` over the last dimension: one pass per row with the vectorised sums of
-//! `fast_math.rs` (the group norm's), rows split over the thread pool. Statistics as torch
+//! `fast_math.rs` (the group norm's), tasks of a few rows spread over the thread pool. Statistics as torch
 //! computes them: biased variance, eps inside the square root.
 
-use rayon::prelude::*;
-
 use crate::fast_math::{affine_row, mean_inv_std};
+use crate::parallel::for_each_chunk_mut;
 
 /// Rows per task: small enough to split the text encoder's 154 rows over the threads.
 const ROWS_PER_TASK: usize = 16;
@@ -21,13 +20,13 @@ pub fn layer_norm(x: &[f32], weight: &[f32], bias: &[f32], eps: f32) -> Vec<f32>
         return out;
     }
     assert_eq!(x.len() % d, 0, "layer norm: not a whole number of rows");
-    out.par_chunks_mut(d * ROWS_PER_TASK)
-        .zip(x.par_chunks(d * ROWS_PER_TASK))
-        .for_each(|(o, x)| {
-            for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                normalise_row(x, o, weight, bias, eps);
-            }
-        });
+    let task = d * ROWS_PER_TASK;
+    for_each_chunk_mut(&mut out, task, |i, o| {
+        let x = &x[i * task..i * task + o.len()];
+        for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+            normalise_row(x, o, weight, bias, eps);
+        }
+    });
     out
 }
 
