@@ -43,7 +43,7 @@ pub fn gelu_erf(x: &[f32], threads: usize) -> Vec<f32> {
     out
 }
 
-/// x where x ≥ 0, slopes[c]·x elsewhere, for x (B, C, plane) with C = `slopes.len()`.
+/// x where x ≥ 0, `slopes[c]·x` elsewhere, for x (B, C, plane) with C = `slopes.len()`.
 pub fn prelu(x: &[f32], plane: usize, slopes: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     if plane > 0 && !slopes.is_empty() {

@@ -6,8 +6,8 @@
 //! fifth of the network.
 //!
 //! The routes apply it in two ways, both here: a GEMM that accumulates starts from
-//! residual + bias ([`fill_accumulator`]); a route that stores finished rows adds them on the
-//! way ([`store_row`]). Each route keeps its summation order, so results are the same bits as
+//! residual + bias (`fill_accumulator`); a route that stores finished rows adds them on the
+//! way (`store_row`). Each route keeps its summation order, so results are the same bits as
 //! when each route had its own copy of these loops.
 
 use std::mem::MaybeUninit;

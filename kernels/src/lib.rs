@@ -2,7 +2,7 @@
 //!
 //! The network layers in `diffsr::models::layers` borrow the contiguous storage of their
 //! tensors and call these; everything here is a loop nest or a call into the `gemm` crate,
-//! run on the rayon pool that candle and gemm already use ([`parallel`] is the one place that
+//! run on the rayon pool that candle and gemm already use (`parallel.rs` is the one place that
 //! splits work over it).
 //!
 //! - [`conv`]: stride-1 convolutions as GEMMs (padded "wide grid", im2col, 1×1);

@@ -7,9 +7,10 @@
 //! compact GAN. oneDNN and ncnn use the same F(4×4) matrices in f32.
 //!
 //! With input tile α = m + 2 for output tile m: per α×α input tile d and 3×3 kernel g,
-//! Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A (matrices and transform loops in `winograd_kernels.rs`). Summed over input
-//! channels, the element-wise product becomes α² matrix products M[ξ] = U[ξ]·V[ξ], U[ξ]
-//! (C_out × C_in) the transformed kernels and V[ξ] (C_in × tiles) the transformed input.
+//! `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` (matrices and transform loops in `winograd_kernels.rs`).
+//! Summed over input channels, the element-wise product becomes α² matrix products
+//! `M[ξ] = U[ξ]·V[ξ]`, `U[ξ]` (C_out × C_in) the transformed kernels and `V[ξ]`
+//! (C_in × tiles) the transformed input.
 //! F(2×2)'s transforms only add, subtract and halve, so it differs from the direct sum by
 //! rounding alone; F(4×4)'s multiply by up to 8 and 1/24, which costs one to two decimal
 //! digits (error up to ~1e-5 of the output's scale instead of ~3e-7; cuDNN's TF32 default
@@ -60,9 +61,9 @@ impl Tile {
     }
 }
 
-/// U[ξ][o][c] = (G g Gᵀ)[ξ] for the (C_out, 9, C_in) taps of a 3×3 kernel: α²·C_out·C_in
-/// values. Each U[ξ][o] is a combination of the nine (contiguous) tap rows taps[o][k], so the
-/// work runs as vector loops over C_in; zero coefficients are skipped.
+/// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for the (C_out, 9, C_in) taps of a 3×3 kernel: α²·C_out·C_in
+/// values. Each `U[ξ][o]` is a combination of the nine (contiguous) tap rows `taps[o][k]`, so
+/// the work runs as vector loops over C_in; zero coefficients are skipped.
 pub fn transform_weights(
     taps: &[f32],
     co: usize,

@@ -41,7 +41,7 @@ pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
     Ok((x.relu()? + x.minimum(0f64)?.broadcast_mul(&slope)?)?)
 }
 
-/// A per-channel rectifier, x for x ≥ 0 and slope[c]·x below: PReLU's learned slopes, ReLU
+/// A per-channel rectifier, x for x ≥ 0 and `slope[c]·x` below: PReLU's learned slopes, ReLU
 /// (all 0) or leaky ReLU (one slope). Held twice, small: as a (1, C, 1, 1) tensor in the
 /// model's dtype and device for the tensor-op path, and as host f32 values for the CPU
 /// convolutions that apply it in their output pass.

@@ -4,7 +4,7 @@
 //! that the models load hub safetensors through the same `VarBuilder` prefixes.
 //!
 //! The compute behind their CPU fast paths lives in the `diffsr_kernels` crate; a layer calls
-//! it through [`cpu_dispatch`]'s one helper and otherwise runs candle's own ops (CUDA, Metal,
+//! it through the one helper of `cpu_dispatch.rs` and otherwise runs candle's own ops (CUDA, Metal,
 //! the dtypes a kernel lacks).
 
 pub(crate) mod activation;
