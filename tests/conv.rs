@@ -1,13 +1,20 @@
 //! `diffsr::models::layers::conv::Conv2d` against candle's own `conv2d` (`candle_nn::Conv2d`):
 //! the CPU fast path (stride 1, padded "wide grid" GEMMs) over odd channel counts, non-square
 //! and degenerate (1×N, N×1) images, batches, with and without bias, f32 and f16, every
-//! work-splitting plan; and the fallback cases (stride 2, dilation, groups), which must be
-//! candle's result exactly.
+//! work-splitting plan of the kernel behind it (`diffsr_kernels::conv`); and the fallback cases
+//! (stride 2, dilation, groups), which must be candle's result exactly.
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Conv2dConfig;
-use diffsr::models::layers::conv::{conv2d_f32, conv2d_f32_add, Conv2d, ConvShape, Plan};
+use diffsr::models::layers::conv::Conv2d;
+use diffsr_kernels::conv::{conv2d, ConvShape, Plan};
+use diffsr_kernels::Epilogue;
+
+/// The kernel's plan as the layer chooses it, on candle's thread count.
+fn auto_plan() -> Plan {
+    Plan::auto(candle_core::utils::get_num_threads())
+}
 
 fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
     // A small deterministic generator, so failures reproduce.
@@ -178,7 +185,7 @@ fn every_plan_matches_candle() -> Result<()> {
         (2, 8, 16, 5, 7, 1, 0),
     ];
     let plans = [
-        Plan::auto(),
+        auto_plan(),
         Plan {
             rows_per_chunk: None,
             threads: 1,
@@ -218,12 +225,12 @@ fn every_plan_matches_candle() -> Result<()> {
         Plan {
             im2col: Some(true),
             threads: 1,
-            ..Plan::auto()
+            ..auto_plan()
         },
         Plan {
             im2col: Some(true),
             threads: 2,
-            ..Plan::auto()
+            ..auto_plan()
         },
     ];
     for (i, &(b, ci, co, h, w, k, pad)) in shapes.iter().enumerate() {
@@ -264,12 +271,20 @@ fn every_plan_matches_candle() -> Result<()> {
         let want_add = (&want + &residual)?;
         let res = residual.flatten_all()?.to_vec1::<f32>()?;
         for plan in plans {
-            let got = conv2d_f32(&xs, &taps, bias.as_deref(), &s, plan);
+            let plain = Epilogue {
+                bias: bias.as_deref(),
+                ..Default::default()
+            };
+            let got = conv2d(&xs, &taps, &plain, &s, plan);
             let got = Tensor::from_vec(got, want.dims(), &Device::Cpu)?;
             let d = rel_diff(&got, &want)?;
             assert!(d <= 1e-5, "shape {i}, plan {plan:?}: rel diff {d}");
             // The same with a residual added in the output pass.
-            let got = conv2d_f32_add(&xs, &taps, bias.as_deref(), Some(&res), &s, plan);
+            let with_residual = Epilogue {
+                residual: Some(&res),
+                ..plain
+            };
+            let got = conv2d(&xs, &taps, &with_residual, &s, plan);
             let got = Tensor::from_vec(got, want.dims(), &Device::Cpu)?;
             let d = rel_diff(&got, &want_add)?;
             assert!(

@@ -13,7 +13,7 @@ use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use diffsr::image_io::load_rgb8;
-use diffsr::models::layers::{record_group_norm_stats, with_group_norm_stats};
+use diffsr::models::layers::{GroupNormMode, GroupNormStats};
 use diffsr::models::vae::{AutoencoderKL, AutoencoderKLConfig, VaeTiling};
 use diffsr::pipeline::{DiffusionSettings, LoadOptions, TilingOptions, UpscalePipeline};
 
@@ -182,14 +182,16 @@ fn replayed_group_norm_statistics_reproduce_the_decode() -> Result<()> {
     let vae = vae()?;
     let z = latent(20, 24)?;
     let direct = vae.decode(&z)?;
-    let (recorded, stats) = record_group_norm_stats(|| vae.decode(&z))?;
+    let mut stats = GroupNormStats::default();
+    let recorded = vae.decode_with_stats(&z, &mut GroupNormMode::record(&mut stats))?;
     ensure!(!stats.is_empty(), "the decoder has GroupNorms");
     common::compare("recording pass", &recorded, &direct, 1e-5)?;
-    let replayed = with_group_norm_stats(&stats, || vae.decode(&z))?;
+    let replayed = vae.decode_with_stats(&z, &mut GroupNormMode::replay(&stats))?;
     common::compare("replayed statistics", &replayed, &direct, 1e-5)?;
     // Replaying into a different network (the encoder) is refused, not silently wrong.
     let image = Tensor::zeros((1, 3, 16, 16), DType::F32, &Device::Cpu)?;
-    ensure!(with_group_norm_stats(&stats, || Ok(vae.encode(&image)?.mode())).is_err());
+    let into_encoder = vae.encode_with_stats(&image, &mut GroupNormMode::replay(&stats));
+    ensure!(into_encoder.map(|posterior| posterior.mode()).is_err());
     Ok(())
 }
 

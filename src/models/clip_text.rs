@@ -15,11 +15,10 @@ pub use config::{Activation, ClipTextConfig};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use crate::models::layers::attention_cpu::attention_heads_f32;
+use crate::models::layers::attention_cpu::causal_self_attention;
 use crate::models::layers::geglu::gelu_erf;
 use crate::models::layers::layer_norm::layer_norm;
 use crate::models::layers::linear::{linear_few_rows, Linear};
-use crate::models::layers::softmax::softmax_last_dim;
 use crate::profile::{self, Stage};
 
 use crate::{Error, Result};
@@ -74,7 +73,6 @@ impl Attention {
     /// `xs`: (batch, tokens, hidden); `mask`: (tokens, tokens) f32, 0 or -inf (causal); the
     /// result plus `residual`.
     fn forward_add(&self, xs: &Tensor, mask: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let (b, t, c) = xs.dims3()?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let (q, k, v) = (
             self.q_proj.forward(xs)?,
@@ -82,28 +80,8 @@ impl Attention {
             self.v_proj.forward(xs)?,
         );
         let attention = profile::scope(Stage::Attention);
-        // On the CPU in f32 the heads are read in place from the projections.
-        let fused = attention_heads_f32(&q, &k, &v, self.heads, scale as f32, true)?;
-        let out = match fused {
-            // The causal mask is `mask`'s: key j visible to query i iff j ≤ i.
-            Some(out) => out,
-            None => {
-                // (b, t, c) -> (b, heads, t, head_dim), in f32 for the scores and the softmax.
-                let split = |x: Tensor| -> Result<Tensor> {
-                    Ok(x.reshape((b, t, self.heads, self.head_dim))?
-                        .transpose(1, 2)?
-                        .to_dtype(DType::F32)?
-                        .contiguous()?)
-                };
-                let (q, k, v) = (split(q)?, split(k)?, split(v)?);
-                let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-                softmax_last_dim(&scores)?
-                    .matmul(&v)?
-                    .transpose(1, 2)?
-                    .reshape((b, t, c))?
-                    .to_dtype(xs.dtype())?
-            }
-        };
+        // The causal mask is `mask`'s: key j visible to query i iff j ≤ i.
+        let out = causal_self_attention(&q, &k, &v, self.heads, scale, mask)?;
         drop(attention);
         Ok(self.out_proj.forward_add(&out, residual)?)
     }

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::cpu_slice::f32_slice;
+use super::cpu_dispatch::on_cpu_f32;
 use crate::{Error, Result};
 
 /// Accepts the SiLU names diffusers maps to `nn.SiLU`; anything else is refused naming `field`.
@@ -22,40 +22,26 @@ pub fn check_silu(field: &str, value: &str) -> Result<()> {
 }
 
 /// PReLU: x where x ≥ 0, slope[c]·x elsewhere, for x (B, C, H, W) and `slope` with C values
-/// (any shape). On the CPU in f32 one pass; elsewhere max(x, 0) + slope·min(x, 0) in tensor ops.
+/// (any shape). On the CPU in f32 one pass (`diffsr_kernels::elementwise::prelu`); elsewhere
+/// max(x, 0) + slope·min(x, 0) in tensor ops.
 pub fn prelu(x: &Tensor, slope: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let channels = slope.elem_count();
-    let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32 && slope.dtype() == DType::F32;
-    if !cpu_f32 || dims.len() < 2 || dims[1] != channels {
-        let slope = slope.reshape((1, channels, 1, 1))?;
-        return Ok((x.relu()? + x.minimum(0f64)?.broadcast_mul(&slope)?)?);
-    }
-    let x = x.contiguous()?;
-    let slope = slope.flatten_all()?.contiguous()?;
-    let plane: usize = dims[2..].iter().product();
-    let mut out = vec![0f32; x.elem_count()];
-    {
-        let (xs, xl) = x.storage_and_layout();
-        let (ss, sl) = slope.storage_and_layout();
-        let (src, slopes) = (f32_slice(&xs, xl)?, f32_slice(&ss, sl)?);
-        if plane > 0 {
-            for (i, (o, s)) in out
-                .chunks_exact_mut(plane)
-                .zip(src.chunks_exact(plane))
-                .enumerate()
-            {
-                let a = slopes[i % channels];
-                for (o, &v) in o.iter_mut().zip(s) {
-                    *o = if v >= 0.0 { v } else { a * v };
-                }
-            }
+    if dims.len() >= 2 && dims[1] == channels {
+        let plane: usize = dims[2..].iter().product();
+        let slope = slope.flatten_all()?;
+        let out = on_cpu_f32([x, &slope], [], dims, |[x, slopes], []| {
+            diffsr_kernels::elementwise::prelu(x, plane, slopes)
+        })?;
+        if let Some(out) = out {
+            return Ok(out);
         }
     }
-    Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+    let slope = slope.reshape((1, channels, 1, 1))?;
+    Ok((x.relu()? + x.minimum(0f64)?.broadcast_mul(&slope)?)?)
 }
 
-/// A per-channel rectifier, x for x ≥ 0 and slope[c]·x below: PReLU's learned slopes, ReLU
+/// A per-channel rectifier, x for x ≥ 0 and `slope[c]·x` below: PReLU's learned slopes, ReLU
 /// (all 0) or leaky ReLU (one slope). Held twice, small: as a (1, C, 1, 1) tensor in the
 /// model's dtype and device for the tensor-op path, and as host f32 values for the CPU
 /// convolutions that apply it in their output pass.

@@ -12,6 +12,7 @@ use candle_core::Tensor;
 use candle_nn::{Module, VarBuilder};
 
 use super::group_norm::GroupNorm;
+use super::group_norm_stats::GroupNormMode;
 use super::linear::{self, Linear};
 use super::sdpa::{scaled_dot_product_attention, DEFAULT_MAX_SCORE_BYTES};
 use crate::profile::{self, Stage};
@@ -184,11 +185,12 @@ impl Attention {
     }
 
     /// Spatial form used by the VAE mid block: x (B, C, H, W) -> (B, C, H, W), with the group
-    /// norm, residual connection and output rescaling of diffusers' processor.
-    pub fn forward_spatial(&self, x: &Tensor) -> Result<Tensor> {
+    /// norm (its statistics as `mode` says), residual connection and output rescaling of
+    /// diffusers' processor.
+    pub fn forward_spatial(&self, x: &Tensor, mode: &mut GroupNormMode) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let normed = match &self.group_norm {
-            Some(norm) => norm.forward(x)?,
+            Some(norm) => norm.forward_with_stats(x, false, mode)?,
             None => x.clone(),
         };
         // (B, C, HW) -> (B, HW, C): the projections and batched matmuls want row-major tokens.

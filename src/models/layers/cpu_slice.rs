@@ -1,18 +1,27 @@
-//! Borrowing the elements of a contiguous f32 CPU tensor, for the hand-written CPU kernels
-//! (convolution, linear layers) that hand slices to `gemm`.
+//! Borrowing the elements of a contiguous CPU tensor, for the CPU kernels of
+//! `diffsr_kernels` (through [`super::cpu_dispatch`]) and the GAN's output stage.
 
-use candle_core::{Layout, Storage};
+use candle_core::{Layout, Storage, WithDType};
 
-/// The elements of a contiguous f32 CPU tensor's storage, or an error naming what is wrong.
-pub(crate) fn f32_slice<'a>(
+/// The elements of a contiguous CPU tensor's storage of element type `T`, or an error naming
+/// what is wrong.
+pub(crate) fn cpu_slice<'a, T: WithDType>(
     storage: &'a Storage,
     layout: &Layout,
-) -> candle_core::Result<&'a [f32]> {
+) -> candle_core::Result<&'a [T]> {
     let Storage::Cpu(cpu) = storage else {
         candle_core::bail!("CPU fast path: tensor is not on the CPU");
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("CPU fast path: tensor is not contiguous");
     };
-    Ok(&cpu.as_slice::<f32>()?[start..end])
+    Ok(&cpu.as_slice::<T>()?[start..end])
+}
+
+/// [`cpu_slice`] for f32.
+pub(crate) fn f32_slice<'a>(
+    storage: &'a Storage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    cpu_slice(storage, layout)
 }

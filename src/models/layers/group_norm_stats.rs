@@ -5,10 +5,8 @@
 //! replay them, so all tiles are normalised alike (the "GroupNorm estimation" of
 //! pkuliyi2015's multidiffusion-upscaler Tiled VAE and StableSR's tiled decoder).
 //!
-//! The tape is thread-local: a forward pass runs its layers on the calling thread (candle
-//! parallelises inside ops), so recording and replaying never leak into other threads' runs.
-
-use std::cell::RefCell;
+//! The statistics travel as an explicit value: a forward pass that records or replays takes a
+//! [`GroupNormMode`] and hands it to each of its GroupNorms in turn.
 
 use candle_core::Tensor;
 
@@ -31,107 +29,85 @@ impl GroupNormStats {
     }
 }
 
-enum Tape {
-    Record(Vec<(Tensor, Tensor)>),
-    Replay { stats: GroupNormStats, next: usize },
-}
-
-thread_local! {
-    static TAPE: RefCell<Option<Tape>> = const { RefCell::new(None) };
-}
-
-/// What a GroupNorm should do with its statistics right now.
-pub(crate) enum StatsMode {
-    /// Compute them from the input, as usual.
+/// What the GroupNorms of one forward pass do with their statistics.
+#[derive(Debug)]
+pub enum GroupNormMode<'a> {
+    /// Each computes its own from its input (the usual forward).
     Own,
-    /// Compute them from the input (batch averaged) and record them.
-    Record,
-    /// Use these (mean, var), each (groups,).
+    /// Each computes its own and appends the batch-averaged (mean, variance) to the tape.
+    Record(&'a mut GroupNormStats),
+    /// Each uses the next recorded pair instead of its own.
+    Replay(Replay<'a>),
+}
+
+/// A replay's tape and position.
+#[derive(Debug)]
+pub struct Replay<'a> {
+    stats: &'a GroupNormStats,
+    next: usize,
+}
+
+/// What one GroupNorm call does, as its [`GroupNormMode`] says.
+pub(crate) enum StatsStep {
+    /// Compute the statistics from the input (and, with `record`, append them).
+    Compute { record: bool },
+    /// Use this (mean, var), each (groups,).
     Replay(Tensor, Tensor),
 }
 
-/// The mode for the next GroupNorm call (advancing the replay position).
-pub(crate) fn next_mode() -> Result<StatsMode> {
-    TAPE.with(|tape| match &mut *tape.borrow_mut() {
-        None => Ok(StatsMode::Own),
-        Some(Tape::Record(_)) => Ok(StatsMode::Record),
-        Some(Tape::Replay { stats, next }) => {
-            let (mean, var) = stats.layers.get(*next).cloned().ok_or_else(|| {
-                Error::Tensor(candle_core::Error::Msg(format!(
-                    "GroupNorm statistics replay: {} recorded, call {} asked for",
-                    stats.layers.len(),
-                    *next + 1
-                )))
-            })?;
-            *next += 1;
-            Ok(StatsMode::Replay(mean, var))
-        }
-    })
-}
-
-/// Stores one recorded (mean, var) pair.
-pub(crate) fn push_recorded(mean: Tensor, var: Tensor) {
-    TAPE.with(|tape| {
-        if let Some(Tape::Record(layers)) = &mut *tape.borrow_mut() {
-            layers.push((mean, var));
-        }
-    });
-}
-
-/// Resets the tape when a run ends, even by an error.
-struct Guard;
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        TAPE.with(|tape| *tape.borrow_mut() = None);
+impl<'a> GroupNormMode<'a> {
+    /// Records into `stats` (appending to what it holds).
+    pub fn record(stats: &'a mut GroupNormStats) -> Self {
+        Self::Record(stats)
     }
-}
 
-fn start(tape: Tape) -> Result<Guard> {
-    TAPE.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.is_some() {
-            return Err(Error::Tensor(candle_core::Error::Msg(
-                "GroupNorm statistics: a recording or replay is already running".into(),
-            )));
-        }
-        *t = Some(tape);
-        Ok(())
-    })?;
-    Ok(Guard)
-}
-
-/// Runs `f`, recording the statistics of every GroupNorm it calls.
-pub fn record_group_norm_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, GroupNormStats)> {
-    let guard = start(Tape::Record(Vec::new()))?;
-    let out = f()?;
-    let layers = TAPE.with(|t| match t.borrow_mut().take() {
-        Some(Tape::Record(layers)) => layers,
-        _ => Vec::new(),
-    });
-    drop(guard);
-    Ok((out, GroupNormStats { layers }))
-}
-
-/// Runs `f` with every GroupNorm using the recorded statistics, in the same call order.
-pub fn with_group_norm_stats<T>(
-    stats: &GroupNormStats,
-    f: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    let _guard = start(Tape::Replay {
-        stats: stats.clone(),
-        next: 0,
-    })?;
-    let out = f()?;
-    let used = TAPE.with(|t| match &*t.borrow() {
-        Some(Tape::Replay { next, .. }) => *next,
-        _ => 0,
-    });
-    if used != stats.len() {
-        return Err(Error::Tensor(candle_core::Error::Msg(format!(
-            "GroupNorm statistics replay: {} recorded, {used} used (a different network?)",
-            stats.len()
-        ))));
+    /// Replays `stats` from its first pair.
+    pub fn replay(stats: &'a GroupNormStats) -> Self {
+        Self::Replay(Replay { stats, next: 0 })
     }
-    Ok(out)
+
+    /// Whether the GroupNorms compute their own statistics without recording them.
+    pub(crate) fn is_own(&self) -> bool {
+        matches!(self, Self::Own)
+    }
+
+    /// The next GroupNorm call's step (advancing a replay).
+    pub(crate) fn step(&mut self) -> Result<StatsStep> {
+        match self {
+            Self::Own => Ok(StatsStep::Compute { record: false }),
+            Self::Record(_) => Ok(StatsStep::Compute { record: true }),
+            Self::Replay(Replay { stats, next }) => {
+                let (mean, var) = stats.layers.get(*next).cloned().ok_or_else(|| {
+                    Error::Tensor(candle_core::Error::Msg(format!(
+                        "GroupNorm statistics replay: {} recorded, call {} asked for",
+                        stats.layers.len(),
+                        *next + 1
+                    )))
+                })?;
+                *next += 1;
+                Ok(StatsStep::Replay(mean, var))
+            }
+        }
+    }
+
+    /// Appends one recorded (mean, var) pair when recording.
+    pub(crate) fn push(&mut self, mean: Tensor, var: Tensor) {
+        if let Self::Record(stats) = self {
+            stats.layers.push((mean, var));
+        }
+    }
+
+    /// Checks, after a forward pass, that a replay used every recorded pair: fewer means the
+    /// statistics came from a different network.
+    pub fn finish(&self) -> Result<()> {
+        match self {
+            Self::Replay(Replay { stats, next }) if *next != stats.len() => {
+                Err(Error::Tensor(candle_core::Error::Msg(format!(
+                    "GroupNorm statistics replay: {} recorded, {next} used (a different network?)",
+                    stats.len()
+                ))))
+            }
+            _ => Ok(()),
+        }
+    }
 }

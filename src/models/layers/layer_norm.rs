@@ -1,57 +1,33 @@
 //! `nn.LayerNorm` over the last dimension, for the text encoder: on the CPU in f32 one pass
-//! per row with the vectorised sums of [`super::fast_math`] (the group norm's), rows split over
-//! the thread pool; elsewhere candle's `layer_norm` op. Statistics as torch computes them:
-//! biased variance, eps inside the square root.
+//! per row with vectorised sums (`diffsr_kernels::layer_norm`), rows split over the thread
+//! pool; elsewhere candle's `layer_norm` op. Statistics as torch computes them: biased
+//! variance, eps inside the square root.
 
-use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
+use candle_core::{DType, Tensor};
 
-use super::cpu_slice::f32_slice;
-use super::fast_math::{affine_row, mean_inv_std};
-
-/// Rows per task: small enough to split the text encoder's 154 rows over the threads.
-const ROWS_PER_TASK: usize = 16;
+use super::cpu_dispatch::on_cpu_f32;
 
 /// y = (x - mean) / sqrt(var + eps) · weight + bias over the last dimension of `x`.
-pub fn layer_norm(
+pub(crate) fn layer_norm(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f32,
 ) -> candle_core::Result<Tensor> {
     let d = x.dims().last().copied().unwrap_or(0);
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if !(cpu_f32(x) && cpu_f32(weight) && cpu_f32(bias))
-        || d == 0
-        || weight.elem_count() != d
-        || bias.elem_count() != d
-    {
-        return if matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-            candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps)
-        } else {
-            layer_norm_ops(x, weight, bias, eps)
-        };
+    if d > 0 && weight.elem_count() == d && bias.elem_count() == d {
+        let out = on_cpu_f32([x, weight, bias], [], x.shape(), |[x, w, b], []| {
+            diffsr_kernels::layer_norm::layer_norm(x, w, b, eps)
+        })?;
+        if let Some(out) = out {
+            return Ok(out);
+        }
     }
-    let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
-    let mut out = vec![0f32; x.elem_count()];
-    {
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = weight.storage_and_layout();
-        let (bs, bl) = bias.storage_and_layout();
-        let (xv, wv, bv) = (
-            f32_slice(&xs, xl)?,
-            f32_slice(&ws, wl)?,
-            f32_slice(&bs, bl)?,
-        );
-        out.par_chunks_mut(d * ROWS_PER_TASK)
-            .zip(xv.par_chunks(d * ROWS_PER_TASK))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    normalise_row(x, o, wv, bv, eps);
-                }
-            });
+    if matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+        candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps)
+    } else {
+        layer_norm_ops(x, weight, bias, eps)
     }
-    Tensor::from_vec(out, x.dims(), &Device::Cpu)
 }
 
 /// The same in tensor ops, for the dtypes candle's op lacks (f64).
@@ -70,15 +46,10 @@ fn layer_norm_ops(
         .broadcast_add(bias)
 }
 
-/// One row: the statistics in f64 (see [`mean_inv_std`]), then the affine map.
-fn normalise_row(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let (mean, inv_std) = mean_inv_std(x, eps as f64);
-    affine_row(x, out, mean as f32, inv_std as f32, w, b);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn equals_candles_layer_norm() -> candle_core::Result<()> {

@@ -3,26 +3,21 @@
 //!
 //! candle's `Linear` broadcasts the weight over the batch, runs one matmul per batch entry and
 //! then adds the bias in a second pass over the output. Here, on the CPU in f32, the input is
-//! viewed as one (rows, in) matrix and the output buffer is filled with the bias first, so the
-//! GEMM accumulates onto it: one pass, one call, the threads splitting all rows at once. The
-//! weight is held transposed, (in, out), arranged once at load, except in layers that only
-//! ever see few rows (the text encoder, cross-attention keys and values: [`linear_few_rows`]),
-//! which keep it as stored, (out, in), for the banded kernel of `linear_few_rows.rs`. Other
-//! devices and dtypes take candle's own path, unchanged.
+//! viewed as one (rows, in) matrix and `diffsr_kernels::linear` runs the layer as one GEMM
+//! accumulating onto bias + residual, the threads splitting all rows at once. The weight is
+//! held transposed, (in, out), arranged once at load, except in layers that only ever see few
+//! rows (the text encoder, cross-attention keys and values: [`linear_few_rows`]), which keep
+//! it as stored, (out, in), for the kernel's banded few-rows route. Other devices and dtypes
+//! take candle's own path, unchanged.
 
-use candle_core::{DType, Device, Module, Tensor};
-
-use super::cpu_slice::f32_slice;
-use super::fast_math::gelu_erf_in_place;
-use super::linear_few_rows::{few_rows_gemm, FewRows};
-use super::matmul::{matmul_threaded, RowPost, Strided};
-use super::transpose::transpose_last_two;
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
+use diffsr_kernels::linear::{LinearShape, WeightLayout};
+use diffsr_kernels::{Activation, Epilogue};
 
+use super::cpu_dispatch::{cpu_threads, on_cpu_f32};
+use super::transpose::transpose_last_two;
 use crate::profile::{self, Stage};
-
-/// Most rows the few-rows kernel takes (its scratch is one band of the output).
-const FEW_ROWS_MAX: usize = 512;
 
 /// A linear layer: `weight` (out, in), optional `bias` (out).
 #[derive(Debug, Clone)]
@@ -120,7 +115,7 @@ impl Linear {
     /// as the residual plus the bias); elsewhere a separate add.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
         let _scope = profile::scope(Stage::Linear);
-        match self.forward_cpu_f32(x, Some(residual), None)? {
+        match self.forward_cpu_f32(x, Some(residual), Activation::Identity)? {
             Some(y) => Ok(y),
             None => self.inner.forward(x)? + residual,
         }
@@ -131,7 +126,7 @@ impl Linear {
     /// a separate op.
     pub fn forward_gelu_erf(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let _scope = profile::scope(Stage::Linear);
-        match self.forward_cpu_f32(x, None, Some(&gelu_erf_in_place))? {
+        match self.forward_cpu_f32(x, None, Activation::GeluErf)? {
             Some(y) => Ok(y),
             None => super::geglu::gelu_erf(&self.inner.forward(x)?),
         }
@@ -143,130 +138,64 @@ impl Linear {
         &self,
         x: &Tensor,
         residual: Option<&Tensor>,
-        post: RowPost,
+        activation: Activation,
     ) -> candle_core::Result<Option<Tensor>> {
-        // (in_f, out_f) and the weight as held: Wᵀ (in, out), or W (out, in) for few rows.
-        let (w, (in_f, out_f)) = match (&self.weight_t, self.few_rows) {
-            (Some(wt), _) => (wt, wt.dims2()?),
+        // The weight as held, Wᵀ (in, out) or W (out, in) for few rows, and (in_f, out_f).
+        let (w, layout, (in_f, out_f)) = match (&self.weight_t, self.few_rows) {
+            (Some(wt), _) => (wt, WeightLayout::InOut, wt.dims2()?),
             (None, true) => {
                 let w = self.inner.weight();
                 let (o, i) = w.dims2()?;
-                (w, (i, o))
+                (w, WeightLayout::OutIn, (i, o))
             }
             (None, false) => return Ok(None),
         };
-        if !x.device().is_cpu() || x.dtype() != DType::F32 {
-            return Ok(None);
-        }
         let dims = x.dims();
-        if dims.is_empty() || dims[dims.len() - 1] != in_f {
+        let Some((&last, leading)) = dims.split_last() else {
+            return Ok(None);
+        };
+        if last != in_f {
             return Ok(None);
         }
-        let rows = x.elem_count() / in_f.max(1);
-        let x = x.contiguous()?;
+        let rows: usize = leading.iter().product();
         let bias = match self.inner.bias() {
-            Some(b) if b.dims() == [out_f] && b.dtype() == DType::F32 => Some(b.contiguous()?),
+            Some(b) if b.dims() == [out_f] => Some(b),
             Some(_) => return Ok(None),
             None => None,
         };
-        let residual = match residual {
-            Some(r)
-                if r.dtype() == DType::F32
-                    && r.device().is_cpu()
-                    && r.elem_count() == rows * out_f
-                    && r.dims().last() == Some(&out_f) =>
-            {
-                Some(r.contiguous()?)
-            }
-            Some(_) => return Ok(None),
-            None => None,
-        };
-        let len = rows * out_f;
-        let mut out: Vec<f32>;
-        {
-            let (xs, xl) = x.storage_and_layout();
-            let (ws, wl) = w.storage_and_layout();
-            let xv = f32_slice(&xs, xl)?;
-            let wv = f32_slice(&ws, wl)?;
-            let bg = bias.as_ref().map(|b| b.storage_and_layout());
-            let bv = match &bg {
-                Some((g, l)) => Some(f32_slice(g, l)?),
-                None => None,
-            };
-            let rg = residual.as_ref().map(|r| r.storage_and_layout());
-            let rv = match &rg {
-                Some((g, l)) => Some(f32_slice(g, l)?),
-                None => None,
-            };
-            let threads = candle_core::utils::get_num_threads();
-            if self.few_rows && rows <= FEW_ROWS_MAX {
-                out = vec![0f32; len];
-                let p = FewRows {
-                    x: xv,
-                    w: wv,
-                    bias: bv,
-                    residual: rv,
-                    m: rows,
-                    k: in_f,
-                    n: out_f,
-                };
-                few_rows_gemm(&p, &mut out, threads, post);
-            } else {
-                // The GEMM accumulates onto residual + bias, or overwrites: `out` is made in
-                // one pass from what it starts as, never zeroed first (64 MB for a UNet
-                // feed-forward at 64², 1 % of a step).
-                out = Vec::with_capacity(len);
-                match (rv, bv) {
-                    (Some(r), Some(b)) => {
-                        for r_row in r.chunks_exact(out_f) {
-                            out.extend(r_row.iter().zip(b).map(|(&r, &b)| r + b));
-                        }
-                    }
-                    (Some(r), None) => out.extend_from_slice(r),
-                    (None, Some(b)) => (0..rows).for_each(|_| out.extend_from_slice(b)),
-                    (None, None) => {}
-                }
-                // Wᵀ (in_f × out_f): held as such, or read from W (out, in).
-                let rhs = if self.few_rows {
-                    Strided::transposed(wv.as_ptr(), in_f)
-                } else {
-                    Strided::rows(wv.as_ptr(), out_f)
-                };
-                let accumulate = bv.is_some() || rv.is_some();
-                if rows > 0 && out_f > 0 {
-                    // SAFETY: dst is rows×out_f (row stride out_f) inside `out`'s capacity,
-                    // initialised when `accumulate` (the GEMM reads it) and otherwise only
-                    // written; lhs is x, rows×in_f (row stride in_f); rhs is Wᵀ, in_f×out_f.
-                    unsafe {
-                        matmul_threaded(
-                            (rows, out_f, in_f),
-                            out.as_mut_ptr(),
-                            out_f,
-                            accumulate,
-                            Strided::rows(xv.as_ptr(), in_f),
-                            rhs,
-                            threads,
-                            post,
-                        );
-                    }
-                }
-                if !accumulate {
-                    // SAFETY: the GEMM above wrote all rows × out_f values (none when either
-                    // is 0).
-                    unsafe { out.set_len(len) };
-                }
+        if let Some(r) = residual {
+            if r.elem_count() != rows * out_f || r.dims().last() != Some(&out_f) {
+                return Ok(None);
             }
         }
         let mut shape = dims.to_vec();
-        *shape.last_mut().expect("rank checked above") = out_f;
-        Ok(Some(Tensor::from_vec(out, shape, &Device::Cpu)?))
+        shape[leading.len()] = out_f;
+        let s = LinearShape {
+            rows,
+            input: in_f,
+            output: out_f,
+        };
+        let threads = cpu_threads();
+        on_cpu_f32(
+            [x, w],
+            [bias, residual],
+            shape,
+            |[x, w], [bias, residual]| {
+                let epilogue = Epilogue {
+                    bias,
+                    residual,
+                    activation,
+                };
+                diffsr_kernels::linear::linear(x, w, layout, s, &epilogue, threads)
+            },
+        )
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let _scope = profile::scope(Stage::Linear);
-        match self.forward_cpu_f32(x, None, None)? {
+        match self.forward_cpu_f32(x, None, Activation::Identity)? {
             Some(y) => Ok(y),
             None => self.inner.forward(x),
         }
@@ -276,6 +205,7 @@ impl Module for Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
@@ -299,7 +229,8 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, shape.clone(), &dev)?;
             let ours = Linear::new(w.clone(), b.clone());
             assert!(
-                ours.forward_cpu_f32(&x, None, None)?.is_some(),
+                ours.forward_cpu_f32(&x, None, Activation::Identity)?
+                    .is_some(),
                 "fast path not taken"
             );
             let y = ours.forward(&x)?;
@@ -332,7 +263,7 @@ mod tests {
         assert!(max_rel(&y, &r) < 1e-5);
         let l64 = Linear::new(w.to_dtype(DType::F64)?, None);
         assert!(l64
-            .forward_cpu_f32(&x.to_dtype(DType::F64)?, None, None)?
+            .forward_cpu_f32(&x.to_dtype(DType::F64)?, None, Activation::Identity)?
             .is_none());
         Ok(())
     }

@@ -7,6 +7,7 @@ use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 use super::conv::{conv2d, Conv2d};
 use super::group_norm::GroupNorm;
+use super::group_norm_stats::GroupNormMode;
 use super::linear::{linear, Linear};
 use crate::Result;
 
@@ -78,13 +79,26 @@ impl ResnetBlock2D {
 
     /// x (B, C_in, H, W), temb (B, T) -> (B, C_out, H, W).
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        self.forward_with_stats(x, temb, &mut GroupNormMode::Own)
+    }
+
+    /// [`Self::forward`] with the GroupNorm statistics `mode` says (recorded or replayed by a
+    /// tiled VAE decode).
+    pub fn forward_with_stats(
+        &self,
+        x: &Tensor,
+        temb: Option<&Tensor>,
+        mode: &mut GroupNormMode,
+    ) -> Result<Tensor> {
+        let mut h = self
+            .conv1
+            .forward(&self.norm1.forward_with_stats(x, true, mode)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(&temb.silu()?)?;
             let (b, c) = t.dims2()?;
             h = h.broadcast_add(&t.reshape((b, c, 1, 1))?)?;
         }
-        let h = self.norm2.forward_silu(&h)?;
+        let h = self.norm2.forward_with_stats(&h, true, mode)?;
         // The skip connection is added inside conv2's output pass.
         let out = match &self.conv_shortcut {
             Some(conv) => self.conv2.forward_add(&h, &conv.forward(x)?)?,

@@ -1,67 +1,24 @@
 //! Softmax over the last axis, as torch's `softmax(dim=-1)`: on the CPU in f32 one pass per
-//! row with the vectorised `exp` of [`super::fast_math`], rows spread over the threads;
+//! row with a vectorised `exp` (`diffsr_kernels::softmax`; candle's CPU kernel calls libm's
+//! `expf` per element, a quarter of the VAE attention's time), rows spread over the threads;
 //! elsewhere candle's `softmax_last_dim`.
-//!
-//! candle's CPU kernel calls libm's `expf` per element. In the VAE's mid-block attention at a
-//! 128×128 latent that is 4 × 4096 × 16384 exponentials a decode, a quarter of the attention's
-//! time.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::Tensor;
 
-use super::fast_math::softmax_row;
-
-/// Below this many elements the work stays on the calling thread.
-const PARALLEL_MIN_ELEMS: usize = 1 << 16;
+use super::cpu_dispatch::{cpu_threads, on_cpu_f32};
 
 /// softmax(x) along the last axis.
-pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() > 0 {
-        x.apply_op1_no_bwd(&SoftmaxOp)
-    } else {
-        candle_nn::ops::softmax_last_dim(x)
-    }
-}
-
-struct SoftmaxOp;
-
-impl CustomOp1 for SoftmaxOp {
-    fn name(&self) -> &'static str {
-        "diffsr-softmax-last-dim"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(v) = storage else {
-            candle_core::bail!("softmax: expected f32, got {:?}", storage.dtype());
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("softmax: input must be contiguous");
-        };
-        let shape = layout.shape().clone();
-        let row = *shape.dims().last().unwrap_or(&1);
-        let mut out = v[start..end].to_vec();
-        if let Some(rows) = out.len().checked_div(row) {
-            let threads = candle_core::utils::get_num_threads()
-                .min(rows)
-                .min(out.len().div_ceil(PARALLEL_MIN_ELEMS))
-                .max(1);
-            if threads <= 1 {
-                out.chunks_exact_mut(row).for_each(softmax_row);
-            } else {
-                let per = rows.div_ceil(threads) * row;
-                rayon::scope(|scope| {
-                    for part in out.chunks_mut(per) {
-                        scope.spawn(move |_| part.chunks_exact_mut(row).for_each(softmax_row));
-                    }
-                });
-            }
+pub(crate) fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if let Some(&row) = x.dims().last() {
+        let threads = cpu_threads();
+        let out = on_cpu_f32([x], [], x.shape(), |[x], []| {
+            diffsr_kernels::softmax::softmax_last_dim(x, row, threads)
+        })?;
+        if let Some(out) = out {
+            return Ok(out);
         }
-        Ok((CpuStorage::F32(out), shape))
     }
+    candle_nn::ops::softmax_last_dim(x)
 }
 
 #[cfg(test)]

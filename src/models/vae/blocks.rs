@@ -6,7 +6,8 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::models::layers::{
-    Attention, AttentionConfig, Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D,
+    Attention, AttentionConfig, Downsample2D, GroupNormMode, ResnetBlock2D, ResnetConfig,
+    Upsample2D,
 };
 use crate::Result;
 
@@ -64,10 +65,10 @@ impl DownEncoderBlock2D {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mode: &mut GroupNormMode) -> Result<Tensor> {
         let mut x = x.clone();
         for r in &self.resnets {
-            x = r.forward(&x, None)?;
+            x = r.forward_with_stats(&x, None, mode)?;
         }
         match &self.downsampler {
             Some(d) => d.forward(&x),
@@ -106,10 +107,10 @@ impl UpDecoderBlock2D {
         Ok(Self { resnets, upsampler })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mode: &mut GroupNormMode) -> Result<Tensor> {
         let mut x = x.clone();
         for r in &self.resnets {
-            x = r.forward(&x, None)?;
+            x = r.forward_with_stats(&x, None, mode)?;
         }
         match &self.upsampler {
             Some(u) => u.forward(&x, None),
@@ -165,11 +166,11 @@ impl UNetMidBlock2D {
         }
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = self.resnets[0].forward(x, None)?;
+    pub fn forward(&self, x: &Tensor, mode: &mut GroupNormMode) -> Result<Tensor> {
+        let mut x = self.resnets[0].forward_with_stats(x, None, mode)?;
         if let Some(a) = &self.attention {
-            x = a.forward_spatial(&x)?;
+            x = a.forward_spatial(&x, mode)?;
         }
-        self.resnets[1].forward(&x, None)
+        self.resnets[1].forward_with_stats(&x, None, mode)
     }
 }

@@ -9,7 +9,7 @@ use super::blocks::{UNetMidBlock2D, UpDecoderBlock2D, VAE_EPS};
 use super::config::AutoencoderKLConfig;
 use crate::models::layers::conv::Conv2d;
 use crate::models::layers::resnet::conv3x3;
-use crate::models::layers::GroupNorm;
+use crate::models::layers::{GroupNorm, GroupNormMode};
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -59,14 +59,15 @@ impl Decoder {
         self.mid_block.set_max_score_bytes(bytes);
     }
 
-    /// latents (B, latent_channels, h, w) -> image (B, out_channels, h·f, w·f).
-    pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
+    /// latents (B, latent_channels, h, w) -> image (B, out_channels, h·f, w·f), every
+    /// GroupNorm's statistics as `mode` says.
+    pub fn forward(&self, z: &Tensor, mode: &mut GroupNormMode) -> Result<Tensor> {
         let x = self.conv_in.forward(z)?;
-        let mut x = self.mid_block.forward(&x)?;
+        let mut x = self.mid_block.forward(&x, mode)?;
         for block in &self.up_blocks {
-            x = block.forward(&x)?;
+            x = block.forward(&x, mode)?;
         }
-        let x = self.conv_norm_out.forward_silu(&x)?;
+        let x = self.conv_norm_out.forward_with_stats(&x, true, mode)?;
         Ok(self.conv_out.forward(&x)?)
     }
 }

@@ -9,7 +9,7 @@ use super::blocks::{DownEncoderBlock2D, UNetMidBlock2D, VAE_EPS};
 use super::config::AutoencoderKLConfig;
 use crate::models::layers::conv::Conv2d;
 use crate::models::layers::resnet::conv3x3;
-use crate::models::layers::GroupNorm;
+use crate::models::layers::{GroupNorm, GroupNormMode};
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -58,14 +58,15 @@ impl Encoder {
         self.mid_block.set_max_score_bytes(bytes);
     }
 
-    /// image (B, in_channels, H, W) -> moments (B, 2·latent_channels, h, w).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// image (B, in_channels, H, W) -> moments (B, 2·latent_channels, h, w), every
+    /// GroupNorm's statistics as `mode` says.
+    pub fn forward(&self, x: &Tensor, mode: &mut GroupNormMode) -> Result<Tensor> {
         let mut x = self.conv_in.forward(x)?;
         for block in &self.down_blocks {
-            x = block.forward(&x)?;
+            x = block.forward(&x, mode)?;
         }
-        let x = self.mid_block.forward(&x)?;
-        let x = self.conv_norm_out.forward_silu(&x)?;
+        let x = self.mid_block.forward(&x, mode)?;
+        let x = self.conv_norm_out.forward_with_stats(&x, true, mode)?;
         Ok(self.conv_out.forward(&x)?)
     }
 }

@@ -24,6 +24,7 @@ use encoder::Encoder;
 pub use tiled::VaeTiling;
 
 use crate::models::layers::conv::Conv2d;
+use crate::models::layers::GroupNormMode;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -81,18 +82,38 @@ impl AutoencoderKL {
     /// latents (B, latent_channels, h, w), already divided by `scaling_factor` ->
     /// image (B, out_channels, h·f, w·f) in about [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        self.decode_with_stats(latents, &mut GroupNormMode::Own)
+    }
+
+    /// [`Self::decode`] with every GroupNorm's statistics as `mode` says: recorded into a
+    /// [`crate::models::layers::GroupNormStats`] or replayed from one (see the tiled decode). A
+    /// replay must use every recorded pair.
+    pub fn decode_with_stats(&self, latents: &Tensor, mode: &mut GroupNormMode) -> Result<Tensor> {
         self.check_input("latents", latents, self.config.latent_channels)?;
         let z = match &self.post_quant_conv {
             Some(conv) => conv.forward(latents)?,
             None => latents.clone(),
         };
-        self.decoder.forward(&z)
+        let image = self.decoder.forward(&z, mode)?;
+        mode.finish()?;
+        Ok(image)
     }
 
     /// images (B, in_channels, H, W) in [-1, 1] -> the latent posterior.
     pub fn encode(&self, images: &Tensor) -> Result<DiagonalGaussian> {
+        self.encode_with_stats(images, &mut GroupNormMode::Own)
+    }
+
+    /// [`Self::encode`] with every GroupNorm's statistics as `mode` says, as
+    /// [`Self::decode_with_stats`].
+    pub fn encode_with_stats(
+        &self,
+        images: &Tensor,
+        mode: &mut GroupNormMode,
+    ) -> Result<DiagonalGaussian> {
         self.check_input("images", images, self.config.in_channels)?;
-        let moments = self.encoder.forward(images)?;
+        let moments = self.encoder.forward(images, mode)?;
+        mode.finish()?;
         let moments = match &self.quant_conv {
             Some(conv) => conv.forward(&moments)?,
             None => moments,

@@ -1,15 +1,16 @@
 //! Tiled VAE decoding for latents too large to decode at once: overlapping latent tiles
 //! decoded one batch at a time and blended by the shared [`crate::tiling`] routine, with
 //! every GroupNorm using statistics recorded once on a subsampled copy of the whole latent
-//! ([`crate::models::layers::group_norm_stats`]), so no tile's tone drifts from its
-//! neighbours'. One tile covering the latent is a plain [`AutoencoderKL::decode`].
+//! ([`crate::models::layers::group_norm_stats`]) and handed to each tile's decode, so no
+//! tile's tone drifts from its neighbours'. One tile covering the latent is a plain
+//! [`AutoencoderKL::decode`].
 
 use std::ops::ControlFlow;
 
 use candle_core::Tensor;
 
 use super::AutoencoderKL;
-use crate::models::layers::{record_group_norm_stats, with_group_norm_stats};
+use crate::models::layers::{GroupNormMode, GroupNormStats};
 use crate::tiling::{plan_tiles, run_tiled, TileOptions};
 use crate::Result;
 
@@ -83,11 +84,12 @@ impl AutoencoderKL {
         // Statistics from the whole picture, subsampled to fit one tile.
         let k = h.max(w).div_ceil(tiling.tile);
         let small = latents.upsample_nearest2d(h.div_ceil(k), w.div_ceil(k))?;
-        let (_, stats) = record_group_norm_stats(|| self.decode(&small))?;
+        let mut stats = GroupNormStats::default();
+        self.decode_with_stats(&small, &mut GroupNormMode::record(&mut stats))?;
         run_tiled(
             latents,
             &tiling.options(self.scale_factor()),
-            &mut |tile: &Tensor| with_group_norm_stats(&stats, || self.decode(tile)),
+            &mut |tile: &Tensor| self.decode_with_stats(tile, &mut GroupNormMode::replay(&stats)),
             on_tile,
         )
     }

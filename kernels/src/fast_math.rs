@@ -1,4 +1,4 @@
-//! Vectorisable f32 elementwise maths for the CPU kernels — `exp`, `erf`, SiLU, erf-GELU and a
+//! Vectorisable f32 elementwise maths for the kernels — `exp`, `erf`, SiLU, erf-GELU and a
 //! row softmax — compiled three times (AVX-512, AVX2+FMA, baseline) and chosen at run time.
 //!
 //! candle's CPU unary ops call libm once per element (`erff`, `expf`), which the compiler cannot
@@ -14,7 +14,9 @@
 //! ½·x·(1 + erf(x/√2)).
 
 /// Defines `pub fn $name(args)` that runs `$body` compiled for AVX-512, for AVX2+FMA or for the
-/// baseline target, whichever the CPU running it supports.
+/// baseline target, whichever the CPU running it supports ([`simd_level`]). A variant runs
+/// only on a CPU with every feature it is compiled for: executing an instruction the CPU lacks
+/// is undefined behaviour, not a fault.
 macro_rules! multiversion {
     ($(#[$meta:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -31,18 +33,68 @@ macro_rules! multiversion {
                 unsafe fn v3($($arg: $ty),*) {
                     body($($arg),*)
                 }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the features `v4` was compiled for.
-                    return unsafe { v4($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above, for `v3`.
-                    return unsafe { v3($($arg),*) };
+                match $crate::fast_math::simd_level() {
+                    // SAFETY: `v4` is compiled for avx512f, avx512vl, avx2 and fma, and
+                    // `SimdLevel::V4` means the running CPU was found to have all four.
+                    $crate::fast_math::SimdLevel::V4 => return unsafe { v4($($arg),*) },
+                    // SAFETY: `v3` is compiled for avx2 and fma, and `SimdLevel::V3` means the
+                    // running CPU was found to have both.
+                    $crate::fast_math::SimdLevel::V3 => return unsafe { v3($($arg),*) },
+                    $crate::fast_math::SimdLevel::Baseline => {}
                 }
             }
             body($($arg),*)
         }
     };
+}
+
+/// The widest instruction set the [`multiversion`] functions may use on this CPU.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SimdLevel {
+    Baseline,
+    /// avx2 and fma.
+    V3,
+    /// avx512f, avx512vl, avx2 and fma.
+    V4,
+}
+
+/// The running CPU's [`SimdLevel`], detected on the first call (every feature a variant is
+/// compiled for is checked) and then read from one atomic: the transform loops call into
+/// these functions hundreds of thousands of times per network.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn simd_level() -> SimdLevel {
+    match SIMD_LEVEL.load(std::sync::atomic::Ordering::Relaxed) {
+        2 => SimdLevel::V4,
+        1 => SimdLevel::V3,
+        0 => SimdLevel::Baseline,
+        _ => detect_simd_level(),
+    }
+}
+
+/// [`SimdLevel`] as 0, 1, 2; `u8::MAX` until detected.
+#[cfg(target_arch = "x86_64")]
+static SIMD_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+#[cfg(target_arch = "x86_64")]
+#[cold]
+#[inline(never)]
+fn detect_simd_level() -> SimdLevel {
+    let v4 = std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma");
+    let v3 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    let (level, code) = if v4 {
+        (SimdLevel::V4, 2)
+    } else if v3 {
+        (SimdLevel::V3, 1)
+    } else {
+        (SimdLevel::Baseline, 0)
+    };
+    SIMD_LEVEL.store(code, std::sync::atomic::Ordering::Relaxed);
+    level
 }
 
 /// For the other CPU kernels' loops (the Winograd transforms).
@@ -291,6 +343,26 @@ mod tests {
             s += if i % 2 == 1 { 4.0 } else { 2.0 } * f(t);
         }
         s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_level_has_every_feature_it_promises() {
+        let has = |f: &str| match f {
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+            "avx2" => std::is_x86_feature_detected!("avx2"),
+            _ => std::is_x86_feature_detected!("fma"),
+        };
+        let level = simd_level();
+        assert_eq!(level, simd_level(), "detected once, then read back");
+        match level {
+            SimdLevel::V4 => assert!(["avx512f", "avx512vl", "avx2", "fma"]
+                .iter()
+                .all(|f| has(f))),
+            SimdLevel::V3 => assert!(has("avx2") && has("fma")),
+            SimdLevel::Baseline => assert!(!(has("avx2") && has("fma"))),
+        }
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! CPU 2-D convolution: candle 0.11's `conv2d` (tiled im2col gather + GEMM) against
-//! `diffsr::models::layers::conv::Conv2d` (padded "wide grid", one GEMM per kernel tap), on the
-//! shapes the models run:
+//! CPU 2-D convolution: candle 0.11's `conv2d` (tiled im2col gather + GEMM) against this
+//! crate's routes (`diffsr_kernels::conv`: padded "wide grid", one GEMM per kernel tap;
+//! im2col; `diffsr_kernels::winograd`: F(2×2, 3×3) and F(4×4, 3×3)), on the shapes the models
+//! run:
 //!
 //! ```bash
-//! cargo bench --bench conv_cpu
+//! cargo bench -p diffsr-kernels --bench conv_cpu
 //! ```
 //!
 //! 3×3, padding 1, stride 1, batch 1, with bias, f32: C=64 at 128² and 256² (the GAN
 //! bodies), 128/256 channels at 64² and 128² and 512 at 64² (the VAE decoder), 320 at 64²
 //! (the UNet), plus one 1×1 channel change. Besides the default plan (row chunks sized for L2,
-//! spread over the threads), two variants of ours are timed: the unblocked one (one GEMM per
-//! tap over the whole image, each GEMM parallel) and row chunks run in turn with parallel
-//! GEMMs. Medians of `DIFFSR_BENCH_REPS` runs (default 5) after one warm-up; GFLOP/s counts
+//! spread over the threads; what `diffsr`'s `Conv2d` runs below the Winograd threshold), the
+//! variants are timed: the unblocked one (one GEMM per tap over the whole image, each GEMM
+//! parallel), row chunks run in turn with parallel GEMMs, im2col and the wide grid forced, and
+//! both Winograd tiles (weight transform included, as the layer makes it at each call).
+//! Medians of `DIFFSR_BENCH_REPS` runs (default 5) after one warm-up; GFLOP/s counts
 //! 2·C_in·C_out·kh·kw multiply-adds per output pixel. `DIFFSR_BENCH_FILTER`: comma-separated
 //! substrings of "label c_in->c_out hw" to run only some rows; `DIFFSR_CONV_SWEEP=1` also times
 //! rows-per-chunk choices.
@@ -21,7 +24,26 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::Conv2dConfig;
-use diffsr::models::layers::conv::{conv2d_f32, Conv2d, ConvShape, Plan};
+use diffsr_kernels::conv::{conv2d, ConvShape, Plan};
+use diffsr_kernels::winograd::{conv3x3, transform_weights, Tile, WinogradShape};
+use diffsr_kernels::Epilogue;
+
+/// As `diffsr::memory::tune_allocator` (which the `diffsr` binary calls), so the figures are
+/// what its users get: glibc keeps freed blocks of every size for reuse.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    if std::env::var("DIFFSR_MALLOC").is_ok_and(|v| v == "system") {
+        return;
+    }
+    // SAFETY: mallopt only changes malloc's parameters; both are documented settings.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
 
 fn median_secs(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -56,12 +78,12 @@ fn round_robin(reps: usize, fs: &mut [&mut dyn FnMut() -> Result<()>]) -> Result
         .collect())
 }
 
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
 fn main() -> Result<()> {
-    // As the `diffsr` binary does, so the figures are what its users get.
-    diffsr::memory::tune_allocator(match std::env::var("DIFFSR_MALLOC") {
-        Ok(v) if v == "system" => diffsr::memory::MallocMode::System,
-        _ => diffsr::memory::MallocMode::KeepFreedBlocks,
-    });
+    tune_allocator();
     let reps: usize = std::env::var("DIFFSR_BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -85,7 +107,7 @@ fn main() -> Result<()> {
         ("VAE 1x1", 1, 256, 128, 128, 1),
     ];
     println!(
-        "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10} {:>10} {:>7} | {:>8} {:>8} | {:>10} {:>10} {:>10}",
+        "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10} {:>10} {:>7} | {:>8} {:>8} | {:>10} {:>10} {:>10} | {:>10} | {:>10} {:>10}",
         "model",
         "b",
         "c_in",
@@ -99,7 +121,10 @@ fn main() -> Result<()> {
         "ours GF/s",
         "unblk ms",
         "chunk-seq",
-        "im2col ms"
+        "im2col ms",
+        "wide ms",
+        "wino F2",
+        "wino F4",
     );
     let dev = Device::Cpu;
     for (label, batch, ci, co, hw, k) in shapes {
@@ -118,27 +143,15 @@ fn main() -> Result<()> {
             ..Default::default()
         };
         let theirs = candle_nn::Conv2d::new(w.clone(), Some(b.clone()), cfg);
-        let ours = Conv2d::new(w.clone(), Some(b.clone()), cfg);
-        let wino = Conv2d::new(w.clone(), Some(b.clone()), cfg).with_winograd();
-        let want = theirs.forward(&x)?;
-        let got = ours.forward(&x)?;
-        let diff = (&got - &want)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
-        assert!(diff < 1e-3, "{label}: results differ by {diff}");
-        let diff = (&wino.forward(&x)? - &want)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
-        assert!(diff < 1e-3, "{label}: Winograd differs by {diff}");
 
-        // The variants, on the raw kernel.
+        // The kernel's operands: taps (C_out, kh·kw, C_in), as the layer arranges them.
         let taps = w.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?;
         let bias = b.to_vec1::<f32>()?;
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            ..Default::default()
+        };
         let s = ConvShape {
             b: batch,
             ci,
@@ -149,8 +162,31 @@ fn main() -> Result<()> {
             kw: k,
             pad,
         };
+        let ws = WinogradShape {
+            b: batch,
+            ci,
+            co,
+            h: hw,
+            w: hw,
+        };
+        let winograd = |tile: Tile| {
+            let u = transform_weights(&taps, co, ci, tile, threads);
+            conv3x3(&xs, &u, tile, &epilogue, &ws, threads)
+        };
+
+        let want = theirs.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let got = conv2d(&xs, &taps, &epilogue, &s, Plan::auto(threads));
+        let diff = max_diff(&got, &want);
+        assert!(diff < 1e-3, "{label}: results differ by {diff}");
+        if k == 3 {
+            for tile in [Tile::F2, Tile::F4] {
+                let diff = max_diff(&winograd(tile), &want);
+                assert!(diff < 1e-3, "{label}: Winograd {tile:?} differs by {diff}");
+            }
+        }
+
         let run_plan = |plan: Plan| -> Result<()> {
-            std::hint::black_box(conv2d_f32(&xs, &taps, Some(&bias), &s, plan));
+            std::hint::black_box(conv2d(&xs, &taps, &epilogue, &s, plan));
             Ok(())
         };
         let unblocked = Plan {
@@ -165,34 +201,35 @@ fn main() -> Result<()> {
             spread: false,
             im2col: Some(false),
         };
-        // Round robin, so that load changes on a shared machine hit every contender alike.
         let im2col = Plan {
             im2col: Some(true),
-            ..Plan::auto()
+            ..Plan::auto(threads)
         };
         let wide = Plan {
             im2col: Some(false),
-            ..Plan::auto()
+            ..Plan::auto(threads)
         };
-        let [t_candle, t_ours, t_unblocked, t_seq, t_im2col, t_wide, t_wino] = round_robin(
+        let run_winograd = |tile: Tile| -> Result<()> {
+            if k == 3 {
+                std::hint::black_box(winograd(tile));
+            }
+            Ok(())
+        };
+        // Round robin, so that load changes on a shared machine hit every contender alike.
+        let [t_candle, t_ours, t_unblocked, t_seq, t_im2col, t_wide, t_f2, t_f4] = round_robin(
             reps,
             &mut [
                 &mut || {
                     theirs.forward(&x)?;
                     Ok(())
                 },
-                &mut || {
-                    ours.forward(&x)?;
-                    Ok(())
-                },
+                &mut || run_plan(Plan::auto(threads)),
                 &mut || run_plan(unblocked),
                 &mut || run_plan(chunk_seq),
                 &mut || run_plan(im2col),
                 &mut || run_plan(wide),
-                &mut || {
-                    wino.forward(&x)?;
-                    Ok(())
-                },
+                &mut || run_winograd(Tile::F2),
+                &mut || run_winograd(Tile::F4),
             ],
         )?[..] else {
             unreachable!()
@@ -213,8 +250,15 @@ fn main() -> Result<()> {
             println!("{line}");
         }
         let gflop = 2.0 * (batch * ci * co * k * k * hw * hw) as f64 / 1e9;
+        let wino = |t: f64| {
+            if k == 3 {
+                format!("{:>10.2}", t * 1e3)
+            } else {
+                format!("{:>10}", "-")
+            }
+        };
         println!(
-            "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10.2} {:>10.2} {:>6.2}x | {:>8.1} {:>8.1} | {:>10.2} {:>10.2} {:>10.2} | wide {:>8.2} | winograd {:>8.2}",
+            "{:<8} {:>2} {:>5} {:>5} {:>5} {:>2} | {:>10.2} {:>10.2} {:>6.2}x | {:>8.1} {:>8.1} | {:>10.2} {:>10.2} {:>10.2} | {:>10.2} | {} {}",
             label,
             batch,
             ci,
@@ -230,7 +274,8 @@ fn main() -> Result<()> {
             t_seq * 1e3,
             t_im2col * 1e3,
             t_wide * 1e3,
-            t_wino * 1e3,
+            wino(t_f2),
+            wino(t_f4),
         );
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! The transform loops of the two Winograd variants in [`super::winograd`], F(2×2, 3×3) and
+//! The transform loops of the two Winograd variants in [`crate::winograd`], F(2×2, 3×3) and
 //! F(4×4, 3×3) (Lavin & Gray 2015; the F(4×4) matrices with interpolation points 0, ±1, ±2, ∞
 //! are theirs, and oneDNN's and ncnn's). Each runs along a whole row of tiles as plain vector
 //! loops, compiled for the CPU running them (AVX-512 where there is one).
@@ -11,7 +11,9 @@
 //! - `output_cols`: A across each tile's α values, m output columns per tile, interleaved, plus
 //!   the bias.
 
-use super::fast_math::multiversion;
+use std::mem::MaybeUninit;
+
+use crate::fast_math::multiversion;
 
 /// A variant's transform loops, α = `A` and m = `M`.
 pub struct Kernels<const A: usize, const M: usize> {
@@ -170,6 +172,17 @@ multiversion! {
 /// Tiles [`input_cols_f4`] deinterleaves at a time (on the stack).
 const PHASE_CHUNK: usize = 64;
 
+/// `s` as the f32 values it holds.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+#[inline(always)]
+unsafe fn assume_written(s: &[MaybeUninit<f32>]) -> &[f32] {
+    // SAFETY: MaybeUninit<f32> has the layout of f32, and the caller guarantees every element
+    // is initialised.
+    unsafe { &*(s as *const [MaybeUninit<f32>] as *const [f32]) }
+}
+
 multiversion! {
     pub fn input_cols_f4(d: &[f32], v: [&mut [f32]; 6]) {
         let tw = v[0].len();
@@ -179,20 +192,32 @@ multiversion! {
         // leaves scalar; split first into the four column phases p[k][t] = d[4t + k] (a plain
         // interleaved load), the transform is a unit-stride vector loop over t, columns 4t + 4
         // and 4t + 5 being p[0][t + 1] and p[1][t + 1].
-        let mut p = [[0f32; PHASE_CHUNK + 1]; 4];
+        // Left unwritten until each chunk writes the part it reads: zeroing the 1 KiB at every
+        // call (tens of thousands per convolution) cost more than the loop over a narrow row.
+        let mut p = [[MaybeUninit::<f32>::uninit(); PHASE_CHUNK + 1]; 4];
         let mut start = 0;
         while start < tw {
             let n = PHASE_CHUNK.min(tw - start);
             let src = &d[4 * start..4 * (start + n) + 2];
             let [p0, p1, p2, p3] = &mut p;
             for t in 0..n {
-                p0[t] = src[4 * t];
-                p1[t] = src[4 * t + 1];
-                p2[t] = src[4 * t + 2];
-                p3[t] = src[4 * t + 3];
+                p0[t].write(src[4 * t]);
+                p1[t].write(src[4 * t + 1]);
+                p2[t].write(src[4 * t + 2]);
+                p3[t].write(src[4 * t + 3]);
             }
-            p0[n] = src[4 * n];
-            p1[n] = src[4 * n + 1];
+            p0[n].write(src[4 * n]);
+            p1[n].write(src[4 * n + 1]);
+            // SAFETY: elements 0..=n of p0 and p1 and 0..n of p2 and p3 were written just
+            // above (n ≤ PHASE_CHUNK, inside the arrays).
+            let (p0, p1, p2, p3) = unsafe {
+                (
+                    assume_written(&p0[..=n]),
+                    assume_written(&p1[..=n]),
+                    assume_written(&p2[..n]),
+                    assume_written(&p3[..n]),
+                )
+            };
             for t in 0..n {
                 let r = bt6([p0[t], p1[t], p2[t], p3[t], p0[t + 1], p1[t + 1]]);
                 v0[start + t] = r[0];

@@ -10,17 +10,16 @@
 //! running the post-op. Measured on the text encoder's shapes, 12 weights cycled so that they
 //! come from memory as in the model (2 threads): 154 × 1024 × 1024 1.68 → 1.32 ms,
 //! 154 × 1024 × 4096 5.15 → 4.82 ms, 154 × 4096 × 1024 5.06 → 4.87 ms.
+//!
+//! Each band's scratch is allocated per call, uninitialised (the GEMM overwrites it): freed
+//! blocks of that size are reused by the allocator, and no state is kept between calls.
 
-use super::cpu_parallel::SharedMut;
-use super::matmul::{gemm_strided, RowPost, Strided};
+use crate::epilogue::store_row;
+use crate::matmul::{gemm_strided, RowPost, Strided};
+use crate::parallel::{for_each_span, SharedMut};
 
 /// Side of the blocks the band is transposed in.
 const BLOCK: usize = 16;
-thread_local! {
-    /// Each thread's band scratch, kept between calls (grown, never zeroed again: the GEMM
-    /// overwrites it).
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// Fewest output columns a band gets.
 const MIN_BAND_COLS: usize = 64;
@@ -40,88 +39,78 @@ pub(crate) struct FewRows<'a> {
     pub n: usize,
 }
 
-/// out (m, n) row-major = x Wᵀ + bias + residual, then `post` on every row stretch.
-pub(crate) fn few_rows_gemm(p: &FewRows, out: &mut [f32], threads: usize, post: RowPost) {
+/// out (m, n) row-major = x Wᵀ + bias + residual, then `post` on every row stretch. Writes
+/// every one of out's m·n elements (it may be uninitialised memory).
+///
+/// # Safety
+/// `out` must address m·n f32 slots that no other thread accesses meanwhile.
+pub(crate) unsafe fn few_rows_gemm(p: &FewRows, out: &SharedMut, threads: usize, post: RowPost) {
     let FewRows { m, k, n, .. } = *p;
-    assert!(p.x.len() >= m * k && p.w.len() >= n * k && out.len() >= m * n);
+    assert!(p.x.len() >= m * k && p.w.len() >= n * k);
+    assert!(p.bias.is_none_or(|b| b.len() >= n));
+    assert!(p.residual.is_none_or(|r| r.len() >= m * n));
     if m == 0 || n == 0 {
         return;
     }
     let bands = threads.min(n / MIN_BAND_COLS).max(1);
     let per = n.div_ceil(bands).next_multiple_of(BLOCK);
-    let shared = SharedMut::new(out);
-    let band = |c0: usize| {
-        let cols = per.min(n - c0);
-        SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.len() < cols * m {
-                scratch.resize(cols * m, 0.0);
-            }
-            band_into(p, c0, cols, &mut scratch[..cols * m], &shared, post);
-        });
-    };
-    if bands == 1 {
-        return band(0);
-    }
-    rayon::scope(|scope| {
-        for b in 1..bands {
-            let c0 = b * per;
-            if c0 < n {
-                let band = &band;
-                scope.spawn(move |_| band(c0));
-            }
-        }
-        band(0);
+    for_each_span(n, per, |cols| {
+        // SAFETY: the caller hands out's m·n slots to this call; band `cols` writes only its
+        // own columns of each row.
+        unsafe { band_into(p, cols.start, cols.len(), out, post) }
     });
 }
 
-/// One band: columns c0..c0 + cols of the output, through `scratch` (m × cols).
-fn band_into(
-    p: &FewRows,
-    c0: usize,
-    cols: usize,
-    scratch: &mut [f32],
-    shared: &SharedMut,
-    post: RowPost,
-) {
+/// One band: columns c0..c0 + cols of the output, through an m × cols scratch.
+///
+/// # Safety
+/// As [`few_rows_gemm`], and no other band writes columns c0..c0 + cols.
+unsafe fn band_into(p: &FewRows, c0: usize, cols: usize, out: &SharedMut, post: RowPost) {
     let FewRows { m, k, n, .. } = *p;
-    // SAFETY: scratch is m × cols column-major (element (i, j) at j·m + i); x is m × k
-    // row-major; W_bandᵀ (k × cols) is read from W's rows c0.. (element (kk, j) at
-    // (c0 + j)·k + kk). All inside their buffers.
+    let mut scratch: Vec<f32> = Vec::with_capacity(m * cols);
+    // SAFETY: scratch's capacity holds m × cols values column-major (element (i, j) at
+    // j·m + i), written without being read; x is m × k row-major inside p.x (asserted ≥ m·k);
+    // W_bandᵀ (k × cols) is read from W's rows c0..c0 + cols (element (kk, j) at
+    // (c0 + j)·k + kk < n·k ≤ p.w.len()).
     unsafe {
         gemm_strided(
             (m, cols, k),
-            (scratch.as_mut_ptr(), 1, m as isize),
+            (
+                scratch.spare_capacity_mut().as_mut_ptr().cast(),
+                1,
+                m as isize,
+            ),
             false,
             Strided::rows(p.x.as_ptr(), k),
             Strided::transposed(p.w.as_ptr().add(c0 * k), k),
             gemm::Parallelism::None,
         );
     }
+    // SAFETY: the GEMM above wrote all m·cols values (with k = 0 it writes zeros).
+    unsafe { scratch.set_len(m * cols) };
+    let mut block = [0f32; BLOCK];
     for r0 in (0..m).step_by(BLOCK) {
         for j0 in (0..cols).step_by(BLOCK) {
             let j1 = (j0 + BLOCK).min(cols);
+            let gathered = &mut block[..j1 - j0];
             for r in r0..(r0 + BLOCK).min(m) {
-                // SAFETY: this band alone writes columns c0..c0 + cols of each row.
-                let row = unsafe { shared.part(r * n + c0 + j0, j1 - j0) };
-                for (j, d) in (j0..j1).zip(row.iter_mut()) {
+                for (j, d) in (j0..j1).zip(gathered.iter_mut()) {
                     *d = scratch[j * m + r];
                 }
-                if let Some(b) = p.bias {
-                    row.iter_mut()
-                        .zip(&b[c0 + j0..c0 + j1])
-                        .for_each(|(d, b)| *d += b);
-                }
-                if let Some(res) = p.residual {
-                    let res = &res[r * n + c0 + j0..r * n + c0 + j1];
-                    row.iter_mut().zip(res).for_each(|(d, r)| *d += r);
-                }
+                let at = r * n + c0 + j0;
+                // SAFETY: columns c0 + j0..c0 + j1 of row r < m lie inside out's m·n slots
+                // and belong to this band alone.
+                let row = unsafe { out.part(at, j1 - j0) };
+                let bias = p.bias.map(|b| &b[c0 + j0..c0 + j1]);
+                let res = p.residual.map(|res| &res[at..at + j1 - j0]);
+                store_row(row, gathered, bias, res, None);
             }
         }
     }
     if let Some(post) = post {
         for r in 0..m {
-            // SAFETY: as above.
-            post(unsafe { shared.part(r * n + c0, cols) });
+            // SAFETY: as above; the whole band of row r was written by the loop above.
+            post(unsafe { out.part(r * n + c0, cols) });
         }
     }
 }
@@ -132,6 +121,9 @@ mod tests {
 
     #[test]
     fn equals_the_plain_product() {
+        fn half(row: &mut [f32]) {
+            row.iter_mut().for_each(|v| *v *= 0.5)
+        }
         for (m, k, n, threads) in [
             (7usize, 33usize, 200usize, 2usize),
             (154, 64, 130, 3),
@@ -151,8 +143,8 @@ mod tests {
                 n,
             };
             let mut out = vec![f32::NAN; m * n];
-            let half = |row: &mut [f32]| row.iter_mut().for_each(|v| *v *= 0.5);
-            few_rows_gemm(&p, &mut out, threads, Some(&half));
+            // SAFETY: out holds m·n values, used by this call alone.
+            unsafe { few_rows_gemm(&p, &SharedMut::new(&mut out), threads, Some(half)) };
             for i in 0..m {
                 for j in 0..n {
                     let dot: f32 = (0..k).map(|kk| x[i * k + kk] * w[j * k + kk]).sum();

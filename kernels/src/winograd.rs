@@ -7,9 +7,10 @@
 //! compact GAN. oneDNN and ncnn use the same F(4×4) matrices in f32.
 //!
 //! With input tile α = m + 2 for output tile m: per α×α input tile d and 3×3 kernel g,
-//! Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A (matrices in [`super::winograd_kernels`]). Summed over input
-//! channels, the element-wise product becomes α² matrix products M[ξ] = U[ξ]·V[ξ], U[ξ]
-//! (C_out × C_in) the transformed kernels and V[ξ] (C_in × tiles) the transformed input.
+//! `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` (matrices and transform loops in `winograd_kernels.rs`).
+//! Summed over input channels, the element-wise product becomes α² matrix products
+//! `M[ξ] = U[ξ]·V[ξ]`, `U[ξ]` (C_out × C_in) the transformed kernels and `V[ξ]`
+//! (C_in × tiles) the transformed input.
 //! F(2×2)'s transforms only add, subtract and halve, so it differs from the direct sum by
 //! rounding alone; F(4×4)'s multiply by up to 8 and 1/24, which costs one to two decimal
 //! digits (error up to ~1e-5 of the output's scale instead of ~3e-7; cuDNN's TF32 default
@@ -18,13 +19,11 @@
 //! Work is split in blocks of tile rows sized so that a block's V and M stay in L2, spread over
 //! the threads, each block's α² GEMMs single-threaded.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::cpu_parallel::{on_threads, SharedMut};
-use super::epilogue::{store_row, Epilogue};
-use super::fast_math::{affine_silu, axpy};
-use super::matmul::{matmul, Strided};
-use super::winograd_kernels::{Kernels, F2, F4, G_F2, G_F4};
+use crate::epilogue::{store_row, Activation, Epilogue};
+use crate::fast_math::{affine_silu, axpy};
+use crate::matmul::{matmul, Strided};
+use crate::parallel::{for_each_index, for_each_span, SharedMut};
+use crate::winograd_kernels::{Kernels, F2, F4, G_F2, G_F4};
 
 /// Bytes of V + M one block aims for.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -34,7 +33,9 @@ const MIN_BLOCK_TILES: usize = 64;
 /// The Winograd variant: output tiles of 2×2 or 4×4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tile {
+    /// F(2×2, 3×3): rounding alone away from the direct sum.
     F2,
+    /// F(4×4, 3×3): fewer multiplies and less traffic, one to two digits less precise.
     F4,
 }
 
@@ -60,9 +61,9 @@ impl Tile {
     }
 }
 
-/// U[ξ][o][c] = (G g Gᵀ)[ξ] for the (C_out, 9, C_in) taps of a 3×3 kernel: α²·C_out·C_in
-/// values. Each U[ξ][o] is a combination of the nine (contiguous) tap rows taps[o][k], so the
-/// work runs as vector loops over C_in; zero coefficients are skipped.
+/// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for the (C_out, 9, C_in) taps of a 3×3 kernel: α²·C_out·C_in
+/// values. Each `U[ξ][o]` is a combination of the nine (contiguous) tap rows `taps[o][k]`, so
+/// the work runs as vector loops over C_in; zero coefficients are skipped.
 pub fn transform_weights(
     taps: &[f32],
     co: usize,
@@ -101,8 +102,9 @@ pub fn transform_weights(
                 for (k, &c) in terms {
                     axpy(&mut sum, c, &rows[k * ci..(k + 1) * ci]);
                 }
-                // SAFETY: row (ξ, o) of U lies in `u`'s capacity and belongs to output channel
-                // o, written by this thread alone.
+                // SAFETY: row (ξ, o), ci values from (ξ·C_out + o)·C_in, lies inside `u`'s
+                // capacity of α²·C_out·C_in and belongs to output channel o, which only this
+                // span writes; `sum` is a separate buffer of ci values.
                 unsafe {
                     std::ptr::copy_nonoverlapping(sum.as_ptr(), shared.ptr((xi * co + o) * ci), ci)
                 };
@@ -111,14 +113,9 @@ pub fn transform_weights(
     };
     let threads = threads.clamp(1, co.max(1));
     let per = co.div_ceil(threads).max(1);
-    rayon::scope(|scope| {
-        for t in 1..threads {
-            let make = &make;
-            scope.spawn(move |_| make(t * per..((t + 1) * per).min(co)));
-        }
-        make(0..per.min(co));
-    });
-    // SAFETY: the threads above wrote every row (ξ, o), ξ < α², o < C_out: all `len` values.
+    for_each_span(co, per, make);
+    // SAFETY: the spans above cover every output channel o < C_out, and each wrote its rows
+    // (ξ, o) for every ξ < α²: all `len` values of the capacity are initialised.
     unsafe { u.set_len(len) };
     u
 }
@@ -136,6 +133,9 @@ pub struct WinogradShape {
 /// out (B, C_out, H, W) = conv3x3(x (B, C_in, H, W), padding 1) with `u` from
 /// [`transform_weights`] for the same `tile`, then the epilogue (bias, residual, rectifier) in
 /// the output pass.
+///
+/// # Panics
+/// When a buffer's length does not match the shape.
 pub fn conv3x3(
     x: &[f32],
     u: &[f32],
@@ -147,6 +147,12 @@ pub fn conv3x3(
     let WinogradShape { b, ci, co, h, w } = *s;
     assert_eq!(x.len(), b * ci * h * w);
     assert_eq!(u.len(), tile.alpha() * tile.alpha() * co * ci);
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(bias.len(), co);
+    }
+    if let Some(residual) = epilogue.residual {
+        assert_eq!(residual.len(), b * co * h * w);
+    }
     let mut out = vec![0f32; b * co * h * w];
     if out.is_empty() || ci == 0 {
         let plane = h * w;
@@ -154,13 +160,17 @@ pub fn conv3x3(
             let o = i % co;
             let sum = vec![epilogue.bias_of(o); dst.len()];
             let res = epilogue.residual.map(|r| &r[i * plane..(i + 1) * plane]);
-            store_row(dst, &sum, res, epilogue.slope_of(o));
+            store_row(dst, &sum, None, res, epilogue.slope_of(o));
         }
-        return out;
+    } else {
+        match tile {
+            Tile::F2 => run(&F2, x, u, epilogue, s, threads, &mut out),
+            Tile::F4 => run(&F4, x, u, epilogue, s, threads, &mut out),
+        }
     }
-    match tile {
-        Tile::F2 => run(&F2, x, u, epilogue, s, threads, &mut out),
-        Tile::F4 => run(&F4, x, u, epilogue, s, threads, &mut out),
+    // The rectifier is fused into the stores; the GELU is not.
+    if let Activation::GeluErf = epilogue.activation {
+        epilogue.activation.apply_planes(&mut out, h * w);
     }
     out
 }
@@ -188,40 +198,32 @@ fn run<const A: usize, const M: usize>(
         .clamp(1, th);
     let blocks_per_image = th.div_ceil(rows_per_block);
     let n_blocks = b * blocks_per_image;
-    let next = AtomicUsize::new(0);
     let image_len = co * h * w;
     let shared = SharedMut::new(out);
-    let work = || {
-        let mut bufs = Buffers::default();
-        loop {
-            let idx = next.fetch_add(1, Ordering::Relaxed);
-            if idx >= n_blocks {
-                break;
-            }
-            let bi = idx / blocks_per_image;
-            let ty0 = (idx % blocks_per_image) * rows_per_block;
-            let block = Block {
-                input: &x[bi * ci * h * w..(bi + 1) * ci * h * w],
-                h,
-                w,
-                ty0,
-                ty1: (ty0 + rows_per_block).min(th),
-                tw,
-                wp,
-            };
-            block.transform_input(k, ci, &mut bufs);
-            block.multiply::<A>(u, ci, co, &mut bufs);
-            // Block idx writes output rows M·ty0..M·ty1 of image bi only.
-            let image = Epilogue {
-                residual: epilogue
-                    .residual
-                    .map(|r| &r[bi * image_len..(bi + 1) * image_len]),
-                ..*epilogue
-            };
-            block.transform_output(k, co, &image, (&shared, bi * image_len), &bufs);
-        }
+    let work = |bufs: &mut Buffers, idx: usize| {
+        let bi = idx / blocks_per_image;
+        let ty0 = (idx % blocks_per_image) * rows_per_block;
+        let block = Block {
+            input: &x[bi * ci * h * w..(bi + 1) * ci * h * w],
+            h,
+            w,
+            ty0,
+            ty1: (ty0 + rows_per_block).min(th),
+            tw,
+            wp,
+        };
+        block.transform_input(k, ci, bufs);
+        block.multiply::<A>(u, ci, co, bufs);
+        // Block idx writes output rows M·ty0..M·ty1 of image bi only.
+        let image = Epilogue {
+            residual: epilogue
+                .residual
+                .map(|r| &r[bi * image_len..(bi + 1) * image_len]),
+            ..*epilogue
+        };
+        block.transform_output(k, co, &image, (&shared, bi * image_len), bufs);
     };
-    on_threads(threads.clamp(1, n_blocks), work);
+    for_each_index(threads, n_blocks, Buffers::default, work);
 }
 
 /// Per-thread scratch: V (α² × C_in × T), M (α² × C_out × T), a zero image row and the
@@ -297,8 +299,10 @@ impl Block<'_> {
         // The GEMMs overwrite M (they do not read it): grow, never clear.
         grow(&mut bufs.m, A * A * co * nt);
         for xi in 0..A * A {
-            // SAFETY: M[ξ] is co×nt (row stride nt), U[ξ] co×ci (row stride ci), V[ξ] ci×nt
-            // (row stride nt), all inside their buffers.
+            // SAFETY: M[ξ] is co×nt (row stride nt) inside `m` (grown to α²·co·nt above),
+            // U[ξ] co×ci (row stride ci) inside `u` (asserted α²·co·ci long), V[ξ] ci×nt (row
+            // stride nt) inside `v` (grown to α²·ci·nt by transform_input); m is this
+            // thread's own and overlaps neither.
             unsafe {
                 matmul(
                     (co, nt, ci),
@@ -351,13 +355,14 @@ impl Block<'_> {
                     let q: [&[f32]; A] =
                         std::array::from_fn(|j| &sr[j * nt + t0..j * nt + t0 + tw]);
                     (k.output_cols)(q, b, &mut y);
-                    // SAFETY: output row oy of channel o of this image lies in its own buffer and
-                    // belongs to this block alone (tile rows ty0..ty1).
+                    // SAFETY: output row oy < h of channel o of this image lies inside the
+                    // output (image_start + image length ≤ its length) and belongs to this
+                    // block alone (tile rows ty0..ty1).
                     let row = unsafe { out.part(image_start + (o * h + oy) * w, w) };
                     let res = epilogue
                         .residual
                         .map(|r| &r[(o * h + oy) * w..(o * h + oy + 1) * w]);
-                    store_row(row, &y[..w], res, slope);
+                    store_row(row, &y[..w], None, res, slope);
                 }
             }
         }
@@ -432,6 +437,48 @@ mod tests {
         }
     }
 
+    /// Both tiles against the GEMM routes of [`crate::conv`] (which sum directly), on the
+    /// same f32 inputs, with every part of the epilogue.
+    #[test]
+    fn equals_the_gemm_routes() {
+        use crate::conv::{conv2d, ConvShape, Plan};
+        let (b, ci, co, h, w) = (2usize, 24usize, 16usize, 19usize, 26usize);
+        let x: Vec<f32> = (0..b * ci * h * w)
+            .map(|i| ((i * 37 % 101) as f32) * 0.02 - 1.0)
+            .collect();
+        let taps: Vec<f32> = (0..co * 9 * ci)
+            .map(|i| ((i * 13 % 29) as f32) * 0.05 - 0.7)
+            .collect();
+        let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.1 - 0.2).collect();
+        let residual: Vec<f32> = (0..b * co * h * w).map(|i| (i % 5) as f32 * 0.3).collect();
+        let slopes: Vec<f32> = (0..co).map(|o| 0.1 * o as f32).collect();
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            residual: Some(&residual),
+            activation: Activation::Rectify(&slopes),
+        };
+        let shape = ConvShape {
+            b,
+            ci,
+            h,
+            w,
+            co,
+            kh: 3,
+            kw: 3,
+            pad: 1,
+        };
+        let direct = conv2d(&x, &taps, &epilogue, &shape, Plan::auto(2));
+        let scale = direct.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (tile, tol) in [(Tile::F2, 2e-6), (Tile::F4, 4e-5)] {
+            let u = transform_weights(&taps, co, ci, tile, 2);
+            let s = WinogradShape { b, ci, co, h, w };
+            let got = conv3x3(&x, &u, tile, &epilogue, &s, 2);
+            for (i, (g, d)) in got.iter().zip(&direct).enumerate() {
+                assert!((g - d).abs() <= tol * scale, "{tile:?} at {i}: {g} vs {d}");
+            }
+        }
+    }
+
     fn check_tile(tile: Tile, tol: f64) {
         for (b, ci, co, h, w, threads) in [
             (1usize, 3usize, 4usize, 5usize, 7usize, 1usize),
@@ -474,7 +521,7 @@ mod tests {
             // The rectifier comes after the residual, per output channel.
             let slopes: Vec<f32> = (0..co).map(|o| 0.25 * o as f32 - 0.5).collect();
             let rectified = Epilogue {
-                negative_slopes: Some(&slopes),
+                activation: Activation::Rectify(&slopes),
                 ..with_residual
             };
             let got = conv3x3(&x, &u, tile, &rectified, &s, threads);

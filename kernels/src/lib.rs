@@ -1,0 +1,40 @@
+//! diffsr's CPU compute kernels: plain f32 slices in, plain f32 buffers out, no tensor types.
+//!
+//! The network layers in `diffsr::models::layers` borrow the contiguous storage of their
+//! tensors and call these; everything here is a loop nest or a call into the `gemm` crate,
+//! run on the rayon pool that candle and gemm already use (`parallel.rs` is the one place that
+//! splits work over it).
+//!
+//! - [`conv`]: stride-1 convolutions as GEMMs (padded "wide grid", im2col, 1×1);
+//! - [`winograd`]: 3×3 convolutions by Winograd's F(2×2, 3×3) and F(4×4, 3×3);
+//! - [`linear`]: `x Wᵀ + b` in one GEMM, or in column bands for few rows;
+//! - [`attention`]: softmax(q kᵀ) v over many small (batch × head) slices;
+//! - [`group_norm`], [`layer_norm`], [`softmax`], [`elementwise`] (GEGLU, GELU, PReLU);
+//! - [`transpose`]: blocked (rows, cols) → (cols, rows) for weight layouts;
+//! - [`epilogue`]: what an output pass adds besides the sum (bias, residual, activation),
+//!   shared by the convolution, Winograd and linear routes.
+//!
+//! Every `unsafe` block says what makes it sound in a `SAFETY:` comment; the lints below hold
+//! the crate to that.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod fast_math;
+mod few_rows;
+mod matmul;
+mod parallel;
+mod winograd_kernels;
+
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod epilogue;
+pub mod group_norm;
+pub mod layer_norm;
+pub mod linear;
+pub mod softmax;
+pub mod transpose;
+pub mod winograd;
+
+pub use epilogue::{Activation, Epilogue};
