@@ -10,6 +10,7 @@
 //! - [`linear`]: `x Wᵀ + b` in one GEMM, or in column bands for few rows;
 //! - [`attention`]: softmax(q kᵀ) v over many small (batch × head) slices;
 //! - [`group_norm`], [`layer_norm`], [`softmax`], [`elementwise`] (GEGLU, GELU, PReLU);
+//! - [`pixel_shuffle`]: the compact GAN's pixel shuffle + nearest upsampled input, in one pass;
 //! - [`transpose`]: blocked (rows, cols) → (cols, rows) for weight layouts;
 //! - [`epilogue`]: what an output pass adds besides the sum (bias, residual, activation),
 //!   shared by the convolution, Winograd and linear routes.
@@ -33,6 +34,7 @@ pub mod epilogue;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod pixel_shuffle;
 pub mod softmax;
 pub mod transpose;
 pub mod winograd;

@@ -8,10 +8,11 @@ use candle_core::{Device, Shape, Tensor, WithDType};
 
 use super::cpu_slice::cpu_slice;
 
-/// Threads the CPU kernels use: candle's count (`RAYON_NUM_THREADS`, else every core), which
-/// its own CPU ops and `gemm` use too.
+/// Threads the CPU kernels split their work into: those of the rayon pool the caller runs in
+/// (an engine's own pool under `ThreadPool::install`, see [`crate::threads`], else rayon's
+/// global pool), so `--threads` bounds the kernels without an environment variable.
 pub(crate) fn cpu_threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
+    rayon::current_num_threads().max(1)
 }
 
 /// `kernel(inputs, optional)` on the elements of the given tensors (each made contiguous

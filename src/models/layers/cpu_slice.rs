@@ -1,5 +1,5 @@
 //! Borrowing the elements of a contiguous CPU tensor, for the CPU kernels of
-//! `diffsr_kernels` (through [`super::cpu_dispatch`]) and the GAN's output stage.
+//! `diffsr_kernels` (through [`super::cpu_dispatch`], their one caller).
 
 use candle_core::{Layout, Storage, WithDType};
 
@@ -16,12 +16,4 @@ pub(crate) fn cpu_slice<'a, T: WithDType>(
         candle_core::bail!("CPU fast path: tensor is not contiguous");
     };
     Ok(&cpu.as_slice::<T>()?[start..end])
-}
-
-/// [`cpu_slice`] for f32.
-pub(crate) fn f32_slice<'a>(
-    storage: &'a Storage,
-    layout: &Layout,
-) -> candle_core::Result<&'a [f32]> {
-    cpu_slice(storage, layout)
 }

@@ -1,11 +1,11 @@
 //! The compact GAN's output stage, `pixel_shuffle(last, r) + interpolate(x, scale=r,
-//! mode='nearest')` (Real-ESRGAN's `srvgg_arch.py`), as one pass on the CPU in f32: the
-//! three tensor ops (a permuting copy, an upsampling copy, an add) each move the whole
-//! r²-times-larger output through memory.
+//! mode='nearest')` (Real-ESRGAN's `srvgg_arch.py`): one pass on the CPU in f32
+//! ([`diffsr_kernels::pixel_shuffle`]), candle's three ops elsewhere.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
+use diffsr_kernels::pixel_shuffle::{self, ShuffleShape};
 
-use crate::models::layers::cpu_slice::f32_slice;
+use crate::models::layers::cpu_dispatch::on_cpu_f32;
 use crate::Result;
 
 /// out[b, c, r·y + i, r·x + j] = last[b, r²·c + r·i + j, y, x] + x[b, c, y, x], for `last`
@@ -13,44 +13,30 @@ use crate::Result;
 pub fn pixel_shuffle_add_nearest(last: &Tensor, x: &Tensor, r: usize) -> Result<Tensor> {
     let (b, cl, h, w) = last.dims4()?;
     let (bx, c, hx, wx) = x.dims4()?;
-    let fast = last.device().is_cpu()
-        && last.dtype() == DType::F32
-        && x.dtype() == DType::F32
-        && (bx, hx, wx) == (b, h, w)
-        && cl == c * r * r
-        && r > 0;
-    if !fast {
-        let out = candle_nn::ops::pixel_shuffle(last, r)?;
-        let base = x.upsample_nearest2d(hx * r, wx * r)?;
-        return Ok((out + base)?);
-    }
-    let (last, x) = (last.contiguous()?, x.contiguous()?);
-    let (ow, plane) = (w * r, h * w);
-    let mut out = vec![0f32; b * c * plane * r * r];
-    {
-        let (ls, ll) = last.storage_and_layout();
-        let (xs, xl) = x.storage_and_layout();
-        let (lv, xv) = (f32_slice(&ls, ll)?, f32_slice(&xs, xl)?);
-        // One output row (b, c, r·y + i) per chunk: its r sub-pixel planes j interleave.
-        for (row_idx, row) in out.chunks_exact_mut(ow).enumerate() {
-            let (bc, oy) = (row_idx / (h * r), row_idx % (h * r));
-            let (y, i) = (oy / r, oy % r);
-            let base = &xv[bc * plane + y * w..bc * plane + (y + 1) * w];
-            for j in 0..r {
-                let sub = (bc * r * r + r * i + j) * plane + y * w;
-                let src = &lv[sub..sub + w];
-                for (xx, (&s, &v)) in src.iter().zip(base).enumerate() {
-                    row[r * xx + j] = s + v;
-                }
-            }
+    if (bx, hx, wx) == (b, h, w) && cl == c * r * r && r > 0 {
+        let shape = ShuffleShape {
+            batch: b,
+            channels: c,
+            height: h,
+            width: w,
+            r,
+        };
+        let fused = on_cpu_f32([last, x], [], (b, c, h * r, w * r), |[last, x], []| {
+            pixel_shuffle::pixel_shuffle_add_nearest(last, x, &shape)
+        })?;
+        if let Some(out) = fused {
+            return Ok(out);
         }
     }
-    Ok(Tensor::from_vec(out, (b, c, h * r, w * r), &Device::Cpu)?)
+    let out = candle_nn::ops::pixel_shuffle(last, r)?;
+    let base = x.upsample_nearest2d(hx * r, wx * r)?;
+    Ok((out + base)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{DType, Device};
 
     #[test]
     fn equals_shuffle_upsample_add() -> Result<()> {
