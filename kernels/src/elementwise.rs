@@ -64,22 +64,7 @@ pub fn prelu(x: &[f32], plane: usize, slopes: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// erf(x) = 2/√π ∫₀ˣ e^{-t²} dt by composite Simpson with 4000 panels.
-    fn erf64(x: f64) -> f64 {
-        let n = 4000;
-        let h = x / n as f64;
-        let f = |t: f64| (-t * t).exp();
-        let mut s = f(0.0) + f(x);
-        for i in 1..n {
-            s += if i % 2 == 1 { 4.0 } else { 2.0 } * f(i as f64 * h);
-        }
-        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
-    }
-
-    fn gelu64(x: f64) -> f64 {
-        0.5 * x * (1.0 + erf64(x / 2f64.sqrt()))
-    }
+    use crate::reference::gelu64;
 
     #[test]
     fn geglu_and_gelu_match_the_f64_forms() {

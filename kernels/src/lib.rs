@@ -25,6 +25,8 @@ mod fast_math;
 mod few_rows;
 mod matmul;
 mod parallel;
+#[cfg(test)]
+mod reference;
 mod winograd_kernels;
 
 pub mod attention;

@@ -397,6 +397,29 @@ fn split_rows<const N: usize>(
 mod tests {
     use super::*;
 
+    /// A convolution's input, 3×3 taps (co, 3, 3, ci), bias and residual: fixed patterns that
+    /// cover both signs without repeating along a row.
+    struct Operands {
+        x: Vec<f32>,
+        taps: Vec<f32>,
+        bias: Vec<f32>,
+        residual: Vec<f32>,
+    }
+
+    fn operands(s: &WinogradShape) -> Operands {
+        let WinogradShape { b, ci, co, h, w } = *s;
+        Operands {
+            x: (0..b * ci * h * w)
+                .map(|i| ((i * 37 % 101) as f32) * 0.02 - 1.0)
+                .collect(),
+            taps: (0..co * 9 * ci)
+                .map(|i| ((i * 13 % 29) as f32) * 0.05 - 0.7)
+                .collect(),
+            bias: (0..co).map(|o| o as f32 * 0.1 - 0.2).collect(),
+            residual: (0..b * co * h * w).map(|i| (i % 5) as f32 * 0.3).collect(),
+        }
+    }
+
     /// Direct 3×3 convolution with padding 1, in f64.
     fn direct(x: &[f32], taps: &[f32], bias: &[f32], s: &WinogradShape) -> Vec<f64> {
         let WinogradShape { b, ci, co, h, w } = *s;
@@ -443,14 +466,12 @@ mod tests {
     fn equals_the_gemm_routes() {
         use crate::conv::{conv2d, ConvShape, Plan};
         let (b, ci, co, h, w) = (2usize, 24usize, 16usize, 19usize, 26usize);
-        let x: Vec<f32> = (0..b * ci * h * w)
-            .map(|i| ((i * 37 % 101) as f32) * 0.02 - 1.0)
-            .collect();
-        let taps: Vec<f32> = (0..co * 9 * ci)
-            .map(|i| ((i * 13 % 29) as f32) * 0.05 - 0.7)
-            .collect();
-        let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.1 - 0.2).collect();
-        let residual: Vec<f32> = (0..b * co * h * w).map(|i| (i % 5) as f32 * 0.3).collect();
+        let Operands {
+            x,
+            taps,
+            bias,
+            residual,
+        } = operands(&WinogradShape { b, ci, co, h, w });
         let slopes: Vec<f32> = (0..co).map(|o| 0.1 * o as f32).collect();
         let epilogue = Epilogue {
             bias: Some(&bias),
@@ -488,14 +509,12 @@ mod tests {
             (1, 1, 1, 1, 1, 1),
         ] {
             let s = WinogradShape { b, ci, co, h, w };
-            let x: Vec<f32> = (0..b * ci * h * w)
-                .map(|i| ((i * 37 % 101) as f32) * 0.02 - 1.0)
-                .collect();
-            let taps: Vec<f32> = (0..co * 9 * ci)
-                .map(|i| ((i * 13 % 29) as f32) * 0.05 - 0.7)
-                .collect();
-            let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.1 - 0.2).collect();
-            let residual: Vec<f32> = (0..b * co * h * w).map(|i| (i % 5) as f32 * 0.3).collect();
+            let Operands {
+                x,
+                taps,
+                bias,
+                residual,
+            } = operands(&s);
             let u = transform_weights(&taps, co, ci, tile, threads);
             let want = direct(&x, &taps, &bias, &s);
             let plain = Epilogue {
