@@ -357,13 +357,7 @@ fn resolve_dir(_config: &EngineConfig, spec: &ModelSpec, _dtype: DType) -> Resul
 #[cfg(not(feature = "hub"))]
 fn resolve_file(_config: &EngineConfig, spec: &ModelSpec) -> Result<PathBuf> {
     match spec {
-        ModelSpec::File(path) => {
-            std::fs::File::open(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(path.clone())
-        }
+        ModelSpec::File(path) => crate::model_spec::readable_file(path),
         ModelSpec::Dir(path) => Err(Error::ModelSpec {
             spec: spec.to_string(),
             reason: format!(

@@ -60,6 +60,16 @@ pub(crate) fn display_repo(repo: &str, revision: &str) -> String {
     }
 }
 
+/// A local model file, checked readable (opened once) so a typo fails before any loading,
+/// with the file named in the error.
+pub(crate) fn readable_file(path: &Path) -> Result<PathBuf> {
+    std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(path.to_path_buf())
+}
+
 impl ModelSpec {
     /// Whether the spec names a single weights file (local or on the hub) rather than a model
     /// directory or repo.

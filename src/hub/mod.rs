@@ -172,13 +172,7 @@ pub fn resolve(spec: &ModelSpec, options: &HubOptions) -> Result<PathBuf> {
 /// sibling (same stem, the other extension) is fetched too, so the two lie side by side.
 pub fn resolve_file(spec: &ModelSpec, options: &HubOptions) -> Result<PathBuf> {
     match spec {
-        ModelSpec::File(path) => {
-            std::fs::File::open(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(path.clone())
-        }
+        ModelSpec::File(path) => crate::model_spec::readable_file(path),
         ModelSpec::HubFile {
             repo,
             revision,
