@@ -111,24 +111,12 @@ pub fn tune_allocator(mode: MallocMode) -> AllocatorTuning {
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_glibc() -> AllocatorTuning {
-    // SAFETY: mallopt only changes malloc's parameters; both are documented settings.
-    let ok = unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0) == 1
-            && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
-    };
-    if ok {
+    if diffsr_kernels::malloc::keep_freed_blocks(TRIM_THRESHOLD_BYTES) {
         AllocatorTuning::KeepFreedBlocks
     } else {
         AllocatorTuning::Unsupported
     }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_glibc() -> AllocatorTuning {
-    let _ = TRIM_THRESHOLD_BYTES;
-    AllocatorTuning::Unsupported
 }
 
 #[cfg(test)]

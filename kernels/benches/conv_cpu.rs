@@ -30,20 +30,12 @@ use diffsr_kernels::Epilogue;
 
 /// As `diffsr::memory::tune_allocator` (which the `diffsr` binary calls), so the figures are
 /// what its users get: glibc keeps freed blocks of every size for reuse.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     if std::env::var("DIFFSR_MALLOC").is_ok_and(|v| v == "system") {
         return;
     }
-    // SAFETY: mallopt only changes malloc's parameters; both are documented settings.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
-    }
+    diffsr_kernels::malloc::keep_freed_blocks(512 << 20);
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
 
 fn median_secs(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;

@@ -12,6 +12,7 @@
 //! - [`group_norm`], [`layer_norm`], [`softmax`], [`elementwise`] (GEGLU, GELU, PReLU);
 //! - [`pixel_shuffle`]: the compact GAN's pixel shuffle + nearest upsampled input, in one pass;
 //! - [`transpose`]: blocked (rows, cols) → (cols, rows) for weight layouts;
+//! - [`malloc`]: glibc's malloc told to keep freed blocks (the one call outside the maths);
 //! - [`epilogue`]: what an output pass adds besides the sum (bias, residual, activation),
 //!   shared by the convolution, Winograd and linear routes.
 //!
@@ -36,6 +37,7 @@ pub mod epilogue;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod malloc;
 pub mod pixel_shuffle;
 pub mod softmax;
 pub mod transpose;
