@@ -50,15 +50,14 @@ pub fn group_norm_f32(x: &[f32], p: &GroupNormParams, threads: usize) -> Vec<f32
     let mut out = vec![0f32; x.len()];
     for_each_group(x, &mut out, p, threads, |xg, og, w, b| {
         let (mean, inv_std) = mean_inv_std(xg, p.eps);
-        for (ch, (xc, oc)) in xg
-            .chunks(p.spatial)
-            .zip(og.chunks_mut(p.spatial))
-            .enumerate()
-        {
-            let scale = (inv_std * w[ch] as f64) as f32;
-            let shift = (b[ch] as f64 - mean * inv_std * w[ch] as f64) as f32;
-            affine_silu(xc, oc, scale, shift, p.silu);
-        }
+        for_each_channel(
+            xg,
+            og,
+            p.spatial,
+            (w, b),
+            (mean, inv_std),
+            |xc, oc, scale, shift| affine_silu(xc, oc, scale, shift, p.silu),
+        );
     });
     out
 }
@@ -84,26 +83,39 @@ pub fn group_norm<E: Copy + Send + Sync>(
         let mean = lane_sum(xg, &to_f64, |v| v) / n;
         let var = lane_sum(xg, &to_f64, |v| (v - mean) * (v - mean)) / n;
         let inv_std = 1.0 / (var + p.eps).sqrt();
-        for (ch, (xc, oc)) in xg
-            .chunks(p.spatial)
-            .zip(og.chunks_mut(p.spatial))
-            .enumerate()
-        {
-            let scale = (inv_std * w[ch] as f64) as f32;
-            let shift = (b[ch] as f64 - mean * inv_std * w[ch] as f64) as f32;
-            if p.silu {
+        for_each_channel(
+            xg,
+            og,
+            p.spatial,
+            (w, b),
+            (mean, inv_std),
+            |xc, oc, scale, shift| {
                 for (o, &v) in oc.iter_mut().zip(xc) {
                     let y = to_f64(v) as f32 * scale + shift;
-                    *o = from_f64((y / (1.0 + (-y).exp())) as f64);
+                    let y = if p.silu { y / (1.0 + (-y).exp()) } else { y };
+                    *o = from_f64(y as f64);
                 }
-            } else {
-                for (o, &v) in oc.iter_mut().zip(xc) {
-                    *o = from_f64((to_f64(v) as f32 * scale + shift) as f64);
-                }
-            }
-        }
+            },
+        );
     });
     out
+}
+
+/// Runs `affine(x_channel, out_channel, scale, shift)` on each channel of a group, with the
+/// group's statistics folded into the channel's weight and bias: y = x·scale + shift.
+fn for_each_channel<E>(
+    xg: &[E],
+    og: &mut [E],
+    spatial: usize,
+    (w, b): (&[f32], &[f32]),
+    (mean, inv_std): (f64, f64),
+    mut affine: impl FnMut(&[E], &mut [E], f32, f32),
+) {
+    for (ch, (xc, oc)) in xg.chunks(spatial).zip(og.chunks_mut(spatial)).enumerate() {
+        let scale = (inv_std * w[ch] as f64) as f32;
+        let shift = (b[ch] as f64 - mean * inv_std * w[ch] as f64) as f32;
+        affine(xc, oc, scale, shift);
+    }
 }
 
 /// Runs `normalise(x_group, out_group, weight, bias)` on every group (its channels are
