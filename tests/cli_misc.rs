@@ -30,8 +30,7 @@ fn completions_for_each_shell_mention_the_subcommands() -> Result<()> {
 #[test]
 fn auto_device_says_which_and_threads_are_checked() -> Result<()> {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let dir = std::env::temp_dir().join(format!("diffsr-misc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch("device")?;
     let output = dir.join("out.png");
     let model = fixtures.join("tiny-x4-upscaler");
     let input = fixtures.join("images/chelsea-16x12.png");
@@ -118,17 +117,17 @@ fn profile_prints_the_stage_and_phase_tables() -> Result<()> {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dir = scratch("profile")?;
     let output = dir.join("out.png");
-    let out = diffsr(&[
+    let input = fixtures.join("images/chelsea-16x12.png");
+    let model = fixtures.join("tiny-x4-upscaler");
+    let base = [
         "upscale",
-        fixtures.join("images/chelsea-16x12.png").to_str().unwrap(),
+        input.to_str().unwrap(),
         "-o",
         output.to_str().unwrap(),
         "--model",
-        fixtures.join("tiny-x4-upscaler").to_str().unwrap(),
-        "--steps",
-        "2",
-        "--profile",
-    ])?;
+        model.to_str().unwrap(),
+    ];
+    let out = diffsr(&[&base[..], &["--steps", "2", "--profile"]].concat())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     for row in [
@@ -139,16 +138,7 @@ fn profile_prints_the_stage_and_phase_tables() -> Result<()> {
     ] {
         assert!(stderr.contains(row), "{row} missing: {stderr}");
     }
-    let out = diffsr(&[
-        "upscale",
-        fixtures.join("images/chelsea-16x12.png").to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--model",
-        fixtures.join("tiny-x4-upscaler").to_str().unwrap(),
-        "--steps",
-        "1",
-    ])?;
+    let out = diffsr(&[&base[..], &["--steps", "1"]].concat())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
