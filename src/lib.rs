@@ -23,6 +23,7 @@ pub mod memory;
 pub mod model_dir;
 pub mod model_spec;
 pub mod models;
+pub mod output_file;
 pub mod pipeline;
 pub mod profile;
 mod resample;

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::output_file::is_temp_file_name;
 
 /// Extensions (lower case) of the images a folder or pattern contributes.
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"];
@@ -19,11 +20,13 @@ pub struct Input {
     pub dir: String,
 }
 
-/// Whether `path`'s extension is one of [`IMAGE_EXTENSIONS`] (any case).
+/// Whether `path`'s extension is one of [`IMAGE_EXTENSIONS`] (any case) and it is not one of
+/// diffsr's temporary files (half-written outputs are never inputs).
 pub fn is_image_path(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        && !path.file_name().is_some_and(is_temp_file_name)
 }
 
 fn is_pattern(arg: &str) -> bool {

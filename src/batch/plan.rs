@@ -9,10 +9,12 @@ use std::path::{Component, Path, PathBuf};
 use crate::color_fix::ColorFix;
 use crate::error::{Error, Result};
 use crate::image_io::check_output_path;
+use crate::output_file::{is_stdout, remove_stale_temp_files};
 use crate::upscaler::{
     DiffusionSettings, Engine, EngineSettings, OutputSize, TargetSize, UpscaleParams,
 };
 
+use super::template::inside_out_dir;
 use super::{Input, Manifest, OutputTemplate, Shard, TemplateVars};
 
 /// What one job asks for, planned before the engine is known: the diffusion settings (a
@@ -104,6 +106,9 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
             "give either -o (one input) or --out-dir (any number), not both",
         ));
     }
+    if let Some(dir) = options.out_dir {
+        check_out_dir(dir)?;
+    }
     let mut all = Vec::new();
     match source {
         Source::Inputs(inputs) => {
@@ -122,8 +127,8 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
             }
             for (index, input) in inputs.iter().enumerate() {
                 let opts = options.defaults.clone();
-                let (output, create_folder) = name(options, index, &input.path, &input.dir, &opts)
-                    .ok_or_else(|| {
+                let (output, create_folder) =
+                    name(options, index, &input.path, &input.dir, &opts)?.ok_or_else(|| {
                         Error::option("-o", "give -o OUTPUT (one input) or --out-dir DIR")
                     })?;
                 all.push(Job {
@@ -181,7 +186,7 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
                 opts.validate().map_err(|e| bad(e.to_string()))?;
                 let (output, create_folder) = match &job.output {
                     Some(o) => (o.clone(), false),
-                    None => name(options, index, &job.input, "", &opts).ok_or_else(|| {
+                    None => name(options, index, &job.input, "", &opts)?.ok_or_else(|| {
                         bad("no `output`: give one, or --out-dir to name it".into())
                     })?,
                 };
@@ -205,7 +210,7 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
         if options.shard.is_some_and(|s| !s.contains(job.index)) {
             continue;
         }
-        if options.skip_existing && job.output.exists() {
+        if options.skip_existing && is_finished(&job.output) {
             plan.skipped.push(job);
         } else {
             plan.jobs.push(job);
@@ -214,19 +219,62 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
     Ok(plan)
 }
 
+impl Plan {
+    /// Removes what a killed run left while writing this plan's outputs, the jobs to run and
+    /// the skipped ones alike: diffsr's temporary files for those output names, nothing else
+    /// ([`crate::output_file::remove_stale_temp_files`]). Returns the files removed.
+    pub fn remove_stale_partials(&self) -> Vec<PathBuf> {
+        remove_stale_temp_files(
+            self.jobs
+                .iter()
+                .chain(&self.skipped)
+                .map(|j| j.output.as_path()),
+        )
+    }
+}
+
+/// Whether `output` is done for `--skip-existing`: a regular file (outputs are renamed into
+/// place whole). A device, a FIFO or stdout never is.
+fn is_finished(output: &Path) -> bool {
+    !is_stdout(output) && std::fs::metadata(output).is_ok_and(|m| m.is_file())
+}
+
+/// Refuses an `--out-dir` that cannot be a folder: it, or the nearest of its parents that
+/// exists, is something else (a file). Said once, before any job, instead of once a job.
+fn check_out_dir(dir: &Path) -> Result<()> {
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        let Ok(metadata) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            return Ok(());
+        }
+        let what = if ancestor == dir {
+            format!("{} exists and is not a folder", dir.display())
+        } else {
+            format!("{}: {} is not a folder", dir.display(), ancestor.display())
+        };
+        return Err(Error::option("--out-dir", what));
+    }
+    Ok(())
+}
+
 /// The output of job `index`: `-o`, or `--out-dir` joined with the template; `None` when
-/// neither is given. The flag says whether its folder is to be created.
+/// neither is given. The flag says whether its folder is to be created. A name that the
+/// template's placeholders would take out of --out-dir (a `{stem}` of `..`) is refused.
 fn name(
     options: &PlanOptions<'_>,
     index: usize,
     input: &Path,
     dir: &str,
     opts: &JobOptions,
-) -> Option<(PathBuf, bool)> {
+) -> Result<Option<(PathBuf, bool)>> {
     if let Some(o) = options.output {
-        return Some((o.to_path_buf(), false));
+        return Ok(Some((o.to_path_buf(), false)));
     }
-    let out_dir = options.out_dir?;
+    let Some(out_dir) = options.out_dir else {
+        return Ok(None);
+    };
     let stem = input.file_stem().unwrap_or_default().to_string_lossy();
     let ext = input.extension().unwrap_or_default().to_string_lossy();
     let scheduler = opts.diffusion.scheduler.map_or("default", |k| k.name());
@@ -243,9 +291,19 @@ fn name(
     // Empty components dropped: `{dir}/{stem}.png` with an empty {dir} names `a.png`, not
     // `/a.png` (which `join` would take for an absolute path outside --out-dir).
     let rendered = options.template.render(&vars);
+    if !inside_out_dir(&rendered) {
+        return Err(Error::option(
+            "--name",
+            format!(
+                "`{}` names `{rendered}` for {}, which is outside --out-dir",
+                options.template.as_str(),
+                input.display()
+            ),
+        ));
+    }
     let mut path = out_dir.to_path_buf();
     path.extend(rendered.split('/').filter(|c| !c.is_empty()));
-    Some((path, true))
+    Ok(Some((path, true)))
 }
 
 /// Refuses an output that is its job's input, or that two jobs share.

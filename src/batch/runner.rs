@@ -1,7 +1,8 @@
 //! Running planned jobs through one loaded pipeline, in order. A failed job is reported and
 //! the run goes on; outputs are written whole (temporary file, then rename) only after their
 //! last step, so a cancelled or failed job leaves no partial file and a rerun with
-//! `--skip-existing` redoes exactly the unfinished ones.
+//! `--skip-existing` redoes exactly the unfinished ones (and removes a killed run's temporary
+//! files).
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +30,8 @@ pub struct RunSettings {
 }
 
 /// Runs `plan`'s jobs with `pipeline`, reporting through `on_event` (skips first, a summary
-/// last). `cancel` is read before each job and after each denoising step: once set, the job in
+/// last). Temporary files a killed run left for the plan's outputs (skipped ones included)
+/// are removed first ([`Plan::remove_stale_partials`]). `cancel` is read before each job and after each denoising step: once set, the job in
 /// progress stops at the step boundary, nothing of it is written, and no further job starts.
 pub fn run_jobs(
     upscaler: &PlannedUpscaler<'_>,
@@ -39,6 +41,8 @@ pub fn run_jobs(
     on_event: &mut dyn FnMut(&Event),
 ) -> Summary {
     let started = Instant::now();
+    // A killed run's temporary files for these outputs go before anything else is written.
+    plan.remove_stale_partials();
     let mut summary = Summary {
         total: plan.jobs.len() + plan.skipped.len(),
         skipped: plan.skipped.len(),

@@ -2,6 +2,8 @@
 //! filled from the job. The template is checked when parsed, so a typo in a placeholder is an
 //! argument error before anything runs, not a folder of oddly named files.
 
+use std::path::{Component, Path};
+
 use crate::error::{Error, Result};
 
 /// The default `--name`: the input's stem, the scale, PNG.
@@ -28,6 +30,7 @@ enum Piece {
 /// A parsed output-name template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputTemplate {
+    text: String,
     pieces: Vec<Piece>,
 }
 
@@ -98,7 +101,38 @@ impl OutputTemplate {
         if pieces.is_empty() {
             return Err(bad("the name is empty".into()));
         }
-        Ok(Self { pieces })
+        // What the template itself says must stay inside --out-dir; placeholders are checked
+        // once filled (a `{stem}` can be `..`), by `inside_out_dir` on each rendered name.
+        if template.starts_with('/') || Path::new(template).has_root() {
+            return Err(bad(
+                "is an absolute path; the name is relative to --out-dir".into(),
+            ));
+        }
+        let parsed = Self {
+            text: template.to_owned(),
+            pieces,
+        };
+        let sample = parsed.render(&TemplateVars {
+            stem: "x",
+            ext: "x",
+            scale: 4.0,
+            seed: 0,
+            index: 0,
+            scheduler: "x",
+            steps: 1,
+            dir: "x",
+        });
+        if !inside_out_dir(&sample) {
+            return Err(bad(
+                "has a `..` component; the name must stay inside --out-dir".into(),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// The template as given.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     /// The output's path relative to `--out-dir`.
@@ -122,6 +156,16 @@ impl OutputTemplate {
         }
         out
     }
+}
+
+/// Whether a rendered name, taken relative to --out-dir (empty components dropped, as the
+/// planner does), stays inside it: no `..`, no root or drive.
+pub fn inside_out_dir(rendered: &str) -> bool {
+    rendered.split('/').filter(|c| !c.is_empty()).all(|c| {
+        Path::new(c)
+            .components()
+            .all(|k| matches!(k, Component::Normal(_) | Component::CurDir))
+    })
 }
 
 #[cfg(test)]
@@ -150,11 +194,26 @@ mod tests {
         assert_eq!(t.render(&vars()), "a/b/3-cat.jpg-x4-7-ddim-20{}.png");
         let d = OutputTemplate::parse(DEFAULT_TEMPLATE).unwrap();
         assert_eq!(d.render(&vars()), "cat-x4.png");
+        // Dots that are not a `..` component are names like any other.
+        for fine in ["..{stem}.png", "{stem}...png", "./{stem}.png", "a..b/{stem}.png"] {
+            OutputTemplate::parse(fine).unwrap();
+        }
+        assert!(inside_out_dir("/a.png") && !inside_out_dir("a/../b.png"));
     }
 
     #[test]
     fn rejects_bad_templates() {
-        for bad in ["{stme}.png", "{stem.png", "stem}.png", ""] {
+        for bad in [
+            "{stme}.png",
+            "{stem.png",
+            "stem}.png",
+            "",
+            "../x.png",
+            "a/../../x.png",
+            "{dir}/../x.png",
+            "/tmp/x.png",
+            "..",
+        ] {
             let e = OutputTemplate::parse(bad).unwrap_err().to_string();
             assert!(e.contains("--name"), "{bad}: {e}");
         }

@@ -18,6 +18,7 @@ use diffsr::color_fix::ColorFix;
 use diffsr::engine::EngineConfig;
 use diffsr::hub::HubOptions;
 use diffsr::image_io::{load_image, OutputFormat};
+use diffsr::output_file::is_stdout;
 use diffsr::profile::{self, StageTimes};
 use diffsr::scale_plan::ScalePlan;
 use diffsr::schedulers::SchedulerKind;
@@ -37,7 +38,8 @@ pub struct UpscaleArgs {
     /// glob patterns (quote them: 'photos/*.jpg').
     #[arg(value_name = "INPUT", required_unless_present = "manifest")]
     inputs: Vec<PathBuf>,
-    /// Output image of a single input; the format follows the extension.
+    /// Output image of a single input; the format follows the extension. `-`: standard output
+    /// (with --format).
     #[arg(short, long, conflicts_with_all = ["out_dir", "manifest"])]
     output: Option<PathBuf>,
     /// Folder for the outputs of several inputs, named by --name (created if missing).
@@ -225,7 +227,7 @@ fn parse_shard(s: &str) -> Result<Shard, String> {
 }
 
 /// An argument error: exit code 2, as clap's own.
-fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+pub(super) fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     Exit {
         code: 2,
         message: e.to_string(),
@@ -250,6 +252,12 @@ fn plan_run(args: &UpscaleArgs, defaults: &JobOptions, scale: usize) -> Result<P
         skip_existing: args.skip_existing,
     };
     let plan = plan(&source, &options).map_err(usage)?;
+    if args.json && args.output.as_deref().is_some_and(is_stdout) {
+        return Err(usage(
+            "-o -: the image would go to standard output, where --json writes its events; \
+             drop --json or write the image to a file",
+        ));
+    }
     if args.output_format.format.is_none() {
         for job in plan.jobs.iter().chain(&plan.skipped) {
             OutputFormat::from_path(&job.output).map_err(usage)?;
@@ -298,6 +306,8 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     let mut reporter = Reporter::new(&plan, args.json, args.quiet);
     if plan.jobs.is_empty() {
         // Everything is done already (--skip-existing) or this shard is empty: no model needed.
+        // A killed run's temporary files for the skipped outputs still go.
+        plan.remove_stale_partials();
         for job in &plan.skipped {
             reporter.event(&Event::Skipped {
                 index: job.index,

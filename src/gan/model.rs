@@ -131,36 +131,24 @@ impl GanModel {
     }
 
     /// Writes the weights as safetensors under basicsr's names (`diffsr convert`); `dtype`
-    /// `None` keeps each tensor's own. The file is written whole, then renamed into place.
+    /// `None` keeps each tensor's own. The bytes go through [`crate::output_file::write_output`]
+    /// (written whole, then renamed into place, with a new file's usual permissions; a device,
+    /// FIFO or `-` written in place).
     pub fn save_safetensors(&self, path: &Path, dtype: Option<DType>) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self
             .weights
             .iter()
             .map(|(k, t)| Ok((k.clone(), dtype.map_or(Ok(t.clone()), |d| t.to_dtype(d))?)))
             .collect::<Result<_>>()?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-        candle_core::safetensors::save(
-            &tensors
-                .iter()
-                .map(|(k, t)| (k.as_str(), t.clone()))
-                .collect(),
-            &tmp,
+        let bytes = safetensors::tensor::serialize(
+            tensors.iter().map(|(k, t)| (k.as_str(), t)),
+            None,
         )
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::Weights {
-                path: path.to_path_buf(),
-                message: format!("cannot write safetensors: {e}"),
-            }
+        .map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            message: format!("cannot write safetensors: {e}"),
         })?;
-        std::fs::rename(&tmp, path).map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })
+        crate::output_file::write_output(path, &bytes)
     }
 
     /// Parameters in all.

@@ -2,8 +2,9 @@
 //! (8- or 16-bit, grey, palette, with or without alpha), applies the EXIF orientation and keeps
 //! the alpha channel and ICC profile; [`save_image`] writes PNG, JPEG, WebP or TIFF (16-bit
 //! where the input was), with the generation parameters in PNG text chunks ([`metadata`]).
-//! Results are written to a temporary file in the destination folder and renamed, so a reader
-//! never sees a half-written image.
+//! Results are written by [`crate::output_file`]: to a temporary file in the destination folder
+//! and renamed, so a reader never sees a half-written image (a device, FIFO or stdout in
+//! place, never renamed over).
 
 mod alpha;
 mod buffers;
@@ -12,8 +13,7 @@ pub mod metadata;
 mod result;
 mod save;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub(crate) use alpha::resize_alpha;
 pub use buffers::{Rgb8, RgbF32};
@@ -23,6 +23,7 @@ pub use result::{save_result, WrittenImage};
 pub use save::{save_image, OutputFormat, SaveOptions};
 
 use crate::error::{Error, Result};
+use crate::output_file::output_dir;
 
 /// Decodes an image file (format from its content, EXIF orientation applied) to 8-bit RGB.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
@@ -39,49 +40,21 @@ pub fn save_rgb8(path: &Path, image: &Rgb8) -> Result<()> {
     save_image(path, &rgb, None, &SaveOptions::default())
 }
 
-/// Writes `bytes` to a hidden temporary file next to `path`, syncs it, and renames it over
-/// `path`.
+/// Writes `bytes` to the output `path` through [`crate::output_file::write_output`]: a new
+/// name or a regular file by temporary file and rename, a device, FIFO or `-` (stdout) in place,
+/// never renamed over.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_error = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io { path: p, source }
-    };
-    let dir = output_dir(path);
-    if !dir.is_dir() {
-        return Err(Error::option(
-            "output",
-            format!(
-                "{}: the folder {} does not exist",
-                path.display(),
-                dir.display()
-            ),
-        ));
-    }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(bytes).map_err(io_error(&tmp))?;
-        file.sync_all().map_err(io_error(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_error(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::output_file::write_output(path, bytes)
 }
 
-/// The folder `path` is written into (`.` for a bare file name).
-fn output_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Checks, before any work, that `output` can be written: its folder exists and it is not
-/// `input` (compared after resolving links, so `./a.png` and `a.png` are the same file).
+/// Checks, before any work, that `output` can be written: its folder exists, it is something
+/// diffsr writes ([`crate::output_file::check_destination`]: not a folder, block device or
+/// socket), and it is not `input` under any spelling, link or hard link (compared after
+/// resolving links, and by device and inode on Unix). `-` (stdout) always passes.
 pub fn check_output_path(input: &Path, output: &Path) -> Result<()> {
+    if crate::output_file::is_stdout(output) {
+        return Ok(());
+    }
     let dir = output_dir(output);
     if !dir.is_dir() {
         return Err(Error::option(
@@ -93,16 +66,29 @@ pub fn check_output_path(input: &Path, output: &Path) -> Result<()> {
             ),
         ));
     }
-    let same = input == output
-        || match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        };
-    if same {
+    if input == output || same_file(input, output) {
         return Err(Error::option(
             "output",
             format!("{}: the output would overwrite the input", output.display()),
         ));
     }
-    Ok(())
+    crate::output_file::check_destination(output)
+}
+
+/// Whether `a` and `b` are one file: the same path once links are resolved, or (Unix) the same
+/// device and inode, which also catches a hard link.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        if a == b {
+            return true;
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (a.dev(), a.ino()) == (b.dev(), b.ino());
+        }
+    }
+    false
 }

@@ -29,6 +29,16 @@ pub enum OutputFormat {
 impl OutputFormat {
     /// The format named by `path`'s extension.
     pub fn from_path(path: &Path) -> Result<Self> {
+        if crate::output_file::is_stdout(path) {
+            return Err(Error::option(
+                "output",
+                format!(
+                    "{}: standard output has no extension to choose the format by; give \
+                     --format",
+                    path.display()
+                ),
+            ));
+        }
         let ext = path
             .extension()
             .map(|e| e.to_string_lossy().into_owned())
