@@ -15,7 +15,7 @@
 //!   folders are refused ([`check_destination`], before any work).
 
 use std::ffi::OsStr;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -50,7 +50,8 @@ enum Destination {
 }
 
 /// Refuses, before any work, an output that diffsr would never write: a folder, a block device,
-/// a socket, a name of diffsr's temporary-file pattern or one naming no file (`out/..`).
+/// a socket, a new name under /dev, /proc or /sys, a name of diffsr's temporary-file pattern,
+/// one naming no file (`out/..`), or standard output when it is a terminal.
 /// Everything else is writable by [`write_output`] (whether the folder exists is not checked
 /// here).
 pub fn check_destination(path: &Path) -> Result<()> {
@@ -58,10 +59,16 @@ pub fn check_destination(path: &Path) -> Result<()> {
 }
 
 fn destination(path: &Path) -> Result<Destination> {
+    let refuse = |what: &str| Error::option("output", format!("{}: {what}", path.display()));
     if is_stdout(path) {
+        // As gzip and curl do: binary data would only garble the screen.
+        if std::io::stdout().is_terminal() {
+            return Err(refuse(
+                "standard output is a terminal; redirect it to a file or a pipe",
+            ));
+        }
         return Ok(Destination::Stdout);
     }
-    let refuse = |what: &str| Error::option("output", format!("{}: {what}", path.display()));
     let wrong_kind = |what: &str| {
         refuse(&format!(
             "{what}; diffsr writes regular files, character devices, FIFOs and standard \

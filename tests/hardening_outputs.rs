@@ -268,7 +268,7 @@ mod unix {
 }
 
 #[test]
-fn a_folder_output_is_refused_before_anything_runs() -> Result<()> {
+fn a_folder_or_socket_output_is_refused_before_anything_runs() -> Result<()> {
     let dir = scratch("folder")?;
     let folder = dir.join("d.png");
     std::fs::create_dir(&folder)?;
@@ -280,6 +280,15 @@ fn a_folder_output_is_refused_before_anything_runs() -> Result<()> {
     let out = diffsr(&dir, &["convert", s(&model()), s(&folder)])?;
     ensure_usage_error(&out, &["d.safetensors", "folder"])?;
     ensure!(folder.is_dir());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let socket = dir.join("s.png");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket)?;
+        let out = upscale(&dir, s(&socket), &[])?;
+        ensure_usage_error(&out, &["s.png", "socket"])?;
+        ensure!(std::fs::symlink_metadata(&socket)?.file_type().is_socket());
+    }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -50,10 +50,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Checks, before any work, that `output` can be written: its folder exists, it is something
 /// diffsr writes ([`crate::output_file::check_destination`]: not a folder, block device or
 /// socket), and it is not `input` under any spelling, link or hard link (compared after
-/// resolving links, and by device and inode on Unix). `-` (stdout) always passes.
+/// resolving links, and by device and inode on Unix). `-` is standard output, which must
+/// not be a terminal.
 pub fn check_output_path(input: &Path, output: &Path) -> Result<()> {
     if crate::output_file::is_stdout(output) {
-        return Ok(());
+        return crate::output_file::check_destination(output);
     }
     let dir = output_dir(output);
     if !dir.is_dir() {
