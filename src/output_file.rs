@@ -250,7 +250,9 @@ fn write_atomic(
     };
     let result = (|| {
         let mut out = BufWriter::new(file);
-        write(&mut out).and_then(|()| out.flush()).map_err(io_error)?;
+        write(&mut out)
+            .and_then(|()| out.flush())
+            .map_err(io_error)?;
         let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
         file.sync_all().map_err(io_error)?;
         drop(file);
@@ -360,7 +362,10 @@ mod tests {
     #[test]
     fn temp_names_are_recognised_exactly() {
         let output = |n: &str| temp_file_output(OsStr::new(n)).map(|o| o.to_vec());
-        assert_eq!(output(".a.png.diffsr-12-0.partial"), Some(b"a.png".to_vec()));
+        assert_eq!(
+            output(".a.png.diffsr-12-0.partial"),
+            Some(b"a.png".to_vec())
+        );
         assert_eq!(
             output("..diffsr-1-2.png.diffsr-3-4.partial"),
             Some(b".diffsr-1-2.png".to_vec())

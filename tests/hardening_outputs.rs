@@ -134,7 +134,10 @@ mod unix {
         let out = diffsr(&dir, &["convert", s(&model()), s(&fifo)])?;
         let err = stderr(&out);
         ensure!(!out.status.success(), "{err}");
-        ensure!(err.contains("model.safetensors") && err.contains("FIFO"), "{err}");
+        ensure!(
+            err.contains("model.safetensors") && err.contains("FIFO"),
+            "{err}"
+        );
         ensure!(is_fifo(&fifo), "convert replaced the FIFO");
         std::fs::remove_dir_all(&dir)?;
         Ok(())
@@ -462,7 +465,10 @@ fn a_killed_runs_partials_are_removed_by_the_next_run_and_never_inputs() -> Resu
     let names: Vec<String> = std::fs::read_dir(&folder)?
         .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_>>()?;
-    ensure!(names.iter().filter(|n| n.ends_with(".png")).count() == 2, "{names:?}");
+    ensure!(
+        names.iter().filter(|n| n.ends_with(".png")).count() == 2,
+        "{names:?}"
+    );
     ensure!(names.len() == 2 + keep.len(), "{names:?}");
 
     // convert cleans its output's leftovers too.

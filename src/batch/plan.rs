@@ -127,8 +127,8 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
             }
             for (index, input) in inputs.iter().enumerate() {
                 let opts = options.defaults.clone();
-                let (output, create_folder) =
-                    name(options, index, &input.path, &input.dir, &opts)?.ok_or_else(|| {
+                let (output, create_folder) = name(options, index, &input.path, &input.dir, &opts)?
+                    .ok_or_else(|| {
                         Error::option("-o", "give -o OUTPUT (one input) or --out-dir DIR")
                     })?;
                 all.push(Job {

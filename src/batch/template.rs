@@ -195,7 +195,12 @@ mod tests {
         let d = OutputTemplate::parse(DEFAULT_TEMPLATE).unwrap();
         assert_eq!(d.render(&vars()), "cat-x4.png");
         // Dots that are not a `..` component are names like any other.
-        for fine in ["..{stem}.png", "{stem}...png", "./{stem}.png", "a..b/{stem}.png"] {
+        for fine in [
+            "..{stem}.png",
+            "{stem}...png",
+            "./{stem}.png",
+            "a..b/{stem}.png",
+        ] {
             OutputTemplate::parse(fine).unwrap();
         }
         assert!(inside_out_dir("/a.png") && !inside_out_dir("a/../b.png"));

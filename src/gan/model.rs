@@ -140,14 +140,12 @@ impl GanModel {
             .iter()
             .map(|(k, t)| Ok((k.clone(), dtype.map_or(Ok(t.clone()), |d| t.to_dtype(d))?)))
             .collect::<Result<_>>()?;
-        let bytes = safetensors::tensor::serialize(
-            tensors.iter().map(|(k, t)| (k.as_str(), t)),
-            None,
-        )
-        .map_err(|e| Error::Weights {
-            path: path.to_path_buf(),
-            message: format!("cannot write safetensors: {e}"),
-        })?;
+        let bytes =
+            safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), None)
+                .map_err(|e| Error::Weights {
+                    path: path.to_path_buf(),
+                    message: format!("cannot write safetensors: {e}"),
+                })?;
         crate::output_file::write_output(path, &bytes)
     }
 
