@@ -154,7 +154,8 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes the output `path` by handing `write` a buffered writer, for outputs produced in
 /// pieces (rows of an image too big to hold, a model's tensors one after another). An error
-/// from `write` leaves no file under `path` and removes the temporary one.
+/// from `write` leaves no file under a new or regular `path` (the temporary one is removed);
+/// what went to stdout, a device or a FIFO before the error stays sent.
 pub fn write_output_with(
     path: &Path,
     write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
@@ -189,7 +190,7 @@ fn open_in_place(path: &Path) -> Result<std::fs::File> {
     }
     options.open(path).map_err(|source| {
         #[cfg(unix)]
-        if source.raw_os_error() == Some(libc::ENXIO) {
+        if source.raw_os_error() == Some(libc::ENXIO) && is_fifo(path) {
             return Error::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::new(
@@ -203,6 +204,12 @@ fn open_in_place(path: &Path) -> Result<std::fs::File> {
             source,
         }
     })
+}
+
+#[cfg(unix)]
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
 /// A writer over a non-blocking file (a FIFO whose reader is slower than diffsr) that waits

@@ -31,8 +31,9 @@ pub struct RunSettings {
 
 /// Runs `plan`'s jobs with `pipeline`, reporting through `on_event` (skips first, a summary
 /// last). Temporary files a killed run left for the plan's outputs (skipped ones included)
-/// are removed first ([`Plan::remove_stale_partials`]). `cancel` is read before each job and after each denoising step: once set, the job in
-/// progress stops at the step boundary, nothing of it is written, and no further job starts.
+/// are removed first ([`Plan::remove_stale_partials`]). `cancel` is read before each job and
+/// after each denoising step: once set, the job in progress stops at the step boundary,
+/// nothing of it is written, and no further job starts.
 pub fn run_jobs(
     upscaler: &PlannedUpscaler<'_>,
     plan: &Plan,
