@@ -6,11 +6,15 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+// Every path and free text is shown through `text_escape`: they may come from a file (its name,
+// its contents), and a message must neither drive the terminal nor carry a backtrace.
+use crate::text_escape::{message as m, path as p};
+
 /// Errors of the diffsr library.
 #[derive(Debug, Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", p(path))]
     Io {
         path: PathBuf,
         #[source]
@@ -18,43 +22,47 @@ pub enum Error {
     },
 
     /// A model directory lacks a component or file the pipeline needs.
-    #[error("model {}: missing {what}", dir.display())]
+    #[error("model {}: missing {}", p(dir), m(what))]
     MissingComponent { dir: PathBuf, what: String },
 
     /// A config file is malformed or holds a value diffsr does not support.
-    #[error("config {}: {message}", path.display())]
+    #[error("config {}: {}", p(path), m(message))]
     Config { path: PathBuf, message: String },
 
     /// A model config asks for something this implementation does not support.
-    #[error("unsupported model config: `{field}` {reason}")]
+    #[error("unsupported model config: `{}` {}", m(field), m(reason))]
     Unsupported { field: String, reason: String },
 
     /// A weights file does not hold what the model's config implies.
-    #[error("weights {}: {message}", path.display())]
+    #[error("weights {}: {}", p(path), m(message))]
     Weights { path: PathBuf, message: String },
 
     /// An option (library field or CLI flag) is out of range.
-    #[error("invalid option `{option}`: {reason}")]
+    #[error("invalid option `{}`: {}", m(option), m(reason))]
     InvalidOption { option: String, reason: String },
 
     /// An input image is unusable (unreadable, too small, ...).
-    #[error("image {}: {reason}", path.display())]
+    #[error("image {}: {}", p(path), m(reason))]
     Image { path: PathBuf, reason: String },
 
     /// The tokenizer files could not be used.
-    #[error("tokenizer: {0}")]
+    #[error("tokenizer: {}", m(.0))]
     Tokenizer(String),
 
     /// A hub repo could not be resolved, downloaded or found in the cache.
-    #[error("{}{message}", if repo.is_empty() { String::new() } else { format!("model {repo}: ") })]
+    #[error(
+        "{}{}",
+        if repo.is_empty() { String::new() } else { format!("model {}: ", m(repo)) },
+        m(message)
+    )]
     Hub { repo: String, message: String },
 
     /// A `--model` value is neither an existing path nor a hub repo id.
-    #[error("model `{spec}`: {reason}")]
+    #[error("model `{}`: {}", m(spec), m(reason))]
     ModelSpec { spec: String, reason: String },
 
     /// A line of a batch manifest (JSONL) is malformed; `line` counts from 1.
-    #[error("manifest {}, line {line}: {message}", path.display())]
+    #[error("manifest {}, line {line}: {}", p(path), m(message))]
     Manifest {
         path: PathBuf,
         line: usize,
@@ -62,7 +70,7 @@ pub enum Error {
     },
 
     /// A model folder could not be loaded; `cause` says what failed.
-    #[error("loading the model from {}: {cause}", path.display())]
+    #[error("loading the model from {}: {cause}", p(path))]
     ModelLoad { path: PathBuf, cause: Box<Error> },
 
     /// Engine selection fell back from diffusion, which cannot run (`reason`), to the built-in
@@ -78,9 +86,10 @@ pub enum Error {
     #[error(transparent)]
     Scheduler(#[from] diffsr_schedulers::SchedulerError),
 
-    /// A tensor operation failed (device, dtype or shape error).
-    #[error("tensor operation failed: {0}")]
-    Tensor(#[from] candle_core::Error),
+    /// A tensor operation failed (device, dtype or shape error). Converted from candle's error
+    /// by [`without_backtrace`] (`From`): not a `source` as well, so a chain shows it once.
+    #[error("tensor operation failed: {}", m(&.0.to_string()))]
+    Tensor(candle_core::Error),
 }
 
 impl Error {
@@ -98,6 +107,31 @@ impl Error {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Tensor(without_backtrace(e))
+    }
+}
+
+/// `e` without the backtrace candle attaches when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` is
+/// set (it prints it as part of the message), and with its contexts on the same line as the
+/// error they explain (candle puts them on a line of their own).
+pub fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        E::Context { inner, context } => {
+            E::Msg(format!("{context}: {}", without_backtrace(*inner)))
+        }
+        E::WithPath { inner, path } => E::WithPath {
+            inner: Box::new(without_backtrace(*inner)),
+            path,
+        },
+        E::WrappedContext { wrapped, context } => E::Msg(format!("{context}: {wrapped}")),
+        e => e,
     }
 }
 

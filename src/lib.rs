@@ -19,6 +19,7 @@ pub mod gan;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod image_io;
+mod input_file;
 pub mod memory;
 pub mod model_dir;
 pub mod model_spec;
@@ -31,6 +32,7 @@ pub mod rng;
 mod safetensors_reader;
 pub mod scale_plan;
 pub mod schedule_report;
+pub mod text_escape;
 pub mod threads;
 pub mod tiling;
 pub mod tokenizer;

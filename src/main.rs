@@ -52,7 +52,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line, each cause once, escaped, without a backtrace.
+            eprintln!("error: {}", cli::error_text::error_text(&e));
             match e.downcast_ref::<cli::Exit>() {
                 Some(exit) => ExitCode::from(exit.code),
                 None => ExitCode::FAILURE,

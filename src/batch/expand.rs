@@ -1,11 +1,14 @@
 //! Turning the command line's INPUTs into a list of image files: a file is taken as given, a
 //! folder gives the images in it (and below it with `recursive`), anything else with `*`, `?`
 //! or `[` is a glob pattern. Folder and pattern matches are sorted and filtered by extension,
-//! so every machine of a sharded run sees the same list in the same order.
+//! so every machine of a sharded run sees the same list in the same order. A FIFO, device or
+//! socket is refused up front (reading one would block or never end), and so is `-`: images
+//! are not read from stdin.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::input_file::{non_regular_kind, not_regular_reason};
 use crate::output_file::is_temp_file_name;
 
 /// Extensions (lower case) of the images a folder or pattern contributes.
@@ -36,11 +39,29 @@ fn is_pattern(arg: &str) -> bool {
 /// Expands `args` in order; a file named twice (directly or through folders and patterns) is
 /// kept once, at its first place. A folder or pattern that yields no image is an error, since
 /// it is almost always a mistyped path; a plain path that does not exist is kept, so that the
-/// run reports it as that input's failure and goes on with the others.
+/// run reports it as that input's failure and goes on with the others. `-` and a path that
+/// exists but is neither a file nor a folder (a FIFO, a device) are errors.
 pub fn expand_inputs(args: &[PathBuf], recursive: bool) -> Result<Vec<Input>> {
     let mut inputs: Vec<Input> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for arg in args {
+        if arg.as_os_str() == "-" {
+            return Err(Error::option(
+                "INPUT",
+                "`-`: diffsr does not read images from stdin; save the image to a file and \
+                 give its path (a file named `-` is `./-`)",
+            ));
+        }
+        if let Some(kind) = std::fs::metadata(arg)
+            .ok()
+            .and_then(|m| non_regular_kind(&m.file_type()))
+            .filter(|_| !arg.is_dir())
+        {
+            return Err(Error::option(
+                "INPUT",
+                format!("{}: {}", arg.display(), not_regular_reason(kind)),
+            ));
+        }
         let found = if arg.is_dir() {
             let mut found = Vec::new();
             walk(arg, arg, recursive, &mut found)?;

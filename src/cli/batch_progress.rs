@@ -1,12 +1,15 @@
 //! How `diffsr upscale` shows a run: progress bars on a terminal (overall, counted in denoising
 //! steps so the ETA follows the real work, and the current image), plain lines when stderr is
 //! not a terminal, nothing but failures and the summary under `--quiet`, and one JSON event a
-//! line on stdout under `--json` for scripts.
+//! line on stdout under `--json` for scripts; under `--json` a failure that stops the run
+//! before its jobs (a bad option, the model not loading) is an `error` event and a summary.
+//! Paths and messages are shown with their control characters escaped (`diffsr::text_escape`).
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use diffsr::batch::{Event, Plan, Summary};
+use diffsr::text_escape::{self, path as shown};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The overall and per-image bars of a terminal display.
@@ -21,13 +24,29 @@ pub struct Reporter {
     json: bool,
     quiet: bool,
     bars: Option<Bars>,
+    /// The jobs of the plan, once there is one (for the summary of a run that fails early).
+    planned: usize,
+    /// Whether the summary was printed: the run's end was reported.
+    summary_sent: bool,
 }
 
 impl Reporter {
-    /// `plan` sizes the overall bar (its jobs' steps in all).
-    pub fn new(plan: &Plan, json: bool, quiet: bool) -> Self {
-        let live = !json && !quiet && std::io::stderr().is_terminal();
-        let bars = live.then(|| {
+    /// A reporter for a run not planned yet: [`Reporter::begin`] follows once it is.
+    pub fn new(json: bool, quiet: bool) -> Self {
+        Self {
+            json,
+            quiet,
+            bars: None,
+            planned: 0,
+            summary_sent: false,
+        }
+    }
+
+    /// The run is planned: `plan` sizes the overall bar (its jobs' steps in all).
+    pub fn begin(&mut self, plan: &Plan) {
+        self.planned = plan.jobs.len() + plan.skipped.len();
+        let live = !self.json && !self.quiet && std::io::stderr().is_terminal();
+        self.bars = live.then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let steps: usize = plan.jobs.iter().map(|j| j.options.diffusion.steps).sum();
             let overall = multi.add(ProgressBar::new(steps as u64));
@@ -52,7 +71,34 @@ impl Reporter {
                 image,
             }
         });
-        Self { json, quiet, bars }
+    }
+
+    /// The run failed before its end was reported (`message`: the error as the user sees it).
+    /// Under `--json` it becomes an `error` event and a summary with every planned job not
+    /// started, so a script reading stdout learns of it; otherwise the caller's `error:` line
+    /// on stderr says it all.
+    pub fn run_failed(&mut self, message: &str) {
+        if !self.json || self.summary_sent {
+            return;
+        }
+        self.print_json(&Event::Error {
+            error: message.to_string(),
+        });
+        let summary = Summary {
+            total: self.planned,
+            not_started: self.planned,
+            ..Summary::default()
+        };
+        self.print_json(&Event::Summary(summary));
+        self.summary_sent = true;
+    }
+
+    fn print_json(&self, event: &Event) {
+        if let Ok(line) = text_escape::to_json(event) {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (the script went away) must not stop the run.
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
     }
 
     /// A line on stderr that does not tear the bars.
@@ -64,16 +110,15 @@ impl Reporter {
     }
 
     pub fn event(&mut self, event: &Event) {
+        if matches!(event, Event::Summary(_)) {
+            self.summary_sent = true;
+        }
         if self.json {
-            if let Ok(line) = serde_json::to_string(event) {
-                let mut out = std::io::stdout().lock();
-                // A closed stdout (the script went away) must not stop the run.
-                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-            }
+            self.print_json(event);
             // Failures and the closing line still reach a human watching stderr.
             match event {
                 Event::Failed { input, error, .. } => {
-                    eprintln!("failed: {}: {error}", input.display());
+                    eprintln!("failed: {}: {}", shown(input), text_escape::text(error));
                 }
                 Event::Summary(summary) => eprintln!("{}", describe(summary)),
                 _ => {}
@@ -83,7 +128,7 @@ impl Reporter {
         match event {
             Event::Skipped { output, .. } => {
                 if !self.quiet {
-                    self.line(&format!("skipped (exists): {}", output.display()));
+                    self.line(&format!("skipped (exists): {}", shown(output)));
                 }
             }
             Event::Started {
@@ -100,18 +145,13 @@ impl Reporter {
                     b.image.reset();
                     b.image.set_length(*steps as u64);
                     b.image.set_message(
-                        input
-                            .file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy()
-                            .into_owned(),
+                        text_escape::escape(
+                            &input.file_name().unwrap_or_default().to_string_lossy(),
+                        )
+                        .into_owned(),
                     );
                 } else if !self.quiet && *count > 1 {
-                    eprintln!(
-                        "[{position}/{count}] {} -> {}",
-                        input.display(),
-                        output.display()
-                    );
+                    eprintln!("[{position}/{count}] {} -> {}", shown(input), shown(output));
                 }
             }
             Event::Step { .. } => {
@@ -120,7 +160,10 @@ impl Reporter {
                     b.overall.inc(1);
                 }
             }
-            Event::Note { message, .. } => self.line(&format!("note: {message}")),
+            Event::Note { message, .. } => {
+                self.line(&format!("note: {}", text_escape::text(message)));
+            }
+            Event::Error { error } => self.line(&format!("error: {}", text_escape::text(error))),
             Event::Done {
                 output,
                 width,
@@ -131,7 +174,7 @@ impl Reporter {
                 if !self.quiet {
                     self.line(&format!(
                         "wrote {} ({width}x{height}) in {seconds:.1}s",
-                        output.display()
+                        shown(output)
                     ));
                 }
             }
@@ -145,7 +188,11 @@ impl Reporter {
                         .saturating_sub(b.image.position());
                     b.overall.inc(left);
                 }
-                self.line(&format!("failed: {}: {error}", input.display()));
+                self.line(&format!(
+                    "failed: {}: {}",
+                    shown(input),
+                    text_escape::text(error)
+                ));
             }
             Event::Summary(summary) => {
                 if let Some(b) = self.bars.take() {
@@ -155,7 +202,7 @@ impl Reporter {
                 if summary.total > 1 || summary.failed > 0 || summary.cancelled {
                     eprintln!("{}", describe(summary));
                     for f in &summary.failures {
-                        eprintln!("  {}: {}", f.input.display(), f.error);
+                        eprintln!("  {}: {}", shown(&f.input), text_escape::text(&f.error));
                     }
                 }
             }

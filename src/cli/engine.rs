@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::ValueEnum;
 use diffsr::engine::{select, EngineChoice, EngineConfig, SelectedEngine};
 use diffsr::gan::embedded::EMBEDDED_NAME;
+use diffsr::text_escape;
 use diffsr::upscaler::Engine;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,12 +43,17 @@ pub fn load_engine(config: &EngineConfig, quiet: bool) -> Result<SelectedEngine>
         warn_fallback(reason);
     }
     if !quiet && selected.engine() == Engine::Gan {
-        eprintln!("engine: gan, {}", selected.upscaler.describe());
+        // The description names the model file, whose name may hold anything.
+        eprintln!(
+            "engine: gan, {}",
+            text_escape::text(&selected.upscaler.describe())
+        );
     }
     Ok(selected)
 }
 
 fn warn_fallback(reason: &str) {
+    let reason = text_escape::message(reason);
     eprintln!(
         "warning: diffusion cannot run ({reason}); falling back to the GAN engine \
          ({EMBEDDED_NAME}); use --engine diffusion to make this an error"

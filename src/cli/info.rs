@@ -1,9 +1,11 @@
-//! `diffsr info`: the generation parameters a PNG written by `diffsr upscale` carries.
+//! `diffsr info`: the generation parameters a PNG written by `diffsr upscale` carries, shown
+//! with the control characters a crafted file may hold escaped.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use diffsr::image_io::{read_png_text, GenerationInfo};
+use diffsr::text_escape;
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
@@ -20,11 +22,12 @@ pub fn run(args: InfoArgs) -> Result<()> {
         bail!(
             "{}: no diffsr parameters (it was not written by `diffsr upscale`, or its text \
              chunks were stripped)",
-            args.image.display()
+            text_escape::path(&args.image)
         );
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        // JSON's escapes keep the text exact and the terminal safe.
+        println!("{}", text_escape::to_json_pretty(&info)?);
         return Ok(());
     }
     let mut rows: Vec<(&str, String)> = vec![
@@ -53,8 +56,10 @@ pub fn run(args: InfoArgs) -> Result<()> {
             .map_or_else(|| "model's own".into(), |s| s.to_string()),
     ));
     rows.push(("diffsr", info.diffsr_version.clone()));
+    // The values come from the file: control characters are shown escaped, and a newline as
+    // `\n`, so each field stays on its row.
     for (key, value) in rows {
-        println!("{key:<16} {value}");
+        println!("{key:<16} {}", text_escape::text(&value));
     }
     Ok(())
 }

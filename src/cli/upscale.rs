@@ -267,6 +267,16 @@ fn plan_run(args: &UpscaleArgs, defaults: &JobOptions, scale: usize) -> Result<P
 }
 
 pub fn run(args: UpscaleArgs) -> Result<()> {
+    let mut reporter = Reporter::new(args.json, args.quiet);
+    let result = upscale(args, &mut reporter);
+    if let Err(e) = &result {
+        // Under --json, a failure before the run's summary is an event too.
+        reporter.run_failed(&super::error_text::error_text(e));
+    }
+    result
+}
+
+fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
     // The engines run their CPU work in this pool (none: rayon's global one, every core).
     let threads = match args.threads {
         Some(0) => return Err(usage("--threads must be at least 1".to_string())),
@@ -303,7 +313,7 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     };
     defaults.validate().map_err(usage)?;
     let mut plan = plan_run(&args, &defaults, PLANNED_SCALE)?;
-    let mut reporter = Reporter::new(&plan, args.json, args.quiet);
+    reporter.begin(&plan);
     if plan.jobs.is_empty() {
         // Everything is done already (--skip-existing) or this shard is empty: no model needed.
         // A killed run's temporary files for the skipped outputs still go.
@@ -370,7 +380,8 @@ pub fn run(args: UpscaleArgs) -> Result<()> {
     if upscaler.engine() == Engine::Diffusion {
         eprintln!("seed {seed}");
     }
-    if let Some(job) = plan.jobs.first() {
+    // Not a FIFO or device: reading its header would block (the job itself refuses it).
+    if let Some(job) = plan.jobs.first().filter(|job| job.input.is_file()) {
         // Say what will happen (and refuse an impossible size) before the long part.
         if let Ok((w, h)) = image::image_dimensions(&job.input) {
             let params = job.options.params(upscaler.engine());

@@ -1,7 +1,11 @@
-//! Decoding an input: format from the content, size limits checked before any pixel is
-//! decoded (a decompression bomb is refused, not allocated), EXIF orientation applied, alpha
-//! and ICC profile kept.
+//! Decoding an input: a regular file only, format from the content, size limits checked before
+//! any pixel is decoded (a decompression bomb is refused, not allocated), a truncated file
+//! refused in every format, EXIF orientation applied, alpha and ICC profile kept.
 
+mod truncation;
+mod webp_header;
+
+use std::io::{BufRead, BufReader, Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use image::metadata::Orientation;
@@ -9,6 +13,7 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Li
 
 use super::Rgb8;
 use crate::error::{Error, Result};
+use crate::input_file::open_image;
 
 /// The largest width or height diffsr decodes.
 pub const MAX_SIDE: u32 = 16384;
@@ -53,32 +58,91 @@ impl LoadedImage {
     }
 }
 
-/// Decodes `path` (PNG, JPEG, WebP, TIFF or BMP, recognised by content).
+/// What a truncated image is told.
+const TRUNCATED: &str = "cannot decode: the file is truncated (it ends before its image data does)";
+
+/// The largest image file diffsr reads (a file larger than the decoded-size limit cannot hold
+/// an image within it in any supported format but an uncompressed one, which is no larger).
+pub(crate) const MAX_FILE_BYTES: u64 = MAX_DECODED_BYTES;
+
+/// Decodes `path` (PNG, JPEG, WebP, TIFF or BMP, recognised by content). Only a regular file is
+/// read (a FIFO or device is refused before it is opened), and a truncated file is refused in
+/// every format.
 pub fn load_image(path: &Path) -> Result<LoadedImage> {
     let image_error = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,
     };
-    // The format comes from the content alone: a text file named `.png` is "not an image".
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+    let io_error = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let mut reader = ImageReader::new(std::io::BufReader::new(file))
-        .with_guessed_format()
-        .map_err(|e| image_error(format!("cannot read: {e}")))?;
-    let Some(format) = reader.format() else {
+    };
+    let (file, len) = open_image(path, MAX_FILE_BYTES)?;
+    if len == 0 {
+        return Err(image_error("is an empty file".into()));
+    }
+    let mut input = BufReader::new(file);
+    // The format comes from the content alone: a text file named `.png` is "not an image".
+    let head = input.fill_buf().map_err(io_error)?;
+    let head = head[..head.len().min(32)].to_vec();
+    let Ok(format) = image::guess_format(&head) else {
         return Err(image_error(
             "is not an image diffsr can read (expected PNG, JPEG, WebP, TIFF or BMP)".into(),
         ));
     };
+    let truncated = || image_error(TRUNCATED.into());
+    if format == ImageFormat::Jpeg {
+        // The decoder reads the whole file anyway; read here (bounded by the size at open),
+        // the marker stream can be checked for its end.
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(len as usize)
+            .map_err(|_| image_error(format!("cannot allocate {} MiB to read it", len >> 20)))?;
+        input.take(len).read_to_end(&mut bytes).map_err(io_error)?;
+        if !truncation::jpeg_reaches_end(&bytes) {
+            return Err(truncated());
+        }
+        return decode(
+            path,
+            ImageReader::with_format(Cursor::new(bytes), format),
+            &head,
+        );
+    }
+    if format == ImageFormat::WebP && truncation::riff_is_cut(&head, len) {
+        return Err(truncated());
+    }
+    decode(path, ImageReader::with_format(input, format), &head)
+}
+
+/// Decodes what `reader` reads (`head`: the file's first bytes), limits checked first.
+fn decode<R: BufRead + Seek>(
+    path: &Path,
+    mut reader: ImageReader<R>,
+    head: &[u8],
+) -> Result<LoadedImage> {
+    let image_error = |reason: String| Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let decode_error = |e: ImageError| match e {
+        ImageError::Limits(e) => image_error(format!("is too large to decode: {e}")),
+        e if truncation::is_truncation(&e) => image_error(format!("{TRUNCATED} ({e})")),
+        e => image_error(format!("cannot decode: {e}")),
+    };
+    let Some(format) = reader.format() else {
+        return Err(image_error("has no known image format".into()));
+    };
     // Limits are checked below with a message of our own; the header is all that is read here.
     reader.no_limits();
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| image_error(format!("cannot decode: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
+        if let Some((w, h)) = webp_header::lossless_declared_size(head) {
+            return Err(image_error(format!(
+                "is {w}x{h}: a lossless WebP this size is beyond its decoder, which reads \
+                 sides up to 16383 pixels"
+            )));
+        }
         return Err(image_error(format!("is empty ({width}x{height})")));
     }
     if width > MAX_SIDE || height > MAX_SIDE || decoder.total_bytes() > MAX_DECODED_BYTES {
@@ -106,10 +170,7 @@ pub fn load_image(path: &Path) -> Result<LoadedImage> {
     let bytes_per_channel = color.bytes_per_pixel() / color.channel_count().max(1);
     let bit_depth = if bytes_per_channel > 1 { 16 } else { 8 };
     let has_alpha = color.has_alpha();
-    let mut decoded = DynamicImage::from_decoder(decoder).map_err(|e| match e {
-        ImageError::Limits(e) => image_error(format!("is too large to decode: {e}")),
-        e => image_error(format!("cannot decode: {e}")),
-    })?;
+    let mut decoded = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     decoded.apply_orientation(orientation);
     let alpha = has_alpha.then(|| alpha_plane(&decoded));
     let rgb = decoded.to_rgb8();
@@ -131,8 +192,8 @@ pub fn load_image(path: &Path) -> Result<LoadedImage> {
 /// A TIFF's ICC profile, read by a decoder without limits: once `ImageReader` has set limits,
 /// image 0.25's TIFF decoder caps tag values at the pixel buffer's size and loses the profile.
 fn tiff_icc_profile(path: &Path) -> Option<Vec<u8>> {
-    let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
-    image::codecs::tiff::TiffDecoder::new(file)
+    let (file, _) = open_image(path, MAX_FILE_BYTES).ok()?;
+    image::codecs::tiff::TiffDecoder::new(BufReader::new(file))
         .ok()?
         .icc_profile()
         .ok()

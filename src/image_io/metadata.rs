@@ -1,12 +1,16 @@
 //! Generation parameters in PNG text chunks: key `diffsr` holds them as JSON (what
 //! `diffsr info` reads back), key `parameters` as one human-readable paragraph.
 
-use std::io::BufReader;
+mod png_chunks;
+
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::MAX_FILE_BYTES;
 use crate::error::{Error, Result};
+use crate::input_file::open_image;
 
 /// The text-chunk key of the JSON record.
 pub const JSON_KEY: &str = "diffsr";
@@ -105,18 +109,27 @@ impl GenerationInfo {
     }
 }
 
-/// All text chunks (tEXt, zTXt, iTXt) of a PNG, in file order by kind.
+/// All text chunks (tEXt, zTXt, iTXt) of a PNG, in file order by kind. A damaged file is an
+/// error that says where (a CRC error in chunk tEXt, a truncation), not a file without text.
 pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
     let image_error = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+    let (mut file, len) = open_image(path, MAX_FILE_BYTES)?;
+    png_chunks::check(&mut BufReader::new(&file).take(len)).map_err(image_error)?;
+    file.rewind().map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader = png::Decoder::new(BufReader::new(file))
+    let mut options = png::DecodeOptions::default();
+    options.set_skip_ancillary_crc_failures(false);
+    let mut reader = png::Decoder::new_with_options(BufReader::new(file), options)
         .read_info()
+        .map_err(|e| image_error(format!("is not a readable PNG: {e}")))?;
+    // Text may follow the image data too: read to the end (the pixels are not kept).
+    reader
+        .finish()
         .map_err(|e| image_error(format!("is not a readable PNG: {e}")))?;
     let info = reader.info();
     let mut texts = Vec::new();
