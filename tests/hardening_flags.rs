@@ -665,3 +665,28 @@ fn library_settings_and_sizes_name_their_option() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_shard_index_cannot_name_files_outside_its_folder() -> Result<()> {
+    let dir = scratch("shards")?;
+    let model = hostile_model(&dir, "model_index.json", |_| {})?;
+    let unet = model.join("unet");
+    std::fs::remove_file(unet.join("diffusion_pytorch_model.safetensors"))?;
+    let index = unet.join("diffusion_pytorch_model.safetensors.index.json");
+    let opened = diffsr::model_dir::ModelDir::open(&model)?;
+    for name in ["../../../../../../etc/passwd", "/dev/zero", "sub/../../x"] {
+        std::fs::write(
+            &index,
+            json!({"weight_map": {"conv_in.weight": name}}).to_string(),
+        )?;
+        match opened.weights("unet", "diffusion_pytorch_model", false) {
+            Err(Error::Config { path, message }) => {
+                ensure!(path == index, "{}", path.display());
+                ensure!(message.contains(name), "{message}");
+            }
+            other => anyhow::bail!("{name}: {other:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -67,7 +67,12 @@ impl Ddim {
         if !(0.0..=1.0).contains(&eta) {
             return Err(SchedulerError::argument(
                 "eta",
-                format!("is {eta}; expected a number from 0 to 1 (DDIM's η)"),
+                // 1e300 as 1e300, not 301 digits.
+                if eta.abs() >= 1e9 {
+                    format!("is {eta:e}; expected a number from 0 to 1 (DDIM's η)")
+                } else {
+                    format!("is {eta}; expected a number from 0 to 1 (DDIM's η)")
+                },
             ));
         }
         self.eta = eta;
