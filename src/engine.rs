@@ -111,6 +111,77 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// Checks what can be checked before any model loads: the diffusion settings
+    /// ([`DiffusionSettings::validate`]), `denoise` in 0..=1, a non-zero `max_memory`, and a
+    /// `dtype` the device cannot run the diffusion UNet in (bf16 on the CPU: candle's strided
+    /// CPU convolution has no bf16 kernel) when the diffusion engine may be chosen. [`select`]
+    /// runs it first.
+    pub fn validate(&self) -> Result<()> {
+        self.diffusion.validate()?;
+        if let Some(d) = self.denoise {
+            if !(0.0..=1.0).contains(&d) {
+                return Err(Error::option(
+                    "denoise",
+                    format!("is {d}; expected a strength from 0 to 1"),
+                ));
+            }
+        }
+        if self.max_memory == Some(0) {
+            return Err(Error::option("max_memory", "must be at least one byte"));
+        }
+        if let Some(dtype) = self.dtype {
+            if self.may_run_diffusion() && dtype != DType::F32 {
+                check_unet_dtype_runs(&self.device, dtype)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`select`] may load the diffusion engine: asked for, or under `Auto` with no
+    /// single model file named.
+    fn may_run_diffusion(&self) -> bool {
+        match self.choice {
+            EngineChoice::Diffusion => true,
+            EngineChoice::Gan => false,
+            EngineChoice::Auto => !self
+                .model
+                .as_deref()
+                .and_then(|m| ModelSpec::parse(m).ok())
+                .is_some_and(|spec| spec.is_single_file()),
+        }
+    }
+}
+
+/// Refuses a dtype the device cannot run the UNet in. The probe is the UNet's own stride-2
+/// downsampler on a 4x4 input: candle's CPU convolution has no bf16 kernel for it, while the
+/// stride-1 convolutions and the matmuls widen bf16 to f32 and run (so the GAN engine, all
+/// stride 1, does run bf16 on the CPU). Probing follows whatever the candle build supports.
+fn check_unet_dtype_runs(device: &Device, dtype: DType) -> Result<()> {
+    let vb = candle_nn::VarBuilder::zeros(dtype, device);
+    let probe = crate::models::layers::Downsample2D::new(1, 1, 1, vb).and_then(|down| {
+        let x = candle_core::Tensor::zeros((1, 1, 4, 4), dtype, device)?;
+        Ok(down.forward(&x)?.to_dtype(DType::F32)?)
+    });
+    probe.map(drop).map_err(|e| {
+        let device_name = match device {
+            Device::Cpu => "the CPU",
+            Device::Cuda(_) => "CUDA",
+            Device::Metal(_) => "Metal",
+        };
+        let reason = e.to_string();
+        let reason = reason.lines().next().unwrap_or_default();
+        Error::option(
+            "dtype",
+            format!(
+                "{} cannot run the diffusion engine on {device_name} ({reason}); use f32 or \
+                 f16 there, or the GAN engine",
+                dtype.as_str()
+            ),
+        )
+    })
+}
+
 /// The loaded engine and how to name its model in the outputs' metadata.
 pub struct SelectedEngine {
     pub upscaler: Box<dyn Upscaler>,
@@ -155,6 +226,7 @@ impl std::fmt::Debug for SelectedEngine {
 /// run, the built-in GAN is loaded and the reason is in [`SelectedEngine::fallback_reason`];
 /// when that fails too the error is [`Error::FallbackFailed`], carrying both.
 pub fn select(config: &EngineConfig) -> Result<SelectedEngine> {
+    config.validate()?;
     let spec = config.model.as_deref().map(ModelSpec::parse).transpose()?;
     let single_file = spec.as_ref().is_some_and(ModelSpec::is_single_file);
     match config.choice {

@@ -213,6 +213,22 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     }
     let parsed: ShardIndex = read_json(index)?;
     let dir = index.parent().unwrap_or(Path::new("."));
+    // Shards sit beside their index: a name that climbs out (`..`, an absolute path) could
+    // make a hostile index read any file, a device node included.
+    if let Some(name) = parsed.weight_map.values().find(|name| {
+        Path::new(name)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            || name.contains('\\')
+    }) {
+        return Err(Error::Config {
+            path: index.to_path_buf(),
+            message: format!(
+                "`weight_map` names shard `{name}` outside the index's folder; expected a file \
+                 name beside it"
+            ),
+        });
+    }
     let mut files: Vec<PathBuf> = parsed.weight_map.values().map(|f| dir.join(f)).collect();
     files.sort();
     files.dedup();

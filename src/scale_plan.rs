@@ -185,6 +185,30 @@ impl Upscaler for PlannedUpscaler<'_> {
         self.primary.memory_note(width, height, params)
     }
 
+    /// The primary's checks, the second-pass GAN's (without the primary's settings), and a
+    /// plan that needs the diffusion engine refused on the GAN engine.
+    fn check_params(&self, params: &UpscaleParams) -> Result<()> {
+        self.primary.check_params(params)?;
+        if let Some(gan) = self.gan {
+            let gan_pass = UpscaleParams {
+                settings: None,
+                ..params.clone()
+            };
+            gan.check_params(&gan_pass)?;
+        }
+        let needs_diffusion = matches!(
+            self.plan,
+            ScalePlan::DiffusionGan | ScalePlan::DiffusionTwice
+        );
+        if needs_diffusion && self.primary.engine() != Engine::Diffusion {
+            return Err(Error::option(
+                "plan",
+                format!("{} needs the diffusion engine", self.plan.name()),
+            ));
+        }
+        Ok(())
+    }
+
     /// Always lands on the exact size (`params.size`, else the model's factor × the input).
     fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {
         let UpscaleRequest {

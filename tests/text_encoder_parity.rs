@@ -186,7 +186,7 @@ fn unsupported_hidden_act_is_refused() {
     std::fs::write(&path, json.to_string()).unwrap();
     let err = ClipTextConfig::from_file(&path).unwrap_err();
     assert!(
-        matches!(&err, diffsr::Error::Unsupported { field, .. } if field == "hidden_act"),
+        matches!(&err, diffsr::Error::Config { path: p, .. } if *p == path),
         "{err}"
     );
     assert!(

@@ -152,6 +152,14 @@ fn expect_unsupported(result: diffsr::Result<impl Sized>, field: &str) -> Result
             ensure!(msg.contains(field), "message {msg:?} does not name {field}");
             Ok(())
         }
+        // `from_file` names the file as well.
+        Err(Error::Config { message, .. }) => {
+            ensure!(
+                message.starts_with(&format!("`{field}`")),
+                "refused {message:?} instead of {field:?}"
+            );
+            Ok(())
+        }
         Err(other) => anyhow::bail!("{field}: wrong error {other}"),
         Ok(_) => anyhow::bail!("{field}: accepted"),
     }

@@ -4,10 +4,18 @@
 //! that is built, exactly as diffusers' `from_config` keeps the keys a class accepts and falls
 //! back to that class's defaults for the rest. That is what lets any solver be built from
 //! another solver's config while keeping the training constants. Unknown keys are ignored.
+//!
+//! After parsing, [`SchedulerConfig::validate`] checks the values a solver sizes or divides
+//! by against sane ranges (a `num_train_timesteps` of 1e9 would otherwise allocate gigabytes
+//! of betas), naming the field and the range.
 
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Result, SchedulerError};
+
+/// The most training timesteps a config may declare (diffusers' models use 1000): the noise
+/// schedule holds a few floats per timestep, so this bounds what a config can allocate.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
 
 /// How the training betas are laid out over `num_train_timesteps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,10 +113,113 @@ impl SchedulerConfig {
     pub fn from_json_str(text: &str) -> Result<Self> {
         let text = quote_non_finite_tokens(text);
         let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| SchedulerError::MalformedConfig {
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        })
+        let config: Self =
+            serde_path_to_error::deserialize(de).map_err(|e| SchedulerError::MalformedConfig {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values every solver relies on against sane ranges: `num_train_timesteps` in
+    /// 2..=[`MAX_TRAIN_TIMESTEPS`] (and `trained_betas` as long), betas finite in (0, 1) with
+    /// `beta_start` ≤ `beta_end`, `steps_offset` below the training length, positive finite
+    /// `clip_sample_range`, positive `sigma_min` < `sigma_max`, and no NaN `lambda_min_clipped`.
+    /// Absent fields are not checked (each solver's default applies). Solver-specific rules
+    /// are checked when a solver is built.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: String| Err(SchedulerError::config(field, reason));
+        if let Some(n) = self.num_train_timesteps {
+            if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
+                return bad(
+                    "num_train_timesteps",
+                    format!("is {n}; expected 2..={MAX_TRAIN_TIMESTEPS}"),
+                );
+            }
+        }
+        if let Some(betas) = &self.trained_betas {
+            if !(2..=MAX_TRAIN_TIMESTEPS).contains(&betas.len()) {
+                return bad(
+                    "trained_betas",
+                    format!(
+                        "has {} values; expected 2..={MAX_TRAIN_TIMESTEPS}",
+                        betas.len()
+                    ),
+                );
+            }
+            if let Some((i, b)) = betas
+                .iter()
+                .enumerate()
+                .find(|(_, b)| !(b.is_finite() && (0.0..1.0).contains(*b)))
+            {
+                return bad(
+                    "trained_betas",
+                    format!("value {i} is {b}; every beta must be in [0, 1)"),
+                );
+            }
+        }
+        for (field, value) in [("beta_start", self.beta_start), ("beta_end", self.beta_end)] {
+            if let Some(v) = value {
+                if !(v.is_finite() && v > 0.0 && v < 1.0) {
+                    return bad(
+                        field,
+                        format!("is {v}; expected a number above 0 and below 1"),
+                    );
+                }
+            }
+        }
+        let uses_betas = self.trained_betas.is_none()
+            && self.beta_schedule != Some(BetaSchedule::SquaredcosCapV2);
+        let (start, end) = (
+            self.beta_start.unwrap_or(0.0001),
+            self.beta_end.unwrap_or(0.02),
+        );
+        if uses_betas && start > end {
+            return bad(
+                "beta_start",
+                format!("{start} is above beta_end {end}; expected beta_start <= beta_end"),
+            );
+        }
+        let train = self
+            .trained_betas
+            .as_ref()
+            .map_or(self.num_train_timesteps.unwrap_or(1000), Vec::len);
+        if let Some(offset) = self.steps_offset {
+            if offset >= train {
+                return bad(
+                    "steps_offset",
+                    format!("is {offset}; expected less than the {train} training timesteps"),
+                );
+            }
+        }
+        if let Some(range) = self.clip_sample_range {
+            if !(range.is_finite() && range > 0.0) {
+                return bad(
+                    "clip_sample_range",
+                    format!("is {range}; expected a finite number above 0"),
+                );
+            }
+        }
+        for (field, value) in [("sigma_min", self.sigma_min), ("sigma_max", self.sigma_max)] {
+            if let Some(v) = value {
+                if !(v.is_finite() && v > 0.0) {
+                    return bad(field, format!("is {v}; expected a finite number above 0"));
+                }
+            }
+        }
+        if let (Some(min), Some(max)) = (self.sigma_min, self.sigma_max) {
+            if min >= max {
+                return bad("sigma_min", format!("{min} is not below sigma_max {max}"));
+            }
+        }
+        if self.lambda_min_clipped.is_some_and(f64::is_nan) {
+            return bad(
+                "lambda_min_clipped",
+                "is NaN; expected a number or -Infinity".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Reads and parses a `scheduler_config.json` file.
@@ -124,6 +235,10 @@ impl SchedulerConfig {
                     message: format!("{message} (in {})", path.display()),
                 }
             }
+            SchedulerError::InvalidConfig { field, reason } => SchedulerError::InvalidConfig {
+                field,
+                reason: format!("{reason} (in {})", path.display()),
+            },
             other => other,
         })
     }

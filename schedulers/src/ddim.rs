@@ -60,12 +60,19 @@ impl Ddim {
         })
     }
 
-    /// Sets η (diffusers' `step(eta=...)`): 0 is deterministic, larger adds fresh noise.
+    /// Sets η (diffusers' `step(eta=...)`): 0 is deterministic, 1 adds as much fresh noise as
+    /// DDPM. diffusers documents η in [0, 1]; beyond 1 the variance term exceeds the remaining
+    /// noise and the step is meaningless, so it is refused.
     pub fn with_eta(mut self, eta: f64) -> Result<Self> {
-        if !(eta.is_finite() && eta >= 0.0) {
+        if !(0.0..=1.0).contains(&eta) {
             return Err(SchedulerError::argument(
                 "eta",
-                format!("must be a finite number >= 0, got {eta}"),
+                // 1e300 as 1e300, not 301 digits.
+                if eta.abs() >= 1e9 {
+                    format!("is {eta:e}; expected a number from 0 to 1 (DDIM's η)")
+                } else {
+                    format!("is {eta}; expected a number from 0 to 1 (DDIM's η)")
+                },
             ));
         }
         self.eta = eta;
@@ -182,7 +189,11 @@ pub(crate) fn check_timesteps_in_range(timesteps: &[f64], train: usize) -> Resul
         )),
         Some(t) => Err(SchedulerError::config(
             "steps_offset",
-            format!("timestep {t} falls outside the {train} training timesteps"),
+            format!(
+                "with {} steps, timestep {t} falls outside the {train} training timesteps; use \
+                 fewer steps",
+                timesteps.len()
+            ),
         )),
         None => Ok(()),
     }

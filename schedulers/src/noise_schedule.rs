@@ -21,6 +21,8 @@ impl NoiseSchedule {
     /// Builds the schedule from the training constants of `config` (diffusers' defaults:
     /// 1000 timesteps, linear 1e-4..0.02).
     pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
+        // Configs built in code never went through the parser's check.
+        config.validate()?;
         let betas = if let Some(trained) = &config.trained_betas {
             if trained.is_empty() {
                 return Err(SchedulerError::config("trained_betas", "must not be empty"));

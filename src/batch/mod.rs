@@ -4,10 +4,12 @@
 //! once: [`expand_inputs`] turns files, folders and glob patterns into a sorted list of
 //! inputs, [`OutputTemplate`] names their outputs under `--out-dir`, a [`Manifest`] gives
 //! jobs one JSONL line each, [`plan`] checks for collisions and keeps this machine's
-//! [`Shard`]. Then [`run_jobs`] upscales the jobs in order with a pipeline loaded once,
+//! [`Shard`]. Once the model is loaded, [`check_jobs`] refuses settings it cannot run (once,
+//! not once per image). Then [`run_jobs`] upscales the jobs in order with a pipeline loaded once,
 //! reporting [`Event`]s, going on past a failed input, and stopping at the next step boundary
 //! when cancelled (outputs are only ever written whole, by temporary file and rename).
 
+mod check;
 mod events;
 mod expand;
 mod manifest;
@@ -16,6 +18,7 @@ mod runner;
 mod shard;
 mod template;
 
+pub use check::check_jobs;
 pub use events::{Event, Failure, Summary};
 pub use expand::{expand_inputs, is_image_path, Input, IMAGE_EXTENSIONS};
 pub use manifest::{Manifest, ManifestJob};

@@ -61,6 +61,8 @@ pub struct Job {
     /// The output's folder is created when the job runs (outputs named under `--out-dir`,
     /// whose `{dir}` subfolders need not exist yet); explicit outputs need an existing folder.
     pub create_folder: bool,
+    /// The manifest and line (from 1) the job came from, to name them in its errors.
+    pub manifest_line: Option<(PathBuf, usize)>,
 }
 
 /// Where the jobs come from and how outputs are named.
@@ -137,6 +139,7 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
                     output,
                     options: opts,
                     create_folder,
+                    manifest_line: None,
                 });
             }
         }
@@ -196,6 +199,7 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
                     output,
                     options: opts,
                     create_folder,
+                    manifest_line: Some((manifest.path.clone(), *line)),
                 });
             }
         }

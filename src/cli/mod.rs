@@ -4,6 +4,7 @@ pub mod batch_progress;
 pub mod convert;
 pub mod engine;
 pub mod error_text;
+pub mod flag_errors;
 pub mod info;
 pub mod models;
 pub mod output;

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::ValueEnum;
 use diffsr::batch::{
-    expand_inputs, plan, run_jobs, Event, JobOptions, Manifest, OutputTemplate, Plan, PlanOptions,
-    RunSettings, Shard, Source, Summary, DEFAULT_TEMPLATE,
+    check_jobs, expand_inputs, plan, run_jobs, Event, JobOptions, Manifest, OutputTemplate, Plan,
+    PlanOptions, RunSettings, Shard, Source, Summary, DEFAULT_TEMPLATE,
 };
 use diffsr::color_fix::ColorFix;
 use diffsr::engine::EngineConfig;
@@ -27,6 +27,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use super::batch_progress::{describe, Reporter};
 use super::engine::{load_engine, EngineArg};
+use super::flag_errors::{is_unusable_model, with_flag_names};
 use super::{parse_kind, Exit};
 
 /// The x4 upscaler's scale, for naming outputs before the model loads (checked after).
@@ -235,6 +236,12 @@ pub(super) fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     .into()
 }
 
+/// A library error about the flags: exit code 2, naming the flag (`--guidance`, not the
+/// library's `guidance_scale`).
+fn flag_usage(e: diffsr::Error) -> anyhow::Error {
+    usage(with_flag_names(e))
+}
+
 /// Plans the run from the arguments: every job named and checked, nothing run.
 fn plan_run(args: &UpscaleArgs, defaults: &JobOptions, scale: usize) -> Result<Plan> {
     let template = OutputTemplate::parse(&args.name).map_err(usage)?;
@@ -311,7 +318,7 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
         },
         color_fix: args.color_fix,
     };
-    defaults.validate().map_err(usage)?;
+    defaults.validate().map_err(flag_usage)?;
     let mut plan = plan_run(&args, &defaults, PLANNED_SCALE)?;
     reporter.begin(&plan);
     if plan.jobs.is_empty() {
@@ -341,13 +348,6 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
         let job = &plan.jobs[0];
         load_image(&job.input)?.check_min_size(4)?;
     }
-    if let Some(d) = args.denoise {
-        if !(0.0..=1.0).contains(&d) {
-            return Err(usage(format!(
-                "--denoise {d}: expected a strength from 0 to 1"
-            )));
-        }
-    }
     let hub = HubOptions {
         progress: (!args.quiet).then(super::models::progress_printer),
         ..HubOptions::from_env(args.dtype.map_or(DType::F32, DType::from))?
@@ -365,12 +365,20 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
         threads,
         hub: Some(hub),
     };
-    let loaded = load_engine(&config, args.quiet)?;
+    // Everything that needs no model, before the model loads (once, exit 2).
+    config.validate().map_err(flag_usage)?;
+    let loaded =
+        load_engine(&config, args.quiet).map_err(|e| match e.downcast_ref::<diffsr::Error>() {
+            Some(inner) if is_unusable_model(inner) => usage(format!("{e:#}")),
+            _ => e,
+        })?;
     let upscaler = loaded.planned(args.plan);
     if upscaler.scale() != PLANNED_SCALE {
         // Outputs were named with {scale} = 4; name them again with the model's own.
         plan = plan_run(&args, &defaults, upscaler.scale())?;
     }
+    // What the loaded model refuses fails every image alike: once, before the first.
+    check_jobs(&upscaler, &plan).map_err(flag_usage)?;
     let settings = RunSettings {
         format: args.output_format.format,
         quality: args.output_format.quality,
@@ -387,7 +395,7 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
             let params = job.options.params(upscaler.engine());
             let line = upscaler
                 .describe(w as usize, h as usize, &params)
-                .map_err(usage)?;
+                .map_err(flag_usage)?;
             if !args.quiet {
                 let first = if plan.jobs.len() > 1 {
                     " (first image)"

@@ -15,7 +15,7 @@ use crate::profile::{self, Phase};
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
 use crate::threads;
 use crate::tiling::{exact_overlap, plan_tiles, run_tiled, TileOptions};
-use crate::upscaler::{Engine, OnStep, StepProgress, UpscaleRequest, Upscaler};
+use crate::upscaler::{Engine, OnStep, StepProgress, UpscaleParams, UpscaleRequest, Upscaler};
 
 /// Smallest automatic tile edge: below it the overlap dominates the work.
 const MIN_AUTO_TILE: usize = 64;
@@ -140,6 +140,21 @@ impl GanUpscaler {
     fn tile_options(&self, width: usize, height: usize, budget: u64) -> Result<TileOptions> {
         let overlap = exact_overlap(self.arch.context_radius());
         let tile = self.tile_within(width, height, budget);
+        self.check_tile(tile)?;
+        Ok(TileOptions {
+            tile,
+            // Wide enough that every kept pixel saw its full context (exact for SRVGG).
+            overlap,
+            scale: self.arch.scale(),
+            align: self.arch.input_multiple(),
+            pad: self.pre_pad,
+            batch: 1,
+        })
+    }
+
+    /// Refuses a tile edge too small for the network's overlap (0, no tiling, is fine).
+    fn check_tile(&self, tile: usize) -> Result<()> {
+        let overlap = exact_overlap(self.arch.context_radius());
         if tile > 0 && tile < 2 * overlap {
             return Err(Error::option(
                 "tile",
@@ -151,15 +166,7 @@ impl GanUpscaler {
                 ),
             ));
         }
-        Ok(TileOptions {
-            tile,
-            // Wide enough that every kept pixel saw its full context (exact for SRVGG).
-            overlap,
-            scale: self.arch.scale(),
-            align: self.arch.input_multiple(),
-            pad: self.pre_pad,
-            batch: 1,
-        })
+        Ok(())
     }
 
     /// How many tiles an input of this size is cut into.
@@ -268,6 +275,15 @@ impl Upscaler for GanUpscaler {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The model-free checks and a fixed `tile` against the network's overlap.
+    fn check_params(&self, params: &UpscaleParams) -> Result<()> {
+        if let Some(settings) = &params.settings {
+            return Err(settings.mismatch(Engine::Gan));
+        }
+        params.validate()?;
+        self.tile.map_or(Ok(()), |tile| self.check_tile(tile))
     }
 
     fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {

@@ -2,6 +2,7 @@
 //! that `VarBuilder` prefixes load hub safetensors unchanged.
 
 pub mod clip_text;
+pub mod config_ranges;
 pub mod layers;
 pub mod unet;
 pub mod vae;

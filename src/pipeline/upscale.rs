@@ -110,6 +110,14 @@ impl UpscalePipeline {
         let low_res_config = SchedulerConfig::from_file(&low_res_path)?;
         let low_res_schedule = NoiseSchedule::from_config(&low_res_config)?;
 
+        check_cross_config(
+            &model,
+            &tokenizer,
+            &text_config,
+            &unet_config,
+            &low_res_schedule,
+        )?;
+
         let levels = vae_config.block_out_channels.len();
         let latent_channels = vae_config.latent_channels;
         let in_channels = unet_config.in_channels;
@@ -272,6 +280,30 @@ impl UpscalePipeline {
         })
     }
 
+    /// Checks `settings` against the loaded model without an image: the model-free checks
+    /// ([`DiffusionSettings::validate`]), the noise level against `max_noise_level`, and the
+    /// solver built for the step count and η. What fails here would fail for every image, so a
+    /// batch checks it once before the first.
+    pub fn check_settings(&self, settings: &DiffusionSettings) -> Result<()> {
+        self.check_noise_level(settings)?;
+        self.scheduler(settings).map(drop)
+    }
+
+    /// [`DiffusionSettings::validate`] and the noise level against `max_noise_level`.
+    fn check_noise_level(&self, settings: &DiffusionSettings) -> Result<()> {
+        settings.validate()?;
+        if settings.noise_level > self.max_noise_level {
+            return Err(Error::option(
+                "noise_level",
+                format!(
+                    "{} is above the model's max_noise_level {}; expected 0..={}",
+                    settings.noise_level, self.max_noise_level, self.max_noise_level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Upscales an 8-bit RGB image with `settings`: one pass, the (4h, 4w) result where h × w
     /// is the input floored to a multiple of the scale (bicubic, as the reference). `on_step`
     /// runs after every step; returning `Break` cancels the run. The same as
@@ -334,16 +366,7 @@ impl UpscalePipeline {
         budget: Option<u64>,
         on_step: OnStep<'_>,
     ) -> Result<Tensor> {
-        options.validate()?;
-        if options.noise_level > self.max_noise_level {
-            return Err(Error::option(
-                "noise_level",
-                format!(
-                    "{} is above the model's max_noise_level {}",
-                    options.noise_level, self.max_noise_level
-                ),
-            ));
-        }
+        self.check_noise_level(options)?;
         let (batch, channels, height, width) = image.dims4()?;
         if batch != 1 || channels != 3 {
             return Err(Error::option(
@@ -503,6 +526,48 @@ impl UpscalePipeline {
     }
 }
 
+/// The checks that span two config files: the tokenizer's length within the text encoder's
+/// positions, and `max_noise_level` (model_index.json) within the low-res scheduler's
+/// training timesteps and the UNet's class embeddings (the noise level indexes both).
+fn check_cross_config(
+    model: &ModelDir,
+    tokenizer: &ClipTokenizer,
+    text_config: &ClipTextConfig,
+    unet_config: &UNet2DConditionConfig,
+    low_res_schedule: &NoiseSchedule,
+) -> Result<()> {
+    let positions = text_config.max_position_embeddings;
+    if tokenizer.max_length() > positions {
+        return Err(Error::Config {
+            path: model.component("tokenizer")?.join("tokenizer_config.json"),
+            message: format!(
+                "`model_max_length` {} is more than the text encoder's max_position_embeddings                  {positions}; expected at most {positions}",
+                tokenizer.max_length()
+            ),
+        });
+    }
+    let max = model.index().max_noise_level.unwrap_or(350) as usize;
+    let mut limits = vec![(
+        low_res_schedule.len(),
+        "low_res_scheduler's num_train_timesteps",
+    )];
+    if let Some(classes) = unet_config.num_class_embeds {
+        limits.push((classes, "UNet's num_class_embeds"));
+    }
+    for (limit, what) in limits {
+        if max >= limit {
+            return Err(Error::Config {
+                path: model.root().join("model_index.json"),
+                message: format!(
+                    "`max_noise_level` {max} must be below the {what} ({limit}); expected                      0..={}",
+                    limit - 1
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Upscaler for UpscalePipeline {
     fn engine(&self) -> Engine {
         Engine::Diffusion
@@ -532,6 +597,11 @@ impl Upscaler for UpscalePipeline {
             .plan_within(width, height, guided, budget)?
             .zip(budget)
             .map(|(plan, budget)| plan.describe(budget)))
+    }
+
+    fn check_params(&self, params: &UpscaleParams) -> Result<()> {
+        params.validate()?;
+        self.check_settings(self.settings_of(params))
     }
 
     fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {

@@ -62,6 +62,15 @@ pub trait Upscaler: Send + Sync {
         Ok(None)
     }
 
+    /// Checks `params` against the loaded model, without an image: what would fail for every
+    /// image (a noise level above the model's, a step count its solver refuses, a tile too
+    /// small for the network's overlap). A batch runs this once per distinct set of
+    /// parameters before its first image. The default checks what needs no model
+    /// ([`UpscaleParams::validate`]).
+    fn check_params(&self, params: &UpscaleParams) -> Result<()> {
+        params.validate()
+    }
+
     /// Upscales `request.image` to `request.params.size`.
     ///
     /// With the model's own factor and no colour fix ([`UpscaleParams::is_single_pass`]) this

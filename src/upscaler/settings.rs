@@ -9,6 +9,14 @@ use diffsr_schedulers::SchedulerKind;
 use super::Engine;
 use crate::error::{Error, Result};
 
+/// The most denoising steps accepted: the x4 upscaler's `num_train_timesteps` (every solver
+/// refuses more steps than training timesteps; a model with fewer is checked once loaded).
+pub const MAX_STEPS: usize = 1000;
+
+/// The largest classifier-free guidance scale accepted (diffusers' x4 default is 9; far
+/// beyond this the guided prediction saturates and the result is noise).
+pub const MAX_GUIDANCE: f64 = 100.0;
+
 /// A latent-diffusion upscale: the reference's `__call__` arguments (diffusers'
 /// `StableDiffusionUpscalePipeline`), with its defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,21 +53,34 @@ impl Default for DiffusionSettings {
 }
 
 impl DiffusionSettings {
-    /// Checks the settings that do not depend on the model.
+    /// Checks the settings that do not depend on the model: `steps` in 1..=[`MAX_STEPS`],
+    /// `guidance_scale` finite and at most [`MAX_GUIDANCE`], `eta` in 0..=1 (diffusers
+    /// documents DDIM's η in [0, 1]). The model's own limits (`max_noise_level`, its
+    /// solver's step count) are checked once it is loaded (`Upscaler::check_params`).
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            return Err(Error::option("steps", "must be at least 1"));
-        }
-        if !self.guidance_scale.is_finite() {
+        if !(1..=MAX_STEPS).contains(&self.steps) {
             return Err(Error::option(
-                "guidance_scale",
-                format!("must be a finite number, got {}", self.guidance_scale),
+                "steps",
+                format!("is {}; expected 1..={MAX_STEPS}", self.steps),
             ));
         }
-        if !(self.eta.is_finite() && self.eta >= 0.0) {
+        if !(self.guidance_scale.is_finite() && self.guidance_scale <= MAX_GUIDANCE) {
+            return Err(Error::option(
+                "guidance_scale",
+                format!(
+                    "is {}; expected a finite number up to {MAX_GUIDANCE} (1 or less turns \
+                     guidance off)",
+                    super::size::show(self.guidance_scale)
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
             return Err(Error::option(
                 "eta",
-                format!("must be a finite number >= 0, got {}", self.eta),
+                format!(
+                    "is {}; expected a number from 0 to 1 (DDIM's η)",
+                    super::size::show(self.eta)
+                ),
             ));
         }
         Ok(())

@@ -9,6 +9,21 @@ use crate::error::{Error, Result};
 /// The largest output factor accepted.
 pub const MAX_SCALE: f64 = 16.0;
 
+/// The largest output side accepted (`--target`, `--long-side`): [`MAX_SCALE`] times the
+/// largest input side ([`crate::image_io::MAX_SIDE`]). Whether a size is within
+/// [`MAX_SCALE`] of a given input is checked per input.
+pub const MAX_OUTPUT_SIDE: usize = 16 * crate::image_io::MAX_SIDE as usize;
+
+/// A number for a message: plain when it reads well, else in scientific notation (`1e300`,
+/// not 301 digits).
+pub(crate) fn show(x: f64) -> String {
+    if x.is_finite() && x != 0.0 && !(1e-4..1e9).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 /// An output size given other than as a factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetSize {
@@ -77,14 +92,28 @@ impl OutputSize {
         self.scale.is_none() && self.target.is_none()
     }
 
-    /// Checks what does not depend on the input.
+    /// Checks what does not depend on the input: a factor above 0 and at most
+    /// [`MAX_SCALE`]; target sides in 1..=[`MAX_OUTPUT_SIDE`].
     pub fn validate(&self) -> Result<()> {
+        let sides_ok = |sides: &[usize]| sides.iter().all(|s| (1..=MAX_OUTPUT_SIDE).contains(s));
         match self.target {
-            Some(TargetSize::Exact { width, height }) if width == 0 || height == 0 => {
-                return Err(Error::option("target", "the size must be at least 1x1"));
+            Some(TargetSize::Exact { width, height }) if !sides_ok(&[width, height]) => {
+                return Err(Error::option(
+                    "target",
+                    format!(
+                        "{width}x{height}: each side must be 1..={MAX_OUTPUT_SIDE} ({MAX_SCALE}× \
+                         the largest input side)"
+                    ),
+                ));
             }
-            Some(TargetSize::LongSide(0)) => {
-                return Err(Error::option("long_side", "must be at least 1"));
+            Some(TargetSize::LongSide(n)) if !sides_ok(&[n]) => {
+                return Err(Error::option(
+                    "long_side",
+                    format!(
+                        "is {n}; expected 1..={MAX_OUTPUT_SIDE} ({MAX_SCALE}× the largest input \
+                         side)"
+                    ),
+                ));
             }
             _ => {}
         }
@@ -92,7 +121,10 @@ impl OutputSize {
             if !(scale.is_finite() && scale > 0.0 && scale <= MAX_SCALE) {
                 return Err(Error::option(
                     "scale",
-                    format!("must be a number above 0 and at most {MAX_SCALE}, got {scale}"),
+                    format!(
+                        "is {}; expected a number above 0 and at most {MAX_SCALE}",
+                        show(scale)
+                    ),
                 ));
             }
         }
@@ -125,11 +157,22 @@ impl OutputSize {
         };
         let factor = (size.0 as f64 / width as f64).max(size.1 as f64 / height as f64);
         if factor > MAX_SCALE {
+            // Name the flag the size came from.
+            let option = match self.target {
+                Some(TargetSize::Exact { .. }) => "target",
+                Some(TargetSize::LongSide(_)) => "long_side",
+                None => "scale",
+            };
             return Err(Error::option(
-                "scale",
+                option,
                 format!(
-                    "{width}x{height} to {}x{} is {factor:.1}×; at most {MAX_SCALE}× is supported",
-                    size.0, size.1,
+                    "{width}x{height} to {}x{} is {}×; at most {MAX_SCALE}× the input is \
+                     supported (at most {}x{} for this input)",
+                    size.0,
+                    size.1,
+                    show((factor * 10.0).round() / 10.0),
+                    (width as f64 * MAX_SCALE) as usize,
+                    (height as f64 * MAX_SCALE) as usize,
                 ),
             ));
         }

@@ -5,6 +5,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::models::config_ranges::{
+    epsilon, in_file, size, MAX_CHANNELS, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB,
+};
 use crate::{Error, Result};
 
 /// The text tower's hyper-parameters.
@@ -58,27 +61,40 @@ pub enum Activation {
 }
 
 impl ClipTextConfig {
-    /// Reads and checks a `config.json`.
+    /// Reads and checks a `config.json`; a refused value is an [`Error::Config`] naming the
+    /// file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: Self = crate::model_dir::read_json(path)?;
-        config.validate()?;
+        config.validate().map_err(|e| in_file(path, e))?;
         Ok(config)
     }
 
-    /// Refuses what the model cannot run.
+    /// Refuses what the model cannot run, and sizes out of their sane range (positive and
+    /// bounded, so no table is sized by an absurd value).
     pub fn validate(&self) -> Result<()> {
         self.activation()?;
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_attention_heads", self.num_attention_heads),
-            ("max_position_embeddings", self.max_position_embeddings),
+        let bounded = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_CHANNELS),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                4 * MAX_CHANNELS,
+            ),
+            (
+                "num_attention_heads",
+                self.num_attention_heads,
+                MAX_CHANNELS,
+            ),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
         ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err(Error::unsupported(field, "must be positive"));
-            }
+        for (field, value, max) in bounded {
+            size(field, value, max)?;
         }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(Error::unsupported(
@@ -89,12 +105,7 @@ impl ClipTextConfig {
                 ),
             ));
         }
-        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
-            return Err(Error::unsupported(
-                "layer_norm_eps",
-                "must be a positive number",
-            ));
-        }
+        epsilon("layer_norm_eps", self.layer_norm_eps)?;
         Ok(())
     }
 

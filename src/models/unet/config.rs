@@ -11,6 +11,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::models::config_ranges::{
+    epsilon, finite, groups_divide, in_file, size, MAX_CHANNELS, MAX_CLASS_EMBEDS, MAX_KERNEL,
+    MAX_LAYERS, MAX_LEVELS,
+};
 use crate::{Error, Result};
 
 /// A value given once for every block, or once per block.
@@ -184,18 +188,53 @@ fn require(field: &str, value: &str, expected: &str) -> Result<()> {
 }
 
 impl UNet2DConditionConfig {
-    /// Reads and checks a config.json.
+    /// Reads and checks a config.json; a refused value is an [`Error::Config`] naming the file
+    /// and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: Self = crate::model_dir::read_json(path)?;
-        config.validate()?;
+        config.validate().map_err(|e| in_file(path, e))?;
         Ok(config)
     }
 
-    /// Refuses, naming the field, every setting this port does not implement.
+    /// Refuses, naming the field, every setting this port does not implement and every value
+    /// out of its sane range (sizes positive and bounded, epsilons finite and positive, group
+    /// counts dividing the channels).
     pub fn validate(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(Error::unsupported("block_out_channels", "is empty"));
+        }
+        if n > MAX_LEVELS {
+            return Err(Error::unsupported(
+                "block_out_channels",
+                format!("has {n} levels; expected 1..={MAX_LEVELS}"),
+            ));
+        }
+        for &c in &self.block_out_channels {
+            size("block_out_channels", c, MAX_CHANNELS)?;
+        }
+        size("in_channels", self.in_channels, MAX_CHANNELS)?;
+        size("out_channels", self.out_channels, MAX_CHANNELS)?;
+        epsilon("norm_eps", self.norm_eps)?;
+        finite("freq_shift", self.freq_shift)?;
+        finite("mid_block_scale_factor", self.mid_block_scale_factor)?;
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return Err(Error::unsupported(
+                "dropout",
+                format!("is {}; expected 0..=1", self.dropout),
+            ));
+        }
+        if self.downsample_padding > 1 {
+            return Err(Error::unsupported(
+                "downsample_padding",
+                format!("is {}; expected 0 or 1", self.downsample_padding),
+            ));
+        }
+        if let Some(classes) = self.num_class_embeds {
+            size("num_class_embeds", classes, MAX_CLASS_EMBEDS)?;
+        }
+        if let Some(dim) = self.time_embedding_dim {
+            size("time_embedding_dim", dim, 4 * MAX_CHANNELS)?;
         }
         for (field, len) in [
             ("down_block_types", self.down_block_types.len()),
@@ -275,16 +314,18 @@ impl UNet2DConditionConfig {
                 "is true; only false is implemented",
             ));
         }
-        if self.norm_num_groups.is_none() {
+        let Some(groups) = self.norm_num_groups else {
             return Err(Error::unsupported(
                 "norm_num_groups",
                 "is null; group-normalised blocks need a group count",
             ));
-        }
+        };
+        groups_divide(groups, &self.block_out_channels)?;
         for (field, k) in [
             ("conv_in_kernel", self.conv_in_kernel),
             ("conv_out_kernel", self.conv_out_kernel),
         ] {
+            size(field, k, MAX_KERNEL)?;
             if k % 2 == 0 {
                 return Err(Error::unsupported(
                     field,
@@ -295,10 +336,28 @@ impl UNet2DConditionConfig {
         let levels = self.levels()?;
         let last = n - 1;
         for (i, level) in levels.iter().enumerate() {
+            size("layers_per_block", level.layers, MAX_LAYERS)?;
+            if level.transformer_layers > MAX_LAYERS {
+                return Err(Error::unsupported(
+                    "transformer_layers_per_block",
+                    format!("is {}; expected 0..={MAX_LAYERS}", level.transformer_layers),
+                ));
+            }
+            size(
+                "cross_attention_dim",
+                level.cross_attention_dim,
+                MAX_CHANNELS,
+            )?;
             let up_has_attention = self.up_block_types[last - i] == "CrossAttnUpBlock2D";
             let mid_has_attention =
                 i == last && self.mid_block_type.as_deref() == Some("UNetMidBlock2DCrossAttn");
             let uses_heads = level.cross_attention || up_has_attention || mid_has_attention;
+            if level.heads > MAX_CHANNELS {
+                return Err(Error::unsupported(
+                    "attention_head_dim",
+                    format!("is {}; expected 1..={MAX_CHANNELS}", level.heads),
+                ));
+            }
             if uses_heads && (level.heads == 0 || level.channels % level.heads != 0) {
                 return Err(Error::unsupported(
                     "attention_head_dim",

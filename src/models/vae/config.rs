@@ -6,6 +6,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::models::config_ranges::{
+    finite, groups_divide, in_file, size, MAX_CHANNELS, MAX_LAYERS, MAX_LEVELS,
+};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,18 +61,56 @@ impl Default for AutoencoderKLConfig {
 }
 
 impl AutoencoderKLConfig {
-    /// Reads and checks a config.json.
+    /// Reads and checks a config.json; a refused value is an [`Error::Config`] naming the file
+    /// and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: Self = crate::model_dir::read_json(path)?;
-        config.validate()?;
+        config.validate().map_err(|e| in_file(path, e))?;
         Ok(config)
     }
 
-    /// Refuses, naming the field, every setting this port does not implement.
+    /// Refuses, naming the field, every setting this port does not implement and every value
+    /// out of its sane range (sizes positive and bounded, the group count dividing the
+    /// channels, finite latent statistics).
     pub fn validate(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(Error::unsupported("block_out_channels", "is empty"));
+        }
+        if n > MAX_LEVELS {
+            // The VAE's scale is 2^(levels - 1): this bounds the shift too.
+            return Err(Error::unsupported(
+                "block_out_channels",
+                format!("has {n} levels; expected 1..={MAX_LEVELS}"),
+            ));
+        }
+        for &c in &self.block_out_channels {
+            size("block_out_channels", c, MAX_CHANNELS)?;
+        }
+        size("in_channels", self.in_channels, MAX_CHANNELS)?;
+        size("out_channels", self.out_channels, MAX_CHANNELS)?;
+        size("latent_channels", self.latent_channels, MAX_CHANNELS)?;
+        size("layers_per_block", self.layers_per_block, MAX_LAYERS)?;
+        groups_divide(self.norm_num_groups, &self.block_out_channels)?;
+        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
+            return Err(Error::unsupported(
+                "scaling_factor",
+                format!(
+                    "is {}; expected a finite number above 0",
+                    self.scaling_factor
+                ),
+            ));
+        }
+        if let Some(shift) = self.shift_factor {
+            finite("shift_factor", shift)?;
+        }
+        for (field, values) in [
+            ("latents_mean", &self.latents_mean),
+            ("latents_std", &self.latents_std),
+        ] {
+            for &v in values.iter().flatten() {
+                finite(field, v)?;
+            }
         }
         for (field, types, only) in [
             (
@@ -93,9 +134,6 @@ impl AutoencoderKLConfig {
             }
         }
         crate::models::layers::check_silu("act_fn", &self.act_fn)?;
-        if self.latent_channels == 0 {
-            return Err(Error::unsupported("latent_channels", "is 0"));
-        }
         Ok(())
     }
 
