@@ -244,6 +244,45 @@ fn eta_is_refused_outside_0_to_1_as_a_flag_and_in_a_manifest() -> Result<()> {
     Ok(())
 }
 
+/// A manifest names its keys as the manifest does (`guidance`, not the library's
+/// `guidance_scale`), and an endless manifest (`/dev/zero`) is refused at its size bound
+/// instead of being read without end.
+#[test]
+fn manifest_errors_use_its_keys_and_an_endless_manifest_is_bounded() -> Result<()> {
+    let dir = scratch("manifest-keys")?;
+    let manifest = dir.join("jobs.jsonl");
+    std::fs::write(
+        &manifest,
+        format!("{{\"input\": \"{}\", \"guidance\": 1e9}}\n", IMAGES[0]),
+    )?;
+    let run = |manifest: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_diffsr"))
+            .args(["upscale", "--manifest", s(manifest), "--out-dir"])
+            .arg(dir.join("out"))
+            .args(["--model", s(&tiny_model()), "--device", "cpu"])
+            .output()
+    };
+    let out = run(&manifest)?;
+    refused_once(&dir, &out, "line 1")?;
+    ensure!(
+        stderr(&out).contains("`guidance`") && !stderr(&out).contains("guidance_scale"),
+        "{}",
+        stderr(&out)
+    );
+    #[cfg(unix)]
+    {
+        let out = run(Path::new("/dev/zero"))?;
+        ensure!(out.status.code() == Some(2), "{out:?}");
+        ensure!(
+            stderr(&out).contains("longer than 64 MiB"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 #[test]
 fn a_manifest_lines_noise_level_is_checked_against_the_model_with_its_line() -> Result<()> {
     let dir = scratch("manifest-noise")?;

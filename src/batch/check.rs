@@ -29,7 +29,7 @@ pub fn check_jobs(upscaler: &dyn Upscaler, plan: &Plan) -> Result<()> {
                 Some((path, line)) => Error::Manifest {
                     path: path.clone(),
                     line: *line,
-                    message: e.to_string(),
+                    message: super::manifest::job_message(&e),
                 },
                 None => e,
             })?;

@@ -4,12 +4,31 @@
 //! a bad line is reported with its number, so a scripted run never fails half-way on a typo.
 //! Relative paths are relative to the manifest's folder, so a manifest moves with its images.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use diffsr_schedulers::SchedulerKind;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// The longest manifest read: 64 MiB is several hundred thousand jobs.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// An option error of a manifest line in the line's own words: the library names its fields
+/// (`guidance_scale`), the manifest has keys (`guidance`).
+pub(crate) fn job_message(e: &Error) -> String {
+    match e {
+        Error::InvalidOption { option, reason } => {
+            let key = match option.as_str() {
+                "guidance_scale" => "guidance",
+                other => other,
+            };
+            format!("`{key}`: {reason}")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// One manifest line. Unknown keys are errors: a misspelt `"seeed"` must not silently fall
 /// back to the default.
@@ -67,11 +86,38 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads and checks `path`.
+    /// Reads and checks `path`: a file, or a pipe (`--manifest <(generate-jobs)`), of at most
+    /// [`MAX_MANIFEST_BYTES`] of UTF-8 text. The bound comes first, so `/dev/zero` or an
+    /// endless pipe is refused once the limit is read instead of growing without end.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let io_error = |source| Error::Io {
             path: path.to_path_buf(),
             source,
+        };
+        let file = std::fs::File::open(path).map_err(io_error)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_error)?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(Error::option(
+                "--manifest",
+                format!(
+                    "{}: longer than {} MiB; split the jobs over several manifests",
+                    path.display(),
+                    MAX_MANIFEST_BYTES >> 20
+                ),
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::option(
+                "--manifest",
+                format!(
+                    "{}: not UTF-8 text (invalid byte at offset {})",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                ),
+            )
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         Self::parse(path, &text, base)

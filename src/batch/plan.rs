@@ -186,7 +186,8 @@ pub fn plan(source: &Source, options: &PlanOptions<'_>) -> Result<Plan> {
                         None => defaults.color_fix,
                     },
                 };
-                opts.validate().map_err(|e| bad(e.to_string()))?;
+                opts.validate()
+                    .map_err(|e| bad(super::manifest::job_message(&e)))?;
                 let (output, create_folder) = match &job.output {
                     Some(o) => (o.clone(), false),
                     None => name(options, index, &job.input, "", &opts)?.ok_or_else(|| {
