@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::ValueEnum;
 use diffsr::schedule_report::{base_config, report};
 use diffsr::schedulers::{PredictionType, SchedulerKind, SolverOptions};
 
 use super::parse_kind;
+use super::upscale::usage;
 
 #[derive(clap::Args)]
 pub struct ScheduleArgs {
@@ -57,7 +58,9 @@ pub fn list() {
 }
 
 pub fn run(args: ScheduleArgs) -> Result<()> {
-    let config = base_config(args.config.as_deref())?;
+    // Everything here comes from the arguments (a config file, a step count, η): a failure is
+    // an argument error, exit code 2 as `upscale`'s.
+    let config = base_config(args.config.as_deref()).map_err(usage)?;
     let options = SolverOptions { eta: args.eta };
     let r = report(
         args.scheduler,
@@ -66,7 +69,12 @@ pub fn run(args: ScheduleArgs) -> Result<()> {
         args.steps,
         &options,
     )
-    .with_context(|| format!("building {} for {} steps", args.scheduler, args.steps))?;
+    .map_err(|e| {
+        usage(format!(
+            "building {} for {} steps: {e}",
+            args.scheduler, args.steps
+        ))
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
