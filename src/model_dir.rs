@@ -162,16 +162,12 @@ impl ModelDir {
         device: &Device,
     ) -> Result<(VarBuilder<'static>, WeightFiles)> {
         let files = self.weights(component, stem, dtype != DType::F32)?;
-        let weights_error = |e: candle_core::Error| Error::Weights {
-            path: files.display_path(),
-            message: e.to_string(),
-        };
+        // Both read tensor by tensor, not memory-mapped (see `safetensors_reader`: peak memory),
+        // with every declared size checked against the file and non-finite weights refused.
         let vb = if files.pickle {
-            VarBuilder::from_pth(&files.files[0], dtype, device).map_err(weights_error)?
+            crate::pth_reader::var_builder(&files.files[0], dtype, device)?
         } else {
-            // Read tensor by tensor, not memory-mapped: see `safetensors_reader` (peak memory).
-            crate::safetensors_reader::var_builder(&files.files, dtype, device)
-                .map_err(weights_error)?
+            crate::safetensors_reader::var_builder(&files.files, dtype, device)?
         };
         Ok((vb, files))
     }
