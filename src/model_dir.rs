@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::model_file::FileRole;
 
 /// The fields of `model_index.json` diffsr reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -185,11 +186,19 @@ pub fn with_weights<T>(files: &WeightFiles, build: impl FnOnce() -> Result<T>) -
     })
 }
 
-/// Reads a JSON file into `T`, naming the file and the JSON path of a bad value.
+/// Largest JSON file read (configs, shard indexes): the biggest real ones are a few hundred KB.
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Reads a JSON file into `T`, naming the file and the JSON path of a bad value. The file must
+/// be a regular file of at most 64 MB.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let bytes = crate::model_file::read_regular(path, MAX_JSON_BYTES, FileRole::Config)?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Config {
         path: path.to_path_buf(),
-        source,
+        message: format!(
+            "not UTF-8 text (invalid byte at {})",
+            e.utf8_error().valid_up_to()
+        ),
     })?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de).map_err(|e| Error::Config {

@@ -13,6 +13,33 @@ use candle_core::DType;
 
 use crate::error::{Error, Result};
 
+/// What a file is to the reader, for its messages: `weights PATH: no such model file` or
+/// `config PATH: no such file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileRole {
+    /// Weights: safetensors, `.pth`, ncnn `.param` / `.bin`.
+    Model,
+    /// A JSON config or index beside the weights.
+    Config,
+}
+
+impl FileRole {
+    fn error(self, path: &Path, message: String) -> Error {
+        let path = path.to_path_buf();
+        match self {
+            Self::Model => Error::Weights { path, message },
+            Self::Config => Error::Config { path, message },
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Model => "model file",
+            Self::Config => "config file",
+        }
+    }
+}
+
 /// What kind of file system object `meta` is, when it is not a regular file.
 fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
     let kind = meta.file_type();
@@ -41,58 +68,61 @@ fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
     Some("not a regular file")
 }
 
-/// The error for a model file that is not a regular file.
-fn not_a_regular_file(path: &Path, what: &str) -> Error {
-    Error::Weights {
-        path: path.to_path_buf(),
-        message: format!("is {what}; a model file must be a regular file"),
+fn check_regular(path: &Path, meta: &std::fs::Metadata, role: FileRole) -> Result<()> {
+    match not_regular(meta) {
+        Some(what) => Err(role.error(
+            path,
+            format!("is {what}; a {} must be a regular file", role.noun()),
+        )),
+        None => Ok(()),
     }
 }
 
 /// The size of the regular file at `path` (symlinks followed), or an error naming what it is
 /// instead; nothing is opened, so a FIFO cannot block.
 pub(crate) fn regular_file_len(path: &Path) -> Result<u64> {
+    regular_len(path, FileRole::Model)
+}
+
+fn regular_len(path: &Path, role: FileRole) -> Result<u64> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => Error::Weights {
-            path: path.to_path_buf(),
-            message: "no such model file".into(),
-        },
+        std::io::ErrorKind::NotFound => role.error(path, format!("no such {}", role.noun())),
         _ => Error::Io {
             path: path.to_path_buf(),
             source,
         },
     })?;
-    match not_regular(&meta) {
-        Some(what) => Err(not_a_regular_file(path, what)),
-        None => Ok(meta.len()),
-    }
+    check_regular(path, &meta, role)?;
+    Ok(meta.len())
 }
 
-/// Opens the regular file at `path` for reading; returns it with its length. The type is
-/// checked before opening and again on the opened file, so a file swapped in between is caught
-/// too.
+/// Opens the regular model file at `path` for reading; returns it with its length. The type
+/// is checked before opening and again on the opened file, so a file swapped in between is
+/// caught too.
 pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
-    regular_file_len(path)?;
+    open_as(path, FileRole::Model)
+}
+
+fn open_as(path: &Path, role: FileRole) -> Result<(File, u64)> {
+    regular_len(path, role)?;
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
-    if let Some(what) = not_regular(&meta) {
-        return Err(not_a_regular_file(path, what));
-    }
+    check_regular(path, &meta, role)?;
     Ok((file, meta.len()))
 }
 
 /// The whole content of the regular file at `path`, which may hold at most `max` bytes.
-pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let (file, len) = open_regular(path)?;
+pub(crate) fn read_regular(path: &Path, max: u64, role: FileRole) -> Result<Vec<u8>> {
+    let (file, len) = open_as(path, role)?;
     if len > max {
-        return Err(Error::Weights {
-            path: path.to_path_buf(),
-            message: format!("is {len} bytes; at most {max} are expected of this kind of file"),
-        });
+        return Err(role.error(
+            path,
+            format!("is {len} bytes; at most {max} are expected of this kind of file"),
+        ));
     }
     let mut bytes = try_buffer(len as usize, path)?;
     // Bounded by the size checked above: a file that grows meanwhile is not read further.
@@ -103,13 +133,13 @@ pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
             source,
         })?;
     if bytes.len() as u64 != len {
-        return Err(Error::Weights {
-            path: path.to_path_buf(),
-            message: format!(
+        return Err(role.error(
+            path,
+            format!(
                 "changed while it was read: {} bytes instead of {len}",
                 bytes.len()
             ),
-        });
+        ));
     }
     Ok(bytes)
 }
@@ -179,7 +209,14 @@ mod tests {
 
     #[test]
     fn counts_nan_and_infinity_in_every_float_dtype() {
-        let f = [1.0f32, f32::NAN, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX];
+        let f = [
+            1.0f32,
+            f32::NAN,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+        ];
         assert_eq!(count_non_finite(&le(&f, f32::to_le_bytes), DType::F32), 3);
         let d: Vec<f64> = f.iter().map(|&x| x as f64).collect();
         assert_eq!(count_non_finite(&le(&d, f64::to_le_bytes), DType::F64), 3);
@@ -195,15 +232,22 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn devices_and_directories_are_not_model_files() {
-        let err = read_regular(Path::new("/dev/zero"), 1 << 20)
+        let err = read_regular(Path::new("/dev/zero"), 1 << 20, FileRole::Model)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("/dev/zero") && err.contains("character device"), "{err}");
+        assert!(
+            err.contains("/dev/zero") && err.contains("character device"),
+            "{err}"
+        );
         let err = open_regular(&std::env::temp_dir()).unwrap_err().to_string();
         assert!(err.contains("a directory"), "{err}");
         let err = regular_file_len(Path::new("/no/such/model.pth"))
             .unwrap_err()
             .to_string();
         assert_eq!(err, "weights /no/such/model.pth: no such model file");
+        let err = read_regular(Path::new("/no/such/config.json"), 10, FileRole::Config)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "config /no/such/config.json: no such config file");
     }
 }

@@ -84,14 +84,20 @@ fn parse_header(
             .shape
             .iter()
             .try_fold(dtype.size_in_bytes(), |n, &d| n.checked_mul(d))
-            .filter(|&n| n as u64 <= data_len)
             .ok_or_else(|| {
                 format!(
-                    "tensor `{name}`: a {dtype:?} tensor of shape {:?} needs more bytes than \
-                     the file's {data_len} bytes of data",
+                    "tensor `{name}`: a {dtype:?} tensor of shape {:?} needs more bytes than any \
+                     file holds",
                     entry.shape
                 )
             })?;
+        if want as u64 > data_len {
+            return Err(format!(
+                "tensor `{name}`: a {dtype:?} tensor of shape {:?} needs {want} bytes but the \
+                 file has only {data_len} bytes of data",
+                entry.shape
+            ));
+        }
         let (begin, end) = entry.data_offsets;
         if end < begin || end - begin != want as u64 || end > data_len {
             return Err(format!(
@@ -146,7 +152,11 @@ fn tensor_from_bytes(
 ) -> std::result::Result<Tensor, String> {
     let bad = count_non_finite(bytes, dtype);
     if bad > 0 {
-        return Err(non_finite_message(name, bad, bytes.len() / dtype.size_in_bytes()));
+        return Err(non_finite_message(
+            name,
+            bad,
+            bytes.len() / dtype.size_in_bytes(),
+        ));
     }
     Tensor::from_raw_buffer(bytes, dtype, shape, &Device::Cpu).map_err(|e| e.to_string())
 }
@@ -202,9 +212,7 @@ impl SafetensorsReader {
             header.resize(header_len, 0);
             file.read_exact(&mut header)
                 .map_err(|e| fail(format!("cannot read the header: {e}")))?;
-            for (name, dtype, shape, start, len) in
-                parse_header(&header, file_len).map_err(fail)?
-            {
+            for (name, dtype, shape, start, len) in parse_header(&header, file_len).map_err(fail)? {
                 let at = Located {
                     file: index,
                     dtype,
@@ -245,7 +253,12 @@ impl SafetensorsReader {
         let path = &self.paths[at.file];
         let fail = |what: String| candle_core::Error::Msg(format!("{}: {what}", path.display()));
         let read_error = |e: std::io::Error| fail(format!("reading tensor `{name}`: {e}"));
-        let no_memory = || fail(format!("cannot allocate {} bytes for tensor `{name}`", at.len));
+        let no_memory = || {
+            fail(format!(
+                "cannot allocate {} bytes for tensor `{name}`",
+                at.len
+            ))
+        };
         let mut file = self.files[at.file]
             .lock()
             .map_err(|_| fail("reader poisoned".into()))?;

@@ -101,7 +101,8 @@ impl PthReader {
                     record.name
                 ))
             })?;
-            let bytes = (record.storage_len as u64).checked_mul(record.dtype.size_in_bytes() as u64);
+            let bytes =
+                (record.storage_len as u64).checked_mul(record.dtype.size_in_bytes() as u64);
             if bytes != Some(entry.len) {
                 return Err(fail(format!(
                     "tensor `{}`: its storage declares {} {:?} elements ({} bytes) but {entry_name} \
@@ -113,8 +114,9 @@ impl PthReader {
                     entry.len
                 )));
             }
-            declared = declared
-                .saturating_add((record.numel as u64).saturating_mul(record.dtype.size_in_bytes() as u64));
+            declared = declared.saturating_add(
+                (record.numel as u64).saturating_mul(record.dtype.size_in_bytes() as u64),
+            );
             if let Some(earlier) = tensors.insert(record.name.clone(), (record, entry)) {
                 return Err(fail(format!("tensor `{}` is stored twice", earlier.0.name)));
             }
@@ -183,8 +185,7 @@ impl PthReader {
         if cfg!(target_endian = "big") {
             bytes.chunks_exact_mut(es).for_each(<[u8]>::reverse);
         }
-        let tensor =
-            Tensor::from_raw_buffer(&bytes, record.dtype, &record.size, &Device::Cpu)?;
+        let tensor = Tensor::from_raw_buffer(&bytes, record.dtype, &record.size, &Device::Cpu)?;
         Ok(Some(tensor))
     }
 }
@@ -238,7 +239,9 @@ fn state_dict(top: &pickle::Value) -> Option<&[(pickle::Value, pickle::Value)]> 
 }
 
 /// The archive's `data.pkl` (its name and bytes) and where each stored entry's data lies.
-fn read_archive(file: File) -> std::result::Result<(String, Vec<u8>, HashMap<String, Entry>), String> {
+fn read_archive(
+    file: File,
+) -> std::result::Result<(String, Vec<u8>, HashMap<String, Entry>), String> {
     let file_len = file
         .metadata()
         .map_err(|e| format!("cannot read its size: {e}"))?
@@ -251,10 +254,19 @@ fn read_archive(file: File) -> std::result::Result<(String, Vec<u8>, HashMap<Str
         let entry = zip
             .by_index_raw(i)
             .map_err(|e| format!("zip entry {i} is unreadable: {e}"))?;
-        let name = entry.name().map_err(|e| format!("zip entry {i}: {e}"))?.into_owned();
-        let (len, stored) = (entry.size(), entry.compression() == zip::CompressionMethod::Stored);
+        let name = entry
+            .name()
+            .map_err(|e| format!("zip entry {i}: {e}"))?
+            .into_owned();
+        let (len, stored) = (
+            entry.size(),
+            entry.compression() == zip::CompressionMethod::Stored,
+        );
         let start = entry.data_start().unwrap_or(u64::MAX);
-        if start.checked_add(entry.compressed_size()).is_none_or(|end| end > file_len) {
+        if start
+            .checked_add(entry.compressed_size())
+            .is_none_or(|end| end > file_len)
+        {
             return Err(format!("zip entry {name} lies beyond the end of the file"));
         }
         if name.ends_with("data.pkl") && pickle_index.is_none() {
@@ -328,7 +340,11 @@ impl SimpleBackend for PthReader {
 }
 
 /// A `VarBuilder` over the checkpoint at `path`, read by [`PthReader`].
-pub fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<candle_nn::VarBuilder<'static>> {
+pub fn var_builder(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<candle_nn::VarBuilder<'static>> {
     let reader = PthReader::open(path)?;
     Ok(candle_nn::VarBuilder::from_backend(
         Box::new(reader),

@@ -42,7 +42,10 @@ pub(crate) enum ObjKind {
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     /// `callable(*args)`, not evaluated (`REDUCE`, `NEWOBJ`).
-    Call { callable: Value, args: Value },
+    Call {
+        callable: Value,
+        args: Value,
+    },
     /// `obj.__setstate__(state)`, not evaluated (`BUILD` on anything but a dict); the state
     /// is never read, so it is not kept.
     Build(Value),
@@ -229,9 +232,10 @@ impl<'a> Machine<'a> {
     }
 
     fn spend(&mut self, n: usize) -> Result<(), String> {
-        self.budget = self.budget.checked_sub(n).ok_or(
-            "the pickle builds more values than its size accounts for (a pickle bomb?)",
-        )?;
+        self.budget = self
+            .budget
+            .checked_sub(n)
+            .ok_or("the pickle builds more values than its size accounts for (a pickle bomb?)")?;
         Ok(())
     }
 
@@ -588,7 +592,9 @@ mod tests {
         assert!(unpickle(&long).unwrap_err().contains("ends"));
         // Popping past a mark, an unknown opcode, no STOP.
         assert!(unpickle(&[b'N', b'(', 0x85]).unwrap_err().contains("empty"));
-        assert!(unpickle(&[b'N', b'\xff']).unwrap_err().contains("not an opcode"));
+        assert!(unpickle(&[b'N', b'\xff'])
+            .unwrap_err()
+            .contains("not an opcode"));
         assert!(unpickle(&[b'N']).unwrap_err().contains("ends"));
         // Appending to a list many times while the memo shares it: each copy is paid for.
         let mut quad = vec![b']'];

@@ -131,7 +131,9 @@ fn record(name: &str, value: &Value) -> Result<TensorRecord, String> {
             let inner = arg(2)?;
             return match arg(0)? {
                 f if f.is_global("torch._utils", "_rebuild_tensor_v2") => {
-                    let a = inner.as_seq().ok_or("_rebuild_from_type_v2 args not a tuple")?;
+                    let a = inner
+                        .as_seq()
+                        .ok_or("_rebuild_from_type_v2 args not a tuple")?;
                     if a.len() < 4 {
                         return Err(format!(
                             "_rebuild_tensor_v2 has {} arguments, expected at least 4",
@@ -157,13 +159,21 @@ fn count(value: &Value, what: &str) -> Result<usize, String> {
     value
         .as_int()
         .and_then(|i| usize::try_from(i).ok())
-        .ok_or_else(|| format!("{what} is {}, expected a non-negative integer", value.describe()))
+        .ok_or_else(|| {
+            format!(
+                "{what} is {}, expected a non-negative integer",
+                value.describe()
+            )
+        })
 }
 
 fn counts(value: &Value, what: &str) -> Result<Vec<usize>, String> {
-    let items = value
-        .as_seq()
-        .ok_or_else(|| format!("{what} is {}, expected a tuple of integers", value.describe()))?;
+    let items = value.as_seq().ok_or_else(|| {
+        format!(
+            "{what} is {}, expected a tuple of integers",
+            value.describe()
+        )
+    })?;
     if items.len() > MAX_RANK {
         return Err(format!(
             "{what} has {} dimensions, at most {MAX_RANK} are read",

@@ -80,7 +80,9 @@ pub fn max_len(param: &Path, layers: &[Layer]) -> Result<u64> {
                 let kernel = n
                     .saturating_mul(4)
                     .max((TABLE_LEN as u64 * 4).saturating_add(n.saturating_add(3)));
-                kernel.saturating_add(4).saturating_add(bias.saturating_mul(4))
+                kernel
+                    .saturating_add(4)
+                    .saturating_add(bias.saturating_mul(4))
             }
             "PReLU" => (layer.count(param, 0, 0)? as u64).saturating_mul(4),
             _ => 0,
@@ -256,9 +258,7 @@ impl<'a> Reader<'a> {
         Err(weights_error(
             self.path,
             format!(
-                "{}: layer {} holds {bad} NaN or infinite value{} (of {n}): the weights are \
-                 corrupt",
-                file_name(self.path),
+                "layer {} holds {bad} NaN or infinite value{} (of {n}): the weights are corrupt",
                 layer.describe(),
                 if bad == 1 { "" } else { "s" }
             ),

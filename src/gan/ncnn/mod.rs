@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::gan::StateDict;
-use crate::model_file::{read_regular, regular_file_len};
+use crate::model_file::{read_regular, regular_file_len, FileRole};
 
 /// Largest `.param` read: Real-ESRGAN x4plus's, the largest known, is 116 KB.
 pub const MAX_PARAM_BYTES: u64 = 16 << 20;
@@ -29,7 +29,7 @@ pub const MAX_PARAM_BYTES: u64 = 16 << 20;
 /// Both must be regular files (checked before they are opened); the `.param` may hold at most
 /// [`MAX_PARAM_BYTES`], the `.bin` at most what the `.param`'s layers can use.
 pub fn load_ncnn(param: &Path, bin: &Path) -> Result<StateDict> {
-    let bytes = read_regular(param, MAX_PARAM_BYTES)?;
+    let bytes = read_regular(param, MAX_PARAM_BYTES, FileRole::Model)?;
     // A binary `.param.bin` or a mixed-up file is not text; say so instead of a parse error.
     let text = String::from_utf8(bytes).map_err(|e| {
         weights_error(
@@ -55,7 +55,7 @@ pub fn load_ncnn(param: &Path, bin: &Path) -> Result<StateDict> {
             ),
         ));
     }
-    let data = read_regular(bin, max)?;
+    let data = read_regular(bin, max, FileRole::Model)?;
     let weights = bin::read(param, bin, &data, &layers)?;
     convert::to_state_dict(param, &layers, weights)
 }
