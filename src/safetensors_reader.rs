@@ -13,7 +13,7 @@
 //!
 //! Every header entry is checked against the file before any data is read (see
 //! [`parse_header`]), and every float tensor is scanned for NaN and infinity as it is read
-//! (a vectorised pass over bytes already in cache: a few milliseconds per GB).
+//! (a vectorised pass over each chunk just read, while it is in cache: ~0.03 s per GB).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::model_file::{count_non_finite, non_finite_message, open_regular, try_buffer};
 
-/// Bytes of an f32 tensor read at a time (a multiple of 4).
+/// Bytes of a tensor read (and scanned for NaN) at a time (a multiple of every dtype's size).
 const READ_CHUNK: usize = 1 << 20;
 
 /// Largest header accepted (the format's own reference implementation caps it at 100 MB).
@@ -292,8 +292,17 @@ impl SafetensorsReader {
             let mut bytes: Vec<u8> = Vec::new();
             bytes.try_reserve_exact(at.len).map_err(|_| no_memory())?;
             bytes.resize(at.len, 0);
-            file.read_exact(&mut bytes).map_err(read_error)?;
-            tensor_from_bytes(&bytes, at.dtype, &at.shape, name).map_err(fail)?
+            // Scanned chunk by chunk as it is read, while the chunk is in cache.
+            let mut bad = 0;
+            for chunk in bytes.chunks_mut(READ_CHUNK) {
+                file.read_exact(chunk).map_err(read_error)?;
+                bad += count_non_finite(chunk, at.dtype);
+            }
+            if bad > 0 {
+                let total = at.len / at.dtype.size_in_bytes();
+                return Err(fail(non_finite_message(name, bad, total)));
+            }
+            Tensor::from_raw_buffer(&bytes, at.dtype, &at.shape, &Device::Cpu)?
         };
         drop(file);
         tensor.to_device(device)

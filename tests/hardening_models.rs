@@ -160,6 +160,8 @@ struct PthTensor {
     offset: u64,
     size: Vec<u64>,
     stride: Vec<u64>,
+    /// The last stride written as -1.
+    negative_stride: bool,
 }
 
 impl PthTensor {
@@ -177,6 +179,7 @@ impl PthTensor {
             offset: 0,
             size: size.to_vec(),
             stride,
+            negative_stride: false,
         }
     }
 }
@@ -198,10 +201,21 @@ impl Pickle {
         self
     }
 
+    /// The smallest encoding, as pickle writes ints: BININT1, BININT2, BININT, then LONG1.
     fn int(&mut self, v: u64) -> &mut Self {
-        // LONG1 with 8 bytes: any size, as torch writes large ones.
-        self.0.extend([0x8a, 8]);
-        self.0.extend(v.to_le_bytes());
+        if v < 1 << 8 {
+            self.0.extend([b'K', v as u8]);
+        } else if v < 1 << 16 {
+            self.0.push(b'M');
+            self.0.extend((v as u16).to_le_bytes());
+        } else if v < 1 << 31 {
+            self.0.push(b'J');
+            self.0.extend((v as u32).to_le_bytes());
+        } else {
+            // Two's complement: a top bit set needs a ninth, zero byte; 8 bytes are read here.
+            self.0.extend([0x8a, 8]);
+            self.0.extend(v.to_le_bytes());
+        }
         self
     }
 
@@ -232,7 +246,18 @@ impl Pickle {
                 .int(t.storage_len)
                 .op(b't')
                 .op(b'Q');
-            p.int(t.offset).ints(&t.size).ints(&t.stride).op(0x89);
+            p.int(t.offset).ints(&t.size);
+            if t.negative_stride {
+                p.op(b'(');
+                for &x in &t.stride[..t.stride.len() - 1] {
+                    p.int(x);
+                }
+                p.0.extend([b'J', 0xff, 0xff, 0xff, 0xff]);
+                p.op(b't');
+            } else {
+                p.ints(&t.stride);
+            }
+            p.op(0x89);
             p.global("collections", "OrderedDict").op(b')').op(b'R');
             p.op(b't').op(b'R');
         }
@@ -527,6 +552,7 @@ impl PthTensor {
             offset: self.offset,
             size: self.size.clone(),
             stride: self.stride.clone(),
+            negative_stride: self.negative_stride,
         };
         f(&mut t);
         t
@@ -559,6 +585,7 @@ fn pth_tensors_round_trip_including_fortran_order() -> Result<()> {
         offset: 0,
         size: vec![2, 3],
         stride: vec![1, 2],
+        negative_stride: false,
     };
     let path = dir.path("fortran.pth");
     write_pth(
@@ -575,21 +602,14 @@ fn pth_tensors_round_trip_including_fortran_order() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_pth_with_a_bad_stride_says_so_not_unknown_architecture() -> Result<()> {
-    let dir = Scratch::new("pth-stride");
-    let dict = srvgg(4, 1, 2);
-    let path = dir.path("stride.pth");
-    pth_of(&path, &dict);
-    // Rewrite with body.2.weight's stride one dimension short.
+/// `dict` as a `.pth` whose records `edit` may spoil.
+fn pth_with(path: &Path, dict: &StateDict, edit: impl Fn(&mut PthTensor)) -> Result<()> {
     let mut records = Vec::new();
     let mut storages = Vec::new();
     for (i, (name, t)) in dict.iter().enumerate() {
         let size: Vec<u64> = t.dims().iter().map(|&d| d as u64).collect();
         let mut r = PthTensor::contiguous(name, i, &size);
-        if name == "body.2.weight" {
-            r.stride.pop();
-        }
+        edit(&mut r);
         records.push(r);
         storages.push((
             i.to_string(),
@@ -600,10 +620,38 @@ fn a_pth_with_a_bad_stride_says_so_not_unknown_architecture() -> Result<()> {
         .iter()
         .map(|(k, d)| (k.as_str(), d.clone()))
         .collect();
-    write_pth(&path, &Pickle::state_dict(&records), &storages);
+    write_pth(path, &Pickle::state_dict(&records), &storages);
+    Ok(())
+}
+
+#[test]
+fn a_pth_with_a_bad_stride_says_so_not_unknown_architecture() -> Result<()> {
+    let dir = Scratch::new("pth-stride");
+    let dict = srvgg(4, 1, 2);
+    let path = dir.path("stride.pth");
+    // A negative stride on the tensor detection starts from (once skipped silently, then
+    // reported as "not a known architecture").
+    pth_with(&path, &dict, |r| {
+        if r.name == "body.0.weight" {
+            r.negative_stride = true;
+        }
+    })?;
     let err = load_error(&path);
     ensure!(
-        err.contains("`body.2.weight`") && err.contains("stride") && !err.contains("not a known"),
+        err.contains("`body.0.weight`")
+            && err.contains("stride[3]")
+            && !err.contains("not a known"),
+        "{err}"
+    );
+    // A stride one dimension short (once read as if it were right).
+    pth_with(&path, &dict, |r| {
+        if r.name == "body.2.weight" {
+            r.stride.pop();
+        }
+    })?;
+    let err = load_error(&path);
+    ensure!(
+        err.contains("`body.2.weight`") && err.contains("stride [36, 9, 3]"),
         "{err}"
     );
     Ok(())
@@ -1141,5 +1189,112 @@ fn a_missing_model_file_is_said_once() -> Result<()> {
         stderr.matches("no such model file").count() == 1 && stderr.contains("absent.pth"),
         "{stderr}"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutated files: whatever the bytes, a load returns (an error or a model), never panics.
+
+/// xorshift64*: a fixed-seed byte source.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// `bytes` with 1 to 4 random edits: a byte changed, an extreme byte, a cut, an insertion.
+    fn mutate(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        for _ in 0..1 + self.below(4) {
+            let at = self.below(b.len());
+            match self.below(5) {
+                0 => b[at] = self.next() as u8,
+                1 => b[at] = [0x00, 0xff, 0x7f, 0x80][self.below(4)],
+                2 => b.truncate(at.max(1)),
+                3 => {
+                    let n = 1 + self.below(8);
+                    let bytes: Vec<u8> = (0..n).map(|_| self.next() as u8).collect();
+                    b.splice(at..at, bytes);
+                }
+                _ => {
+                    // A little-endian length field set huge.
+                    let end = (at + 8).min(b.len());
+                    b[at..end].fill(0xff);
+                }
+            }
+            if b.is_empty() {
+                b.push(0);
+            }
+        }
+        b
+    }
+}
+
+#[test]
+fn mutated_model_files_never_panic() -> Result<()> {
+    let dir = Scratch::new("mutate");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let dict = srvgg(4, 1, 2);
+    let st = std::fs::read(save_safetensors(&dir, "base.safetensors", &dict))?;
+    let pth_path = dir.path("base.pth");
+    pth_of(&pth_path, &dict);
+    let pth = std::fs::read(&pth_path)?;
+    let ncnn = ncnn_srvgg_x4(Some("0=3 1=0.5 2=0.5"));
+    // The pickle alone, re-zipped after each mutation, so the unpickler sees the damage.
+    let records: Vec<PthTensor> = dict
+        .iter()
+        .enumerate()
+        .map(|(i, (n, t))| {
+            let size: Vec<u64> = t.dims().iter().map(|&d| d as u64).collect();
+            PthTensor::contiguous(n, i, &size)
+        })
+        .collect();
+    let pickle = Pickle::state_dict(&records);
+    let storages: Vec<(String, Vec<u8>)> = dict
+        .values()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok((
+                i.to_string(),
+                f32_bytes(&t.flatten_all()?.to_vec1::<f32>()?),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let storages: Vec<(&str, Vec<u8>)> = storages
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.clone()))
+        .collect();
+    // A longer run: DIFFSR_MODEL_MUTATIONS=20000 (and DIFFSR_MODEL_MUTATION_SEED).
+    let rounds = std::env::var("DIFFSR_MODEL_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    if let Some(seed) = std::env::var("DIFFSR_MODEL_MUTATION_SEED")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        rng = Rng(seed | 1);
+    }
+    for _ in 0..rounds {
+        load_error(&dir.write("m.safetensors", &rng.mutate(&st)));
+        load_error(&dir.write("m.pth", &rng.mutate(&pth)));
+        let p = dir.path("p.pth");
+        write_pth(&p, &rng.mutate(&pickle), &storages);
+        load_error(&p);
+        dir.write("n.bin", &rng.mutate(&ncnn.bin));
+        let param = dir.write("n.param", ncnn.param().as_bytes());
+        load_error(&param);
+        dir.write("n.bin", &ncnn.bin);
+        let param = dir.write("n.param", &rng.mutate(ncnn.param().as_bytes()));
+        load_error(&param);
+    }
     Ok(())
 }
