@@ -53,15 +53,22 @@ struct Located {
     len: usize,
 }
 
-/// The tensors a header describes, by name: dtype, shape, and their byte range relative to the
+/// One tensor a header describes.
+struct HeaderEntry {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Absolute byte offset in the file and length.
+    start: u64,
+    len: usize,
+}
+
+/// The tensors a header describes: name, dtype, shape, and their byte range relative to the
 /// file's start. Every entry is checked against the format and against the `file_len` bytes
 /// the file has, before any data is read: a known dtype, a byte length equal to dtype × shape
 /// (in checked arithmetic), offsets inside the data and no two tensors overlapping. Errors
 /// name the tensor.
-fn parse_header(
-    header: &[u8],
-    file_len: u64,
-) -> std::result::Result<Vec<(String, DType, Vec<usize>, u64, usize)>, String> {
+fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Vec<HeaderEntry>, String> {
     let data_start = 8 + header.len() as u64;
     let data_len = file_len.saturating_sub(data_start);
     let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(header)
@@ -106,13 +113,19 @@ fn parse_header(
                 entry.shape
             ));
         }
-        tensors.push((name, dtype, entry.shape, data_start + begin, want));
+        tensors.push(HeaderEntry {
+            name,
+            dtype,
+            shape: entry.shape,
+            start: data_start + begin,
+            len: want,
+        });
     }
     // Two tensors sharing bytes is no file a writer makes.
     let mut ranges: Vec<(u64, u64, &str)> = tensors
         .iter()
-        .filter(|t| t.4 > 0)
-        .map(|t| (t.3, t.3 + t.4 as u64, t.0.as_str()))
+        .filter(|t| t.len > 0)
+        .map(|t| (t.start, t.start + t.len as u64, t.name.as_str()))
         .collect();
     ranges.sort_unstable();
     if let Some(w) = ranges.windows(2).find(|w| w[1].0 < w[0].1) {
@@ -177,10 +190,10 @@ pub(crate) fn tensors_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<(Strin
     let entries = parse_header(&bytes[8..8 + header_len], file_len).map_err(fail)?;
     entries
         .into_iter()
-        .map(|(name, dtype, shape, start, len)| {
-            let data = &bytes[start as usize..start as usize + len];
-            let tensor = tensor_from_bytes(data, dtype, &shape, &name).map_err(fail)?;
-            Ok((name, tensor))
+        .map(|e| {
+            let data = &bytes[e.start as usize..e.start as usize + e.len];
+            let tensor = tensor_from_bytes(data, e.dtype, &e.shape, &e.name).map_err(fail)?;
+            Ok((e.name, tensor))
         })
         .collect()
 }
@@ -212,14 +225,15 @@ impl SafetensorsReader {
             header.resize(header_len, 0);
             file.read_exact(&mut header)
                 .map_err(|e| fail(format!("cannot read the header: {e}")))?;
-            for (name, dtype, shape, start, len) in parse_header(&header, file_len).map_err(fail)? {
+            for e in parse_header(&header, file_len).map_err(fail)? {
                 let at = Located {
                     file: index,
-                    dtype,
-                    shape,
-                    start,
-                    len,
+                    dtype: e.dtype,
+                    shape: e.shape,
+                    start: e.start,
+                    len: e.len,
                 };
+                let name = e.name;
                 if let Some(earlier) = tensors.insert(name.clone(), at) {
                     return Err(fail(format!(
                         "tensor `{name}` is also in {}: a sharded model holds each tensor once",

@@ -75,12 +75,15 @@ impl PthReader {
             path: path.to_path_buf(),
             source,
         })?;
-        let (pickle_name, pickle, entries) =
-            read_archive(file.try_clone().map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?)
-            .map_err(fail)?;
+        let Archive {
+            pickle_name,
+            pickle,
+            entries,
+        } = read_archive(file.try_clone().map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?)
+        .map_err(fail)?;
         let top = pickle::unpickle(&pickle).map_err(|e| fail(format!("{pickle_name}: {e}")))?;
         let dict = state_dict(&top).ok_or_else(|| {
             fail(format!(
@@ -238,10 +241,17 @@ fn state_dict(top: &pickle::Value) -> Option<&[(pickle::Value, pickle::Value)]> 
     (records::count_tensors(dict) > 0).then_some(dict)
 }
 
-/// The archive's `data.pkl` (its name and bytes) and where each stored entry's data lies.
-fn read_archive(
-    file: File,
-) -> std::result::Result<(String, Vec<u8>, HashMap<String, Entry>), String> {
+/// What a checkpoint's zip archive holds.
+struct Archive {
+    /// The name of its `data.pkl` entry (`archive/data.pkl`: the prefix names the storages).
+    pickle_name: String,
+    pickle: Vec<u8>,
+    /// Where each stored entry's data lies, by entry name.
+    entries: HashMap<String, Entry>,
+}
+
+/// The archive's `data.pkl` and where each stored entry's data lies.
+fn read_archive(file: File) -> std::result::Result<Archive, String> {
     let file_len = file
         .metadata()
         .map_err(|e| format!("cannot read its size: {e}"))?
@@ -300,7 +310,11 @@ fn read_archive(
         .take(len)
         .read_to_end(&mut pickle)
         .map_err(|e| format!("{name}: {e}"))?;
-    Ok((name, pickle, entries))
+    Ok(Archive {
+        pickle_name: name,
+        pickle,
+        entries,
+    })
 }
 
 impl SimpleBackend for PthReader {

@@ -592,10 +592,8 @@ mod tests {
         assert!(unpickle(&long).unwrap_err().contains("ends"));
         // Popping past a mark, an unknown opcode, no STOP.
         assert!(unpickle(&[b'N', b'(', 0x85]).unwrap_err().contains("empty"));
-        assert!(unpickle(&[b'N', b'\xff'])
-            .unwrap_err()
-            .contains("not an opcode"));
-        assert!(unpickle(&[b'N']).unwrap_err().contains("ends"));
+        assert!(unpickle(b"N\xff").unwrap_err().contains("not an opcode"));
+        assert!(unpickle(b"N").unwrap_err().contains("ends"));
         // Appending to a list many times while the memo shares it: each copy is paid for.
         let mut quad = vec![b']'];
         for i in 0..20_000u32 {
