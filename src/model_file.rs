@@ -256,6 +256,9 @@ mod tests {
         let err = read_regular(&std::env::temp_dir(), 10, FileRole::Config)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("config ") && err.contains("a config file"), "{err}");
+        assert!(
+            err.starts_with("config ") && err.contains("a config file"),
+            "{err}"
+        );
     }
 }

@@ -71,8 +71,10 @@ struct HeaderEntry {
 fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Vec<HeaderEntry>, String> {
     let data_start = 8 + header.len() as u64;
     let data_len = file_len.saturating_sub(data_start);
-    let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(header)
-        .map_err(|e| format!("header is not the expected JSON object: {e}"))?;
+    // In name order, so that a header with several bad entries always names the same one.
+    let entries: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header)
+            .map_err(|e| format!("header is not the expected JSON object: {e}"))?;
     let mut tensors = Vec::with_capacity(entries.len());
     for (name, value) in entries {
         if name == "__metadata__" {

@@ -58,8 +58,11 @@ pub fn read_model_file(path: &Path) -> Result<StateDict> {
 
 fn read_safetensors(path: &Path) -> Result<StateDict> {
     let reader = SafetensorsReader::open(&[path.to_path_buf()])?;
-    reader
-        .names()
+    // In name order, so that a file with several bad tensors always names the same one.
+    let mut names: Vec<&str> = reader.names().collect();
+    names.sort_unstable();
+    names
+        .into_iter()
         .map(|name| {
             let tensor = reader
                 .load(name, &Device::Cpu)
