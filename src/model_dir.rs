@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::model_file::FileRole;
 
 /// The fields of `model_index.json` diffsr reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -162,16 +163,12 @@ impl ModelDir {
         device: &Device,
     ) -> Result<(VarBuilder<'static>, WeightFiles)> {
         let files = self.weights(component, stem, dtype != DType::F32)?;
-        let weights_error = |e: candle_core::Error| Error::Weights {
-            path: files.display_path(),
-            message: e.to_string(),
-        };
+        // Both read tensor by tensor, not memory-mapped (see `safetensors_reader`: peak memory),
+        // with every declared size checked against the file and non-finite weights refused.
         let vb = if files.pickle {
-            VarBuilder::from_pth(&files.files[0], dtype, device).map_err(weights_error)?
+            crate::pth_reader::var_builder(&files.files[0], dtype, device)?
         } else {
-            // Read tensor by tensor, not memory-mapped: see `safetensors_reader` (peak memory).
-            crate::safetensors_reader::var_builder(&files.files, dtype, device)
-                .map_err(weights_error)?
+            crate::safetensors_reader::var_builder(&files.files, dtype, device)?
         };
         Ok((vb, files))
     }
@@ -189,11 +186,19 @@ pub fn with_weights<T>(files: &WeightFiles, build: impl FnOnce() -> Result<T>) -
     })
 }
 
-/// Reads a JSON file into `T`, naming the file and the JSON path of a bad value.
+/// Largest JSON file read (configs, shard indexes): the biggest real ones are a few hundred KB.
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Reads a JSON file into `T`, naming the file and the JSON path of a bad value. The file must
+/// be a regular file of at most 64 MB.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let bytes = crate::model_file::read_regular(path, MAX_JSON_BYTES, FileRole::Config)?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Config {
         path: path.to_path_buf(),
-        source,
+        message: format!(
+            "not UTF-8 text (invalid byte at {})",
+            e.utf8_error().valid_up_to()
+        ),
     })?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de).map_err(|e| Error::Config {

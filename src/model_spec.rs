@@ -60,13 +60,11 @@ pub(crate) fn display_repo(repo: &str, revision: &str) -> String {
     }
 }
 
-/// A local model file, checked readable (opened once) so a typo fails before any loading,
-/// with the file named in the error.
+/// A local model file, checked to be a regular file and readable (opened once) so a typo
+/// fails before any loading, with the file named in the error. The type is checked before
+/// opening: a FIFO with no writer would block `open` forever.
 pub(crate) fn readable_file(path: &Path) -> Result<PathBuf> {
-    std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    crate::model_file::open_regular(path)?;
     Ok(path.to_path_buf())
 }
 

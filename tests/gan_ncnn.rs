@@ -514,7 +514,13 @@ fn real_models_load() -> Result<()> {
         return Ok(());
     };
     for name in ["realesr-animevideov3-x4", "realesr-animevideov3-x2"] {
-        let dict = load_real(&dir, name)?;
+        let mut dict = load_real(&dir, name)?;
+        // The x2 model is the x4 network with its final 0.5x Interp kept as one more entry.
+        let resize = dict.remove(diffsr::gan::arch::OUTPUT_RESIZE_KEY);
+        ensure!(
+            resize.is_some() == name.ends_with("x2"),
+            "{name}: output resize"
+        );
         let rank = |r: usize| dict.values().filter(|t| t.rank() == r).count();
         ensure!(
             rank(1) == 17 + 18 && rank(4) == 18,

@@ -7,6 +7,8 @@ use candle_core::Device;
 
 use super::{ncnn, pth, StateDict};
 use crate::error::{Error, Result};
+use crate::model_file::regular_file_len;
+use crate::safetensors_reader::{tensors_from_bytes, SafetensorsReader};
 
 /// The formats a GAN model file can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,13 +32,11 @@ impl ModelFormat {
 }
 
 /// Reads every tensor of a model file onto the CPU, under the file's own names.
+/// The file must be a regular file (a FIFO, device or directory is refused before it is
+/// opened); every size it declares is checked against its length before anything is
+/// allocated, and tensors holding a NaN or an infinity are refused, by name.
 pub fn read_model_file(path: &Path) -> Result<StateDict> {
-    if !path.is_file() {
-        return Err(Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file"),
-        });
-    }
+    regular_file_len(path)?;
     match ModelFormat::from_path(path) {
         Some(ModelFormat::Safetensors) => read_safetensors(path),
         Some(ModelFormat::Pth) => pth::read_pth(path),
@@ -57,20 +57,32 @@ pub fn read_model_file(path: &Path) -> Result<StateDict> {
 }
 
 fn read_safetensors(path: &Path) -> Result<StateDict> {
-    let tensors =
-        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::Weights {
-            path: path.to_path_buf(),
-            message: format!("not a readable safetensors file: {e}"),
-        })?;
-    Ok(tensors.into_iter().collect())
+    let reader = SafetensorsReader::open(&[path.to_path_buf()])?;
+    // In name order, so that a file with several bad tensors always names the same one.
+    let mut names: Vec<&str> = reader.names().collect();
+    names.sort_unstable();
+    names
+        .into_iter()
+        .map(|name| {
+            let tensor = reader
+                .load(name, &Device::Cpu)
+                .map_err(|e| Error::Weights {
+                    path: path.to_path_buf(),
+                    message: strip_path(&e.to_string(), path),
+                })?;
+            Ok((name.to_string(), tensor))
+        })
+        .collect()
 }
 
-/// Reads safetensors bytes held in memory (the embedded default model).
+/// A reader message without the `path: ` prefix the error adds again.
+fn strip_path(message: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    message.strip_prefix(&prefix).unwrap_or(message).to_string()
+}
+
+/// Reads safetensors bytes held in memory (the embedded default model), with the checks files
+/// get; `name` stands for the file in errors.
 pub fn read_safetensors_bytes(bytes: &[u8], name: &Path) -> Result<StateDict> {
-    let tensors =
-        candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| Error::Weights {
-            path: name.to_path_buf(),
-            message: format!("not a readable safetensors buffer: {e}"),
-        })?;
-    Ok(tensors.into_iter().collect())
+    Ok(tensors_from_bytes(bytes, name)?.into_iter().collect())
 }

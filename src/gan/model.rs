@@ -149,8 +149,12 @@ impl GanModel {
         crate::output_file::write_output(path, &bytes)
     }
 
-    /// Parameters in all.
+    /// Parameters in all (the output-resize entry of an ncnn x2 / x3 model is no parameter).
     pub fn parameter_count(&self) -> usize {
-        self.weights.values().map(|t| t.elem_count()).sum()
+        self.weights
+            .iter()
+            .filter(|(k, _)| k.as_str() != super::arch::OUTPUT_RESIZE_KEY)
+            .map(|(_, t)| t.elem_count())
+            .sum()
     }
 }

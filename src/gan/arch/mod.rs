@@ -24,5 +24,8 @@ pub use net::{GanNetwork, SrNet};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use spec::{ArchSpec, Detection};
-pub use srvgg::{Srvgg, SrvggAct, SrvggParams, SrvggSpec};
+pub use srvgg::{
+    output_resize_tensor, OutputResize, ResizeMode, Srvgg, SrvggAct, SrvggParams, SrvggSpec,
+    OUTPUT_RESIZE_KEY,
+};
 pub use weights::Weights;

@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use super::param::Layer;
 use super::{file_name, weights_error};
 use crate::error::Result;
+use crate::model_file::count_non_finite;
 
 /// Flag of a kernel stored as IEEE half floats.
 const TAG_FP16: u32 = 0x0130_6B47;
@@ -60,6 +61,35 @@ pub enum LayerWeights {
     },
     /// PReLU slopes `[num_slope]` f32.
     Slopes(Tensor),
+}
+
+/// The most bytes the weights of `layers` can take in a `.bin` (every kernel in its largest
+/// storage format), so that a `.bin` is never read past what its `.param` can use.
+pub fn max_len(param: &Path, layers: &[Layer]) -> Result<u64> {
+    let mut total: u64 = 0;
+    for layer in layers {
+        let bytes = match layer.kind.as_str() {
+            "Convolution" => {
+                let n = layer.count(param, 6, 0)? as u64;
+                let bias = if layer.int(param, 5, 0)? != 0 {
+                    layer.count(param, 0, 0)? as u64
+                } else {
+                    0
+                };
+                // Flag, then raw f32 or a 256-entry table with padded u8 indices.
+                let kernel = n
+                    .saturating_mul(4)
+                    .max((TABLE_LEN as u64 * 4).saturating_add(n.saturating_add(3)));
+                kernel
+                    .saturating_add(4)
+                    .saturating_add(bias.saturating_mul(4))
+            }
+            "PReLU" => (layer.count(param, 0, 0)? as u64).saturating_mul(4),
+            _ => 0,
+        };
+        total = total.saturating_add(bytes);
+    }
+    Ok(total)
 }
 
 /// Reads the weights of every layer from `data` (the `.bin` file's bytes), one entry per layer;
@@ -216,7 +246,23 @@ impl<'a> Reader<'a> {
     /// A type-1 blob: `n` raw little-endian f32, shape `[n]`.
     fn f32s(&mut self, layer: &Layer, n: usize) -> Result<Tensor> {
         let values = self.f32_vec(layer, n, "f32 values")?;
+        self.finite(layer, values.iter().filter(|v| !v.is_finite()).count(), n)?;
         Ok(Tensor::from_vec(values, n, &Device::Cpu)?)
+    }
+
+    /// Refuses a layer whose `n` values hold `bad` NaN or infinite ones.
+    fn finite(&self, layer: &Layer, bad: usize, n: usize) -> Result<()> {
+        if bad == 0 {
+            return Ok(());
+        }
+        Err(weights_error(
+            self.path,
+            format!(
+                "layer {} holds {bad} NaN or infinite value{} (of {n}): the weights are corrupt",
+                layer.describe(),
+                if bad == 1 { "" } else { "s" }
+            ),
+        ))
     }
 
     fn f32_vec(&mut self, layer: &Layer, n: usize, what: &str) -> Result<Vec<f32>> {
@@ -242,6 +288,7 @@ impl<'a> Reader<'a> {
                 let padded = bytes.and_then(|b| b.checked_next_multiple_of(4));
                 let what = format!("{n} fp16 weights ({} bytes)", n.saturating_mul(2));
                 let raw = &self.take(layer, padded, &what)?[..n * 2];
+                self.finite(layer, count_non_finite(raw, DType::F16), n)?;
                 // Candle reads the buffer in host order; the file is little-endian.
                 let mut native: Vec<u8> = raw.to_vec();
                 if cfg!(target_endian = "big") {
@@ -275,6 +322,7 @@ impl<'a> Reader<'a> {
                 indices[..n].iter().map(|&i| table[i as usize]).collect()
             }
         };
+        self.finite(layer, values.iter().filter(|v| !v.is_finite()).count(), n)?;
         Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
     }
 }

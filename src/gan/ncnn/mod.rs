@@ -17,15 +17,19 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::gan::StateDict;
+use crate::model_file::{read_regular, regular_file_len, FileRole};
+
+/// Largest `.param` read: Real-ESRGAN x4plus's, the largest known, is 116 KB.
+pub const MAX_PARAM_BYTES: u64 = 16 << 20;
 
 /// Loads an ncnn model pair into a state dict with basicsr names (`body.0.weight`,
 /// `conv_first.weight`, ...). Kernels keep their stored dtype (F16 for fp16 files, F32
 /// otherwise); biases and PReLU slopes are F32. All tensors are on the CPU.
+///
+/// Both must be regular files (checked before they are opened); the `.param` may hold at most
+/// [`MAX_PARAM_BYTES`], the `.bin` at most what the `.param`'s layers can use.
 pub fn load_ncnn(param: &Path, bin: &Path) -> Result<StateDict> {
-    let bytes = std::fs::read(param).map_err(|source| Error::Io {
-        path: param.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_regular(param, MAX_PARAM_BYTES, FileRole::Model)?;
     // A binary `.param.bin` or a mixed-up file is not text; say so instead of a parse error.
     let text = String::from_utf8(bytes).map_err(|e| {
         weights_error(
@@ -38,10 +42,20 @@ pub fn load_ncnn(param: &Path, bin: &Path) -> Result<StateDict> {
         )
     })?;
     let layers = param::parse(param, &text)?;
-    let data = std::fs::read(bin).map_err(|source| Error::Io {
-        path: bin.to_path_buf(),
-        source,
-    })?;
+    let max = bin::max_len(param, &layers)?;
+    let len = regular_file_len(bin)?;
+    if len > max {
+        return Err(weights_error(
+            bin,
+            format!(
+                "{} has {len} bytes, more than the {max} the layers of {} can hold (mismatched \
+                 pair)",
+                file_name(bin),
+                file_name(param)
+            ),
+        ));
+    }
+    let data = read_regular(bin, max, FileRole::Model)?;
     let weights = bin::read(param, bin, &data, &layers)?;
     convert::to_state_dict(param, &layers, weights)
 }

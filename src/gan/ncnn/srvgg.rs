@@ -4,6 +4,7 @@
 
 use super::bin::LayerWeights;
 use super::convert::{Graph, Reason};
+use crate::gan::arch::{output_resize_tensor, OutputResize, ResizeMode, OUTPUT_RESIZE_KEY};
 use crate::gan::StateDict;
 
 impl Graph<'_> {
@@ -57,7 +58,8 @@ impl Graph<'_> {
             .iter()
             .map(|&i| self.layers[i].kind.as_str())
             .collect();
-        // The x2/x3 animevideov3 exports are the x4 network followed by a downscaling Interp.
+        // The x2/x3 animevideov3 exports are the x4 network followed by a downscaling Interp,
+        // kept as the `OUTPUT_RESIZE_KEY` entry.
         if !matches!(
             tail.as_slice(),
             ["PixelShuffle", "Interp", "BinaryOp"]
@@ -80,6 +82,9 @@ impl Graph<'_> {
         if self.int(add, 0, 0)? != 0 {
             return Err("the BinaryOp is not an add (param 0 = 0)".into());
         }
+        if let Some(&resize) = seq.get(pos + 4) {
+            self.output_resize(resize, add, &mut dict)?;
+        }
         let out_ch = self.conv_dims(last).map_or(0, |d| d.0);
         let expected = (scale.max(0) as usize)
             .saturating_mul(scale.max(0) as usize)
@@ -90,5 +95,54 @@ impl Graph<'_> {
             ));
         }
         Ok(dict)
+    }
+
+    /// The final `Interp` at layer `i` (reading the add at layer `add`), as the
+    /// [`OUTPUT_RESIZE_KEY`] entry: a fixed factor for both sides, nearest, bilinear or
+    /// bicubic, without align_corner (ncnn's params 0, 1, 2 and 6; a fixed output size,
+    /// params 3 and 4, is not supported).
+    fn output_resize(
+        &self,
+        i: usize,
+        add: usize,
+        dict: &mut StateDict,
+    ) -> std::result::Result<(), Reason> {
+        let layer = &self.layers[i];
+        let name = &layer.name;
+        if layer.inputs.first() != self.layers[add].outputs.first() {
+            return Err(format!(
+                "the final Interp {name} does not resize the network's output"
+            ));
+        }
+        let mode = ResizeMode::from_ncnn(self.int(i, 0, 0)?.into()).ok_or_else(|| {
+            format!("the final Interp {name} has resize_type (param 0) not 1, 2 or 3")
+        })?;
+        if self.int(i, 3, 0)? != 0 || self.int(i, 4, 0)? != 0 || self.int(i, 5, 0)? != 0 {
+            return Err(format!(
+                "the final Interp {name} resizes to a fixed or dynamic size (params 3, 4, 5), \
+                 not by a factor"
+            ));
+        }
+        if self.int(i, 6, 0)? != 0 {
+            return Err(format!(
+                "the final Interp {name} aligns corners (param 6), which is not supported"
+            ));
+        }
+        let float = |id| {
+            self.layers[i]
+                .float(self.param, id, 1.0)
+                .map_err(|e| e.to_string())
+        };
+        let (h, w) = (float(1)?, float(2)?);
+        if h != w || !h.is_finite() || h <= 0.0 {
+            return Err(format!(
+                "the final Interp {name} scales by {h} x {w}; expected one positive factor for \
+                 both sides"
+            ));
+        }
+        let resize = OutputResize { mode, factor: h };
+        let tensor = output_resize_tensor(&resize).map_err(|e| e.to_string())?;
+        dict.insert(OUTPUT_RESIZE_KEY.to_string(), tensor);
+        Ok(())
     }
 }

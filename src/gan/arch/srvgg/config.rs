@@ -3,7 +3,7 @@
 
 use candle_core::DType;
 
-use super::Srvgg;
+use super::{OutputResize, Srvgg};
 use crate::error::Result;
 use crate::gan::arch::{ArchConfig, SrNet, Weights};
 
@@ -33,13 +33,29 @@ pub struct SrvggParams {
     pub out_channels: usize,
     pub num_feat: usize,
     pub num_conv: usize,
+    /// The network's own factor (its pixel shuffle).
     pub upscale: usize,
     pub act: SrvggAct,
+    /// A resize applied to the network's output (ncnn's realesr-animevideov3 x2 / x3: the x4
+    /// network, then a 0.5x / 0.75x bicubic `Interp`); the model's scale is then
+    /// `upscale · factor`.
+    pub output_resize: Option<OutputResize>,
+}
+
+impl SrvggParams {
+    /// Output pixels per input pixel, after the output resize; checked to be a whole number
+    /// when the resize was read.
+    pub fn final_scale(&self) -> usize {
+        match &self.output_resize {
+            None => self.upscale,
+            Some(r) => (self.upscale as f32 * r.factor).round() as usize,
+        }
+    }
 }
 
 impl ArchConfig for SrvggParams {
     fn scale(&self) -> usize {
-        self.upscale
+        self.final_scale()
     }
 
     fn in_channels(&self) -> usize {
@@ -51,15 +67,25 @@ impl ArchConfig for SrvggParams {
     }
 
     /// The exact receptive radius, one pixel per 3×3 conv, so tiled output equals untiled
-    /// output.
+    /// output; an output resize reads up to 2 output pixels of the network further, which one
+    /// more input pixel covers.
     fn context_radius(&self) -> usize {
-        self.num_conv + 2
+        self.num_conv + 2 + usize::from(self.output_resize.is_some())
     }
 
     fn describe(&self) -> String {
+        let resize = match &self.output_resize {
+            None => String::new(),
+            Some(r) => format!(
+                "; the x{} network, then a {}x {} resize",
+                self.upscale,
+                r.factor,
+                r.mode.name()
+            ),
+        };
         format!(
-            "SRVGGNetCompact x{} (nf {}, {} convs, {}, {}→{} channels)",
-            self.upscale,
+            "SRVGGNetCompact x{} (nf {}, {} convs, {}, {}→{} channels{resize})",
+            self.final_scale(),
             self.num_feat,
             self.num_conv,
             self.act.name(),
@@ -69,7 +95,14 @@ impl ArchConfig for SrvggParams {
     }
 
     fn bytes_per_input_pixel(&self, dtype: DType) -> usize {
-        let floats = 11 * self.num_feat + 2 * self.out_channels * self.upscale * self.upscale;
+        let shuffled = self.out_channels * self.upscale * self.upscale;
+        // The resize holds a row-resized copy and its taps' terms beside the network's output.
+        let resize = if self.output_resize.is_some() {
+            2 * shuffled
+        } else {
+            0
+        };
+        let floats = 11 * self.num_feat + 2 * shuffled + resize;
         floats * dtype.size_in_bytes()
     }
 

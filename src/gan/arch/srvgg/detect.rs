@@ -1,8 +1,9 @@
 //! SRVGGNetCompact's hyper-parameters read from a state dict (`body.0` ... `body.N`, every
 //! module of the PyTorch `body` list taking an index), as spandrel's Compact `load` reads them.
 
+use super::output_resize::{read_output_resize, OUTPUT_RESIZE_KEY};
 use super::{SrvggAct, SrvggParams};
-use crate::gan::arch::shapes::{conv3x3_dims, Reason};
+use crate::gan::arch::shapes::{conv3x3_dims, expect_convs, expect_shape, Reason};
 use crate::gan::StateDict;
 
 /// Whether the dict holds SRVGGNetCompact's identifying tensors (and not RRDBNet's, whose
@@ -11,7 +12,11 @@ pub(super) fn is_srvgg(dict: &StateDict) -> bool {
     dict.contains_key("body.0.weight") && !dict.contains_key("conv_first.weight")
 }
 
-/// The hyper-parameters of a dict that [`is_srvgg`].
+/// Most middle convolutions: the released models have 16 and 32.
+pub(crate) const MAX_CONVS: usize = 256;
+
+/// The hyper-parameters of a dict that [`is_srvgg`], after every tensor's shape has been
+/// checked against them.
 pub(super) fn srvgg_params(dict: &StateDict) -> Result<SrvggParams, Reason> {
     let (num_feat, in_channels) = conv3x3_dims(dict, "body.0.weight")?;
     // The highest body index holding a 4-d weight is the last conv.
@@ -26,6 +31,12 @@ pub(super) fn srvgg_params(dict: &StateDict) -> Result<SrvggParams, Reason> {
         })
         .max()
         .unwrap_or(0usize);
+    if last > 2 * MAX_CONVS + 2 {
+        return Err(format!(
+            "SRVGGNetCompact-like tensors run up to body.{last}: more than the {MAX_CONVS} \
+             middle convolutions supported"
+        ));
+    }
     if last < 2 || last % 2 != 0 {
         return Err(format!(
             "SRVGGNetCompact-like tensors end at body.{last}; expected the last conv at an even \
@@ -40,7 +51,7 @@ pub(super) fn srvgg_params(dict: &StateDict) -> Result<SrvggParams, Reason> {
     let Some(upscale) = upscale else {
         return Err(format!(
             "the last conv body.{last} has {last_out} outputs, not {out_channels} × a square \
-             upscale factor"
+             upscale factor up to 16²"
         ));
     };
     // PReLU keeps a slope per channel; ReLU / LeakyReLU hold nothing, so the weights cannot
@@ -50,13 +61,40 @@ pub(super) fn srvgg_params(dict: &StateDict) -> Result<SrvggParams, Reason> {
     } else {
         SrvggAct::Relu
     };
+    let num_conv = (last - 2) / 2;
+    // body = [conv, act, (conv, act) × num_conv, conv]: module 2k is the k-th conv.
+    let mut convs: Vec<(String, usize, usize)> = (0..=num_conv)
+        .map(|k| {
+            let c_in = if k == 0 { in_channels } else { num_feat };
+            (format!("body.{}", 2 * k), num_feat, c_in)
+        })
+        .collect();
+    convs.push((format!("body.{last}"), last_out, num_feat));
+    expect_convs(dict, &convs)?;
+    if act == SrvggAct::PRelu {
+        for k in 0..=num_conv {
+            expect_shape(dict, &format!("body.{}.weight", 2 * k + 1), &[num_feat])?;
+        }
+    }
+    let output_resize = read_output_resize(dict.get(OUTPUT_RESIZE_KEY))?;
+    if let Some(r) = &output_resize {
+        let scale = upscale as f32 * r.factor;
+        if scale.fract() != 0.0 || !(1.0..=16.0).contains(&scale) {
+            return Err(format!(
+                "`{OUTPUT_RESIZE_KEY}` resizes the x{upscale} output by {}: that is no whole \
+                 scale from 1 to 16",
+                r.factor
+            ));
+        }
+    }
     Ok(SrvggParams {
         in_channels,
         out_channels,
         num_feat,
-        num_conv: (last - 2) / 2,
+        num_conv,
         upscale,
         act,
+        output_resize,
     })
 }
 
@@ -108,6 +146,7 @@ mod tests {
                     num_conv,
                     upscale,
                     act,
+                    output_resize: None,
                 }
             );
         }

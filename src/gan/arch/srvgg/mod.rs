@@ -1,14 +1,17 @@
 //! SRVGGNetCompact (Real-ESRGAN's `srvgg_arch.py`: realesr-animevideov3,
 //! realesr-general-x4v3). `config.rs` holds the hyper-parameters, `detect.rs` reads them from
-//! a state dict, `net.rs` is the network, `shuffle_add.rs` its fused output stage.
+//! a state dict, `net.rs` is the network, `shuffle_add.rs` its fused output stage,
+//! `output_resize.rs` the resize some ncnn exports end with.
 
 mod config;
 mod detect;
 mod net;
+mod output_resize;
 mod shuffle_add;
 
 pub use config::{SrvggAct, SrvggParams};
 pub use net::Srvgg;
+pub use output_resize::{output_resize_tensor, OutputResize, ResizeMode, OUTPUT_RESIZE_KEY};
 
 #[cfg(test)]
 pub(crate) use detect::synthetic_srvgg;

@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use candle_nn::Module;
 
 use super::shuffle_add::pixel_shuffle_add_nearest;
-use super::{SrvggAct, SrvggParams};
+use super::{OutputResize, SrvggAct, SrvggParams};
 use crate::error::Result;
 use crate::gan::arch::{SrNet, Weights};
 use crate::models::layers::activation::ChannelSlopes;
@@ -17,6 +17,7 @@ pub struct Srvgg {
     /// The rectifier after each conv but the last, fused into the conv's output pass.
     acts: Vec<ChannelSlopes>,
     upscale: usize,
+    output_resize: Option<OutputResize>,
 }
 
 impl Srvgg {
@@ -44,6 +45,7 @@ impl Srvgg {
             convs,
             acts,
             upscale: p.upscale,
+            output_resize: p.output_resize,
         })
     }
 }
@@ -55,6 +57,10 @@ impl SrNet for Srvgg {
             h = conv.forward_rectified(&h, act)?;
         }
         let last = self.convs.last().expect("at least one conv").forward(&h)?;
-        pixel_shuffle_add_nearest(&last, x, self.upscale)
+        let out = pixel_shuffle_add_nearest(&last, x, self.upscale)?;
+        match &self.output_resize {
+            None => Ok(out),
+            Some(resize) => resize.apply(&out),
+        }
     }
 }
