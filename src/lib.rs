@@ -30,6 +30,7 @@ pub mod rng;
 mod safetensors_reader;
 pub mod scale_plan;
 pub mod schedule_report;
+mod tensor_host;
 pub mod threads;
 pub mod tiling;
 pub mod tokenizer;
