@@ -326,13 +326,13 @@ fn a_tile_over_the_budget_is_refused_with_one_that_fits() -> Result<()> {
     ensure!(
         err.contains("--tile 0 (the whole image at once)")
             && err.contains("--max-memory is 16 MiB")
-            && err.contains("use --tile "),
+            && err.contains("Use --tile "),
         "{err}"
     );
     ensure!(!dir.join("out.png").exists());
     // The tile it suggests runs.
     let suggested = err
-        .split("use --tile ")
+        .split("Use --tile ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_default()

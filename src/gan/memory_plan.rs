@@ -388,9 +388,9 @@ fn tile_too_large(
         format!("--tile {tile}")
     };
     let advice = match largest_tile(footprint, room) {
-        Some(edge) => format!("use --tile {edge} or less, or leave --tile out"),
+        Some(edge) => format!("Use --tile {edge} or less, or leave --tile out"),
         None => format!(
-            "leave --tile out, or give --max-memory {} or more",
+            "Leave --tile out, or give --max-memory {} or more",
             flag_value(budget.bytes - room + estimate.tile)
         ),
     };
