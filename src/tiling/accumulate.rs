@@ -157,11 +157,15 @@ impl Blend for TensorBlend {
     }
 }
 
-/// The host accumulator: the padded output, interleaved, cropped in place at the end.
+/// The host accumulator: the padded output, interleaved, cropped in place at the end. Each
+/// tile is weighted and interleaved by tensor ops on its own device (optimised code, and on a
+/// GPU the work stays there), then added row by row.
 pub(super) struct InterleavedBlend {
     data: Vec<f32>,
-    rows: Vec<Vec<f32>>,
-    columns: Vec<Vec<f32>>,
+    /// Row weights shaped (1, rows, 1), column weights (1, 1, columns): they broadcast over a
+    /// (C, rows, columns) tile.
+    rows: Vec<Tensor>,
+    columns: Vec<Tensor>,
     channels: usize,
     scale: usize,
     crop: Crop,
@@ -199,17 +203,25 @@ impl Blend for InterleavedBlend {
         rows: &[Vec<f32>],
         columns: &[Vec<f32>],
         channels: usize,
-        _device: &Device,
+        device: &Device,
     ) -> Result<Self> {
         let scale = plan.scale;
+        let rows = rows
+            .iter()
+            .map(|w| Tensor::from_slice(w, (1, w.len(), 1), device))
+            .collect::<candle_core::Result<_>>()?;
+        let columns = columns
+            .iter()
+            .map(|w| Tensor::from_slice(w, (1, 1, w.len()), device))
+            .collect::<candle_core::Result<_>>()?;
         let len = (plan.padded_height * scale)
             .checked_mul(plan.padded_width * scale)
             .and_then(|n| n.checked_mul(channels))
             .ok_or_else(|| crate::Error::option("image", "the output is too large to address"))?;
         Ok(Self {
             data: zeroed_f32(len, "the output image")?,
-            rows: rows.to_vec(),
-            columns: columns.to_vec(),
+            rows,
+            columns,
             channels,
             scale,
             crop: Crop::of(plan),
@@ -222,21 +234,24 @@ impl Blend for InterleavedBlend {
 
     fn add(&mut self, y: &Tensor, row: usize, column: usize, tile: &Tile) -> Result<()> {
         let (channels, out_height, out_width) = y.dims3()?;
-        let (row_weights, column_weights) = (&self.rows[row], &self.columns[column]);
+        // (tile · row weight) · column weight, as the tensor blend computes it.
+        let weighted = y
+            .broadcast_mul(&self.rows[row])?
+            .broadcast_mul(&self.columns[column])?
+            .permute((1, 2, 0))?;
         let line = self.crop.stride * channels;
         let first = tile.y * self.scale * line + tile.x * self.scale * channels;
+        let tile_line = out_width * channels;
         let data = &mut self.data;
-        with_f32_values(y, |planes| {
-            let plane = out_height * out_width;
-            for (r, &wr) in row_weights.iter().enumerate().take(out_height) {
+        with_f32_values(&weighted, |weighted| {
+            for (r, source) in weighted
+                .chunks_exact(tile_line)
+                .take(out_height)
+                .enumerate()
+            {
                 let start = first + r * line;
-                let out_row = &mut data[start..start + out_width * channels];
-                for k in 0..channels {
-                    let source = &planes[k * plane + r * out_width..][..out_width];
-                    let outs = out_row.iter_mut().skip(k).step_by(channels);
-                    for ((out, &v), &wc) in outs.zip(source).zip(column_weights) {
-                        *out += (v * wr) * wc;
-                    }
+                for (out, &v) in data[start..start + tile_line].iter_mut().zip(source) {
+                    *out += v;
                 }
             }
         })
