@@ -175,11 +175,6 @@ impl GanUpscaler {
                 format!("cannot upscale an empty {width}x{height} image"),
             ));
         }
-        plan_gan_memory(&self.footprint(), width, height, self.tile, budget, finish)
-    }
-
-    /// Tiling for an input of this size under `budget`.
-    fn tile_options(&self, width: usize, height: usize, budget: Budget) -> Result<TileOptions> {
         let overlap = exact_overlap(self.arch.context_radius());
         if let Some(tile) = self.tile.filter(|&t| t > 0 && t < 2 * overlap) {
             return Err(Error::option(
@@ -192,6 +187,12 @@ impl GanUpscaler {
                 ),
             ));
         }
+        plan_gan_memory(&self.footprint(), width, height, self.tile, budget, finish)
+    }
+
+    /// Tiling for an input of this size under `budget`.
+    fn tile_options(&self, width: usize, height: usize, budget: Budget) -> Result<TileOptions> {
+        let overlap = exact_overlap(self.arch.context_radius());
         let tile = self
             .plan_within(width, height, budget, Finish::default())?
             .tile;
