@@ -34,6 +34,7 @@ pub mod rng;
 mod safetensors_reader;
 pub mod scale_plan;
 pub mod schedule_report;
+mod tensor_host;
 pub mod text_escape;
 pub mod threads;
 pub mod tiling;

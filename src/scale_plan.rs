@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::image_io::RgbF32;
 use crate::resample::resize_rgb;
 pub use crate::upscaler::TargetSize;
-use crate::upscaler::{Engine, UpscaleParams, UpscaleRequest, Upscaler};
+use crate::upscaler::{Engine, OutputSize, UpscaleParams, UpscaleRequest, Upscaler};
 
 /// How a factor beyond the model's own is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,7 +122,8 @@ impl<'a> PlannedUpscaler<'a> {
         })
     }
 
-    /// One line saying what happens to a `width` × `height` input.
+    /// One line saying what happens to a `width` × `height` input; an error when a pass
+    /// cannot fit its memory budget.
     pub fn describe(&self, width: usize, height: usize, params: &UpscaleParams) -> Result<String> {
         let target = params.size.resolve(width, height, self.primary.scale())?;
         let passes = self.passes(width, height, target)?;
@@ -145,17 +146,75 @@ impl<'a> PlannedUpscaler<'a> {
                 fix => format!(", colour fix {}", fix.name()),
             }
         );
-        if let Some(note) = self.primary.memory_note(width, height, params)? {
-            line.push_str(&format!("; first pass: {note}"));
-        }
-        if let Some(&Pass::PrimaryAgain) = passes.get(1) {
-            let s = self.primary.scale();
-            let (w2, h2) = (target.0.div_ceil(s), target.1.div_ceil(s));
-            if let Some(note) = self.primary.memory_note(w2, h2, params)? {
-                line.push_str(&format!("; second pass ({w2}x{h2}): {note}"));
+        for (k, (w, h, note)) in self
+            .memory_notes(width, height, params)?
+            .into_iter()
+            .enumerate()
+        {
+            match (k, note) {
+                (_, None) => {}
+                (0, Some(note)) => line.push_str(&format!("; first pass: {note}")),
+                (_, Some(note)) => line.push_str(&format!("; second pass ({w}x{h}): {note}")),
             }
         }
         Ok(line)
+    }
+
+    /// Each pass's input size and its engine's memory note: the budget checked for every pass
+    /// (the last one with the resample to the exact size and the colour fix that follow it).
+    fn memory_notes(
+        &self,
+        width: usize,
+        height: usize,
+        params: &UpscaleParams,
+    ) -> Result<Vec<(usize, usize, Option<String>)>> {
+        let target = params.size.resolve(width, height, self.primary.scale())?;
+        let passes = self.passes(width, height, target)?;
+        let mut notes = Vec::with_capacity(passes.len());
+        let (mut w, mut h) = (width, height);
+        for (k, pass) in passes.iter().enumerate() {
+            let upscaler = self.pass_upscaler(*pass)?;
+            if *pass == Pass::PrimaryAgain && upscaler.engine() == Engine::Diffusion {
+                let s = upscaler.scale();
+                (w, h) = (target.0.div_ceil(s), target.1.div_ceil(s));
+            }
+            let last = k + 1 == passes.len();
+            let s = upscaler.scale();
+            let output = (w * s, h * s);
+            let pass_params = UpscaleParams {
+                size: if last && output != target {
+                    OutputSize::target(TargetSize::Exact {
+                        width: target.0,
+                        height: target.1,
+                    })
+                } else {
+                    OutputSize::native()
+                },
+                color_fix: if last {
+                    params.color_fix
+                } else {
+                    ColorFix::None
+                },
+                settings: match pass {
+                    Pass::Gan => None,
+                    _ => params.settings.clone(),
+                },
+                ..params.clone()
+            };
+            notes.push((w, h, upscaler.memory_note(w, h, &pass_params)?));
+            (w, h) = output;
+        }
+        Ok(notes)
+    }
+
+    /// The engine that runs `pass`.
+    fn pass_upscaler(&self, pass: Pass) -> Result<&'a dyn Upscaler> {
+        match pass {
+            Pass::Gan => self
+                .gan
+                .ok_or_else(|| Error::option("plan", "no GAN model is loaded for the second pass")),
+            _ => Ok(self.primary),
+        }
     }
 }
 
@@ -231,18 +290,16 @@ impl Upscaler for PlannedUpscaler<'_> {
             settings: None,
             ..primary_pass.clone()
         };
+        // Every pass's budget is checked before the first runs.
+        self.memory_notes(width, height, params)?;
         let mut result =
             self.primary
                 .upscale(UpscaleRequest::new(image, &primary_pass, &mut *on_step))?;
         for pass in &passes[1..] {
-            let (upscaler, pass_params) = match pass {
-                Pass::Gan => (
-                    self.gan.ok_or_else(|| {
-                        Error::option("plan", "no GAN model is loaded for the second pass")
-                    })?,
-                    &gan_pass,
-                ),
-                _ => (self.primary, &primary_pass),
+            let upscaler = self.pass_upscaler(*pass)?;
+            let pass_params = match pass {
+                Pass::Gan => &gan_pass,
+                _ => &primary_pass,
             };
             if *pass == Pass::PrimaryAgain && upscaler.engine() == Engine::Diffusion {
                 // The second diffusion pass invents detail at the final scale: feed it the
@@ -251,6 +308,8 @@ impl Upscaler for PlannedUpscaler<'_> {
                 result = resize_rgb(&result, target.0.div_ceil(s), target.1.div_ceil(s))?;
             }
             let input = result.to_rgb8();
+            // The f32 result is not held while the next pass runs.
+            drop(result);
             result = upscaler.upscale(UpscaleRequest::new(&input, pass_params, &mut *on_step))?;
         }
         if result.size() != target {

@@ -10,10 +10,32 @@ use rayon::ThreadPool;
 
 use crate::error::{Error, Result};
 
-/// A pool of `threads` threads, to share between engines.
+/// The most threads [`pool`] starts: four times the hardware threads
+/// ([`std::thread::available_parallelism`]), 256 where that is unknown. More only add
+/// scheduling overhead to work that is split per core, and a mistyped count (100000) would
+/// spend its time starting threads instead of failing.
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism().map_or(256, |n| 4 * n.get())
+}
+
+/// A pool of `threads` threads, to share between engines; at most [`max_threads`].
 pub fn pool(threads: usize) -> Result<Arc<ThreadPool>> {
     if threads == 0 {
         return Err(Error::option("threads", "must be at least 1"));
+    }
+    let max = max_threads();
+    if threads > max {
+        let cores = std::thread::available_parallelism().map_or_else(
+            |_| "an unknown number of".to_string(),
+            |n| n.get().to_string(),
+        );
+        return Err(Error::option(
+            "threads",
+            format!(
+                "{threads} is too many: at most {max} (four times the {cores} hardware threads \
+                 here; 256 where that is unknown)"
+            ),
+        ));
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -47,5 +69,6 @@ mod tests {
         assert_eq!(threads, 2);
         assert!(name.is_some_and(|n| n.starts_with("diffsr-")));
         assert!(super::pool(0).is_err());
+        assert!(super::pool(max_threads() + 1).is_err());
     }
 }

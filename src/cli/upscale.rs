@@ -287,7 +287,7 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
     // The engines run their CPU work in this pool (none: rayon's global one, every core).
     let threads = match args.threads {
         Some(0) => return Err(usage("--threads must be at least 1".to_string())),
-        Some(n) => Some(diffsr::threads::pool(n)?),
+        Some(n) => Some(diffsr::threads::pool(n).map_err(usage)?),
         None => None,
     };
     let device = parse_device(&args.device, args.quiet)

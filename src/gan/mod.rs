@@ -8,6 +8,7 @@ pub mod detect;
 pub mod embedded;
 pub mod keys;
 pub mod load;
+pub mod memory_plan;
 pub mod model;
 pub mod ncnn;
 pub mod pth;
@@ -15,6 +16,7 @@ pub mod state_dict;
 pub mod upscaler;
 
 pub use arch::{GanArch, GanNetwork};
+pub use memory_plan::{GanMemoryEstimate, GanMemoryPlan};
 pub use model::GanModel;
 pub use state_dict::StateDict;
 pub use upscaler::{GanOptions, GanUpscaler};

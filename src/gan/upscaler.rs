@@ -1,6 +1,8 @@
 //! Running a GAN model over an image: reflect pre-padding, overlapping tiles sized from the
-//! memory budget and blended without seams (the shared [`crate::tiling`] routine), f16 on
-//! GPUs. Follows Real-ESRGAN's `RealESRGANer` (pre_pad, tile, tile_pad), with blending added.
+//! memory budget ([`super::memory_plan`], which also refuses what the budget cannot hold) and
+//! blended without seams (the shared [`crate::tiling`] routine), f16 on GPUs. Follows
+//! Real-ESRGAN's `RealESRGANer` (pre_pad, tile, tile_pad), with blending added. Images are
+//! blended straight into the result's host buffer, so the output is held once.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -8,19 +10,18 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use super::arch::{GanArch, GanNetwork};
+use super::memory_plan::{plan_gan_memory, Budget, Finish, GanFootprint, GanMemoryPlan};
 use super::model::GanModel;
+use crate::color_fix::ColorFix;
 use crate::error::{Error, Result};
 use crate::image_io::{Rgb8, RgbF32};
 use crate::profile::{self, Phase};
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
 use crate::threads;
-use crate::tiling::{exact_overlap, plan_tiles, run_tiled, TileOptions};
+use crate::tiling::{
+    exact_overlap, plan_tiles, run_tiled, run_tiled_interleaved, Interleaved, TileOptions,
+};
 use crate::upscaler::{Engine, OnStep, StepProgress, UpscaleParams, UpscaleRequest, Upscaler};
-
-/// Smallest automatic tile edge: below it the overlap dominates the work.
-const MIN_AUTO_TILE: usize = 64;
-/// Largest automatic tile edge: beyond it the CPU gains nothing and a GPU little.
-const MAX_AUTO_TILE: usize = 512;
 
 /// How a GAN model is run.
 #[derive(Debug, Clone)]
@@ -31,7 +32,8 @@ pub struct GanOptions {
     /// Tile edge in input pixels; `None` chooses it from `max_memory`; `Some(0)` runs the
     /// whole image at once.
     pub tile: Option<usize>,
-    /// Working-memory budget in bytes for the activations; `None`: see
+    /// Memory budget in bytes for a whole run: the weights, the input, one tile's activations,
+    /// the output image and writing it ([`super::memory_plan`]); `None`: see
     /// [`crate::memory::default_budget`].
     pub max_memory: Option<u64>,
     /// Reflect padding around the image, in input pixels (Real-ESRGAN's `pre_pad`), so the
@@ -63,7 +65,8 @@ pub struct GanUpscaler {
     device: Device,
     dtype: DType,
     tile: Option<usize>,
-    budget: u64,
+    budget: Budget,
+    weight_bytes: u64,
     pre_pad: usize,
     threads: Option<Arc<rayon::ThreadPool>>,
 }
@@ -104,9 +107,17 @@ impl GanUpscaler {
             device: options.device.clone(),
             dtype,
             tile: options.tile,
-            budget: options
-                .max_memory
-                .unwrap_or_else(|| crate::memory::default_budget(&options.device)),
+            budget: Budget {
+                bytes: options
+                    .max_memory
+                    .unwrap_or_else(|| crate::memory::default_budget(&options.device)),
+                given: options.max_memory.is_some(),
+            },
+            weight_bytes: model
+                .weights()
+                .values()
+                .map(|t| (t.elem_count() * dtype.size_in_bytes()) as u64)
+                .sum(),
             pre_pad: options.pre_pad,
             threads: options.threads.clone(),
         })
@@ -116,40 +127,58 @@ impl GanUpscaler {
         &self.arch
     }
 
-    /// The tile edge used for a `width` × `height` input (0: the whole image in one go).
+    /// The tile edge used for a `width` × `height` input (0: the whole image in one go); the
+    /// smallest automatic tile when the budget cannot hold the run ([`Self::memory_plan`]
+    /// says why).
     pub fn tile_for(&self, width: usize, height: usize) -> usize {
-        self.tile_within(width, height, self.budget)
+        match self.plan_within(width, height, self.budget, Finish::default()) {
+            Ok(plan) => plan.tile,
+            Err(_) => self.tile.unwrap_or_else(|| self.footprint().min_tile()),
+        }
     }
 
-    /// The tile edge for an input of this size under `budget` bytes.
-    fn tile_within(&self, width: usize, height: usize, budget: u64) -> usize {
-        if let Some(tile) = self.tile {
-            return tile;
-        }
-        let per_pixel = self.arch.bytes_per_input_pixel(self.dtype) as u64;
-        let padded = (width + 2 * self.pre_pad) as u64 * (height + 2 * self.pre_pad) as u64;
-        if padded * per_pixel <= budget && width.max(height) <= MAX_AUTO_TILE {
-            return 0;
-        }
-        let edge = ((budget / per_pixel.max(1)) as f64).sqrt() as usize;
-        let align = 8 * self.arch.input_multiple();
-        (edge / align * align).clamp(MIN_AUTO_TILE, MAX_AUTO_TILE)
+    /// The tiles and estimated peak memory of a `width` × `height` input under the engine's
+    /// budget, or why the budget cannot hold it (naming `--max-memory` or `--tile` and the
+    /// size that would do).
+    pub fn memory_plan(&self, width: usize, height: usize) -> Result<GanMemoryPlan> {
+        self.plan_within(width, height, self.budget, Finish::default())
     }
 
-    /// Tiling for an input of this size under `budget` bytes.
-    fn tile_options(&self, width: usize, height: usize, budget: u64) -> Result<TileOptions> {
-        let overlap = exact_overlap(self.arch.context_radius());
-        let tile = self.tile_within(width, height, budget);
-        self.check_tile(tile)?;
-        Ok(TileOptions {
-            tile,
-            // Wide enough that every kept pixel saw its full context (exact for SRVGG).
-            overlap,
+    /// What planning needs of the model and options.
+    fn footprint(&self) -> GanFootprint {
+        let s = self.arch.scale() as u64;
+        // The network's activations, the tile's f32 input copy and its f32 output read back.
+        let tile_bytes_per_pixel =
+            self.arch.bytes_per_input_pixel(self.dtype) as u64 + 12 + 12 * s * s;
+        GanFootprint {
+            model: self.arch.describe(),
+            weights: self.weight_bytes,
+            tile_bytes_per_pixel,
             scale: self.arch.scale(),
-            align: self.arch.input_multiple(),
-            pad: self.pre_pad,
-            batch: 1,
-        })
+            input_multiple: self.arch.input_multiple(),
+            overlap: exact_overlap(self.arch.context_radius()),
+            pre_pad: self.pre_pad,
+            shared_memory: self.device.is_cpu(),
+        }
+    }
+
+    fn plan_within(
+        &self,
+        width: usize,
+        height: usize,
+        budget: Budget,
+        finish: Finish,
+    ) -> Result<GanMemoryPlan> {
+        if width == 0 || height == 0 {
+            return Err(Error::option(
+                "image",
+                format!("cannot upscale an empty {width}x{height} image"),
+            ));
+        }
+        if let Some(tile) = self.tile {
+            self.check_tile(tile)?;
+        }
+        plan_gan_memory(&self.footprint(), width, height, self.tile, budget, finish)
     }
 
     /// Refuses a tile edge too small for the network's overlap (0, no tiling, is fine).
@@ -169,6 +198,23 @@ impl GanUpscaler {
         Ok(())
     }
 
+    /// Tiling for an input of this size under `budget`.
+    fn tile_options(&self, width: usize, height: usize, budget: Budget) -> Result<TileOptions> {
+        let overlap = exact_overlap(self.arch.context_radius());
+        let tile = self
+            .plan_within(width, height, budget, Finish::default())?
+            .tile;
+        Ok(TileOptions {
+            tile,
+            // Wide enough that every kept pixel saw its full context (exact for SRVGG).
+            overlap,
+            scale: self.arch.scale(),
+            align: self.arch.input_multiple(),
+            pad: self.pre_pad,
+            batch: 1,
+        })
+    }
+
     /// How many tiles an input of this size is cut into.
     pub fn tile_count(&self, width: usize, height: usize) -> Result<usize> {
         Ok(plan_tiles(
@@ -181,21 +227,41 @@ impl GanUpscaler {
 
     /// Upscales an 8-bit RGB image by the model's factor: one pass, tiled as the budget says.
     /// `on_step` runs after each tile and may cancel. The same as [`Upscaler::upscale`] at the
-    /// model's own factor.
+    /// model's own factor. A budget that cannot hold the run is refused before any work.
     pub fn upscale_image(&self, image: &Rgb8, on_step: OnStep<'_>) -> Result<RgbF32> {
         self.upscale_rgb8(image, self.budget, on_step)
     }
 
-    fn upscale_rgb8(&self, image: &Rgb8, budget: u64, on_step: OnStep<'_>) -> Result<RgbF32> {
+    fn upscale_rgb8(&self, image: &Rgb8, budget: Budget, on_step: OnStep<'_>) -> Result<RgbF32> {
+        image.check()?;
+        let (width, height) = image.size();
+        // Refused here, before the input's tensors and the output are allocated.
+        let options = self.tile_options(width, height, budget)?;
         let input = image.to_tensor(&self.device)?;
-        let out = self.run(&input, budget, &mut |done, total| {
+        let mut on_tile = |done, total| {
             on_step(StepProgress {
                 step: done,
                 total,
                 timestep: 0.0,
             })
-        })?;
-        RgbF32::from_tensor(&out)
+        };
+        let input = self.network_input(&input)?;
+        let Interleaved {
+            mut data,
+            width,
+            height,
+            ..
+        } = run_tiled_interleaved(&input, &options, &mut self.tile_fn(), &mut on_tile)?;
+        drop(input);
+        // Clamped in place: the blended buffer is the result, with no copy.
+        for v in &mut data {
+            *v = v.clamp(0.0, 1.0);
+        }
+        Ok(RgbF32 {
+            data,
+            width,
+            height,
+        })
     }
 
     /// Upscales a (1, 3, h, w) image in [0, 1] by the model's factor; result clamped to
@@ -207,15 +273,16 @@ impl GanUpscaler {
         image: &Tensor,
         on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> Result<Tensor> {
-        self.run(image, self.budget, on_tile)
+        let (_, _, h, w) = image.dims4()?;
+        let options = self.tile_options(w, h, self.budget)?;
+        let input = self.network_input(image)?;
+        let out = run_tiled(&input, &options, &mut self.tile_fn(), on_tile)?;
+        Ok(out.clamp(0f32, 1f32)?)
     }
 
-    fn run(
-        &self,
-        image: &Tensor,
-        budget: u64,
-        on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
-    ) -> Result<Tensor> {
+    /// The tensor the tiles are cut from: one RGB image, f32, on the model's device; its luma
+    /// for a grey model.
+    fn network_input(&self, image: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = image.dims4()?;
         if n != 1 || c != 3 || h == 0 || w == 0 {
             return Err(Error::option(
@@ -227,36 +294,34 @@ impl GanUpscaler {
             ));
         }
         let image = image.to_device(&self.device)?.to_dtype(DType::F32)?;
-        // Grey models see the luma and their output is repeated over R, G and B.
-        let input = if self.arch.in_channels() == 1 {
+        if self.arch.in_channels() == 1 {
             let weights = Tensor::new(&[0.299f32, 0.587, 0.114], &self.device)?;
-            image
+            return Ok(image
                 .broadcast_mul(&weights.reshape((1, 3, 1, 1))?)?
-                .sum_keepdim(1)?
-        } else {
-            image
-        };
-        let options = self.tile_options(w, h, budget)?;
-        let dtype = self.dtype;
-        let network = &self.network;
-        let pool = self.threads.as_deref();
-        let out = run_tiled(
-            &input,
-            &options,
-            &mut |tile: &Tensor| {
-                threads::install(pool, || {
-                    let _network = profile::phase(Phase::GanNetwork);
-                    network.forward(&tile.to_dtype(dtype)?)
-                })
-            },
-            on_tile,
-        )?;
-        let out = if self.arch.out_channels() == 1 {
-            out.repeat((1, 3, 1, 1))?
-        } else {
-            out
-        };
-        Ok(out.to_dtype(DType::F32)?.clamp(0f32, 1f32)?)
+                .sum_keepdim(1)?);
+        }
+        Ok(image)
+    }
+
+    /// The network over a batch of tiles, in the engine's pool; a grey model's output is
+    /// repeated over R, G and B tile by tile, so the blended result is always RGB.
+    fn tile_fn(&self) -> impl FnMut(&Tensor) -> Result<Tensor> + '_ {
+        let (dtype, network, pool) = (self.dtype, &self.network, self.threads.as_deref());
+        let grey = self.arch.out_channels() == 1;
+        move |tile: &Tensor| {
+            let out = threads::install(pool, || {
+                let _network = profile::phase(Phase::GanNetwork);
+                network.forward(&tile.to_dtype(dtype)?)
+            })?;
+            Ok(if grey { out.repeat((1, 3, 1, 1))? } else { out })
+        }
+    }
+
+    /// The budget a request runs under: its own, else the engine's.
+    fn budget_of(&self, params: &UpscaleParams) -> Budget {
+        params
+            .max_memory
+            .map_or(self.budget, |bytes| Budget { bytes, given: true })
     }
 }
 
@@ -286,6 +351,26 @@ impl Upscaler for GanUpscaler {
         self.tile.map_or(Ok(()), |tile| self.check_tile(tile))
     }
 
+    /// The tiles and estimated peak of a `width` × `height` input, its output resampled to
+    /// `params.size` and colour-fixed as asked; an error naming `--max-memory` (or `--tile`) and
+    /// the size that would do when the budget cannot hold it.
+    fn memory_note(
+        &self,
+        width: usize,
+        height: usize,
+        params: &UpscaleParams,
+    ) -> Result<Option<String>> {
+        let budget = self.budget_of(params);
+        let native = (width * self.scale(), height * self.scale());
+        let target = params.size.resolve(width, height, self.scale())?;
+        let finish = Finish {
+            target: (target != native).then_some(target),
+            color_fix: params.color_fix != ColorFix::None,
+        };
+        let plan = self.plan_within(width, height, budget, finish)?;
+        Ok(Some(plan.describe(budget.bytes)))
+    }
+
     fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {
         let params = request.params;
         if let Some(settings) = &params.settings {
@@ -294,7 +379,6 @@ impl Upscaler for GanUpscaler {
         if !params.is_single_pass() {
             return PlannedUpscaler::new(self, None, ScalePlan::Auto).upscale(request);
         }
-        let budget = params.max_memory.unwrap_or(self.budget);
-        self.upscale_rgb8(request.image, budget, request.on_step)
+        self.upscale_rgb8(request.image, self.budget_of(params), request.on_step)
     }
 }

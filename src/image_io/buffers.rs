@@ -5,7 +5,7 @@
 //! tensors are (1, 3, h, w) f32 in [0, 1]. Engines convert at their edges, so no caller builds a
 //! tensor.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -41,13 +41,12 @@ impl Rgb8 {
     /// The image as a (1, 3, h, w) f32 tensor in [0, 1] on `device`.
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
         check_len(self.data.len(), self.width, self.height)?;
-        let data: Vec<f32> = self.data.iter().map(|&v| v as f32 / 255.0).collect();
-        Ok(
-            Tensor::from_vec(data, (self.height, self.width, 3), device)?
-                .permute((2, 0, 1))?
-                .unsqueeze(0)?
-                .contiguous()?,
-        )
+        let data = planar(&self.data, |v| v as f32 / 255.0);
+        Ok(Tensor::from_vec(
+            data,
+            (1, 3, self.height, self.width),
+            device,
+        )?)
     }
 
     /// The first image of a (n, 3, h, w) tensor in [0, 1], rounded to 8 bits.
@@ -79,12 +78,18 @@ impl RgbF32 {
                 format!("expected 3 channels, got {c}"),
             ));
         }
-        let data = image
-            .get(0)?
-            .to_dtype(DType::F32)?
-            .permute((1, 2, 0))?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        // One image-sized allocation: the planes are read in place (on the CPU) and
+        // interleaved straight into the result.
+        let data = crate::tensor_host::with_f32_values(&image.get(0)?, |planes| {
+            let plane = width * height;
+            let (r, rest) = planes.split_at(plane);
+            let (g, b) = rest.split_at(plane);
+            let mut data = Vec::with_capacity(plane * 3);
+            for ((&r, &g), &b) in r.iter().zip(g).zip(b) {
+                data.extend_from_slice(&[r, g, b]);
+            }
+            data
+        })?;
         Ok(Self {
             data,
             width,
@@ -95,12 +100,12 @@ impl RgbF32 {
     /// The image as a (1, 3, h, w) f32 tensor on `device`.
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
         check_len(self.data.len(), self.width, self.height)?;
-        Ok(
-            Tensor::from_slice(&self.data, (self.height, self.width, 3), device)?
-                .permute((2, 0, 1))?
-                .unsqueeze(0)?
-                .contiguous()?,
-        )
+        let data = planar(&self.data, |v| v);
+        Ok(Tensor::from_vec(
+            data,
+            (1, 3, self.height, self.width),
+            device,
+        )?)
     }
 
     /// Rounded to 8 bits as diffusers' `numpy_to_pil`, values clamped to [0, 1] first.
@@ -115,6 +120,16 @@ impl RgbF32 {
             height: self.height,
         }
     }
+}
+
+/// Interleaved RGB samples as three planes (R, then G, then B), each value mapped by `f`: the
+/// layout of a (3, h, w) tensor, built in one allocation.
+fn planar<T: Copy>(interleaved: &[T], f: impl Fn(T) -> f32) -> Vec<f32> {
+    let mut data = Vec::with_capacity(interleaved.len());
+    for channel in 0..3 {
+        data.extend(interleaved.iter().skip(channel).step_by(3).map(|&v| f(v)));
+    }
+    data
 }
 
 fn check_len(len: usize, width: usize, height: usize) -> Result<()> {

@@ -8,6 +8,7 @@
 //! and MultiDiffusion (overlaps averaged with weights). [`context_margin`] states the weighting
 //! rule and [`exact_overlap`] the overlap at which the tiled result equals the untiled one.
 
+mod accumulate;
 mod blend;
 mod pad;
 mod plan;
@@ -16,6 +17,8 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Tensor};
 
+pub use accumulate::Interleaved;
+use accumulate::{Blend, InterleavedBlend, TensorBlend};
 pub use blend::{context_margin, exact_overlap};
 pub use pad::reflect_pad;
 pub use plan::{plan_tiles, Tile, TilePlan};
@@ -62,13 +65,40 @@ impl Default for TileOptions {
 /// with [`Error::Cancelled`]. When one tile covers the padded image, `f` runs once on the whole
 /// padded image, and with no padding the result is exactly `f(image)` (cast to f32).
 ///
-/// Memory: the f32 output accumulator plus one batch of tiles and their outputs.
+/// Memory: the padded image, the f32 output accumulator (padded size) and its cropped copy, plus
+/// one batch of tiles and their outputs.
 pub fn run_tiled(
     image: &Tensor,
     options: &TileOptions,
     f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
 ) -> Result<Tensor> {
+    drive::<TensorBlend>(image, options, f, on_tile)
+}
+
+/// [`run_tiled`], blending into host memory in an image's layout instead: the result is
+/// `(H * scale) x (W * scale)` pixels of `C_out` interleaved f32 values, the same numbers as
+/// [`run_tiled`] gives.
+///
+/// Memory: the padded image, one f32 output buffer (padded size, allocated fallibly: a size the
+/// system cannot give is an error, not an abort), cropped in place, and one batch of tiles and
+/// their outputs. What an image-sized result needs, without a tensor-to-image copy after.
+pub fn run_tiled_interleaved(
+    image: &Tensor,
+    options: &TileOptions,
+    f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+) -> Result<Interleaved> {
+    drive::<InterleavedBlend>(image, options, f, on_tile)
+}
+
+/// The shared driver: plan, pad, run `f` batch by batch and hand the outputs to a blend.
+fn drive<B: Blend>(
+    image: &Tensor,
+    options: &TileOptions,
+    f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+) -> Result<B::Output> {
     let (n, _, height, width) = image.dims4()?;
     if n != 1 {
         return Err(Error::option(
@@ -83,9 +113,15 @@ pub fn run_tiled(
     let scale = options.scale;
     let (top, bottom, left, right) = plan.padding();
     // Two steps, as Real-ESRGAN: the pre-padding on all sides, then the alignment padding
-    // mirrors the pre-padded image at the bottom and right.
-    let padded = reflect_pad(image, top, top, left, left)?;
-    let padded = reflect_pad(&padded, 0, bottom - top, 0, right - left)?;
+    // mirrors the pre-padded image at the bottom and right. One expression, so the first
+    // step's image is freed before the tiles run.
+    let padded = reflect_pad(
+        &reflect_pad(image, top, top, left, left)?,
+        0,
+        bottom - top,
+        0,
+        right - left,
+    )?;
     let (tile_width, tile_height) = plan.tile_size();
     let (out_width, out_height) = (tile_width * scale, tile_height * scale);
     let total = plan.len();
@@ -110,33 +146,15 @@ pub fn run_tiled(
     if total == 1 {
         // One tile is the whole padded image: no copy, no blend, nothing to normalise.
         let y = f(&padded)?;
+        drop(padded);
         check(&y, 1)?;
         progress(on_tile, 1)?;
-        let y = y.to_dtype(DType::F32)?;
-        return crop(&y, &plan, scale);
+        return B::whole(&y, &plan);
     }
 
-    let wxs = blend::axis_weights(&plan.xs, tile_width, scale)?;
-    let wys = blend::axis_weights(&plan.ys, tile_height, scale)?;
-    let device = image.device();
-    // Weights shaped to broadcast over the (rows, C, columns) layout of a tile below.
-    let to_tensor = |w: &Vec<f32>, shape: (usize, usize, usize)| -> Result<Tensor> {
-        Ok(Tensor::from_slice(w, shape, device)?)
-    };
-    let wxs: Vec<Tensor> = wxs
-        .iter()
-        .map(|w| to_tensor(w, (1, 1, out_width)))
-        .collect::<Result<_>>()?;
-    let wys: Vec<Tensor> = wys
-        .iter()
-        .map(|w| to_tensor(w, (out_height, 1, 1)))
-        .collect::<Result<_>>()?;
-
-    // The accumulator is laid out (rows, C, columns): then the rows of one tile form a
-    // contiguous block, and `slice_set` writes a tile's window back in place with one strided
-    // copy (candle has no in-place add into a 2-D window of an (C, H, W) tensor).
-    let (padded_width, padded_height) = plan.padded_size();
-    let mut acc: Option<Tensor> = None;
+    let rows = blend::axis_weights(&plan.ys, tile_height, scale)?;
+    let columns = blend::axis_weights(&plan.xs, tile_width, scale)?;
+    let mut blend: Option<B> = None;
     let indexed: Vec<(usize, &Tile)> = plan.tiles().iter().enumerate().collect();
     let mut done = 0;
     for chunk in indexed.chunks(options.batch) {
@@ -150,45 +168,25 @@ pub fn run_tiled(
         drop(x);
         let channels = check(&y, chunk.len())?;
         let y = y.to_dtype(DType::F32)?;
-        let acc = match &acc {
-            Some(acc) => acc,
-            None => acc.insert(Tensor::zeros(
-                (padded_height * scale, channels, padded_width * scale),
-                DType::F32,
-                device,
-            )?),
+        let blend = match &mut blend {
+            Some(blend) => blend,
+            None => blend.insert(B::new(&plan, &rows, &columns, channels, image.device())?),
         };
-        if acc.dim(1)? != channels {
+        if blend.channels() != channels {
             return Err(candle_core::Error::Msg(format!(
                 "tiled function returned {channels} channels, earlier {}",
-                acc.dim(1)?
+                blend.channels()
             ))
             .into());
         }
         for (b, &(index, tile)) in chunk.iter().enumerate() {
             let (column, row) = (index % plan.xs.len(), index / plan.xs.len());
-            let weighted = y
-                .get(b)?
-                .permute((1, 0, 2))?
-                .broadcast_mul(&wys[row])?
-                .broadcast_mul(&wxs[column])?;
-            let rows = acc.narrow(0, tile.y * scale, out_height)?;
-            let sum = rows.narrow(2, tile.x * scale, out_width)?.add(&weighted)?;
-            rows.slice_set(&sum, 2, tile.x * scale)?;
+            blend.add(&y.get(b)?, row, column, tile)?;
         }
         done += chunk.len();
         progress(on_tile, done)?;
     }
-    let acc = acc.ok_or_else(|| Error::option("tile", "no tiles to run"))?;
-    crop(&acc.permute((1, 0, 2))?.unsqueeze(0)?, &plan, scale)
-}
-
-/// Cuts the padding (times the scale) off a `(1, C, H, W)` output; contiguous result.
-fn crop(output: &Tensor, plan: &TilePlan, scale: usize) -> Result<Tensor> {
-    let (top, _, left, _) = plan.padding();
-    let (width, height) = plan.output_size();
-    let output = output
-        .narrow(2, top * scale, height)?
-        .narrow(3, left * scale, width)?;
-    Ok(output.contiguous()?)
+    blend
+        .ok_or_else(|| Error::option("tile", "no tiles to run"))?
+        .finish()
 }

@@ -1,0 +1,448 @@
+//! Planning a GAN run within the memory budget (`--max-memory`), as the diffusion path does
+//! ([`crate::pipeline::plan_memory`]): the budget holds the weights, the input image and its
+//! tensors, one tile's activations, the f32 output image and what comes after it (a resample
+//! to the requested size, a colour fix, writing the file). The tiles are the largest that fit
+//! what is left; a budget that even the smallest tiles cannot meet, an output too large to
+//! hold, or a `--tile` whose activations do not fit is refused up front with the size that
+//! would do, before any image-sized buffer is allocated.
+//!
+//! The per-pixel figures count the buffers the code holds at each phase (see the constants);
+//! the activations are the architecture's own estimate
+//! ([`crate::gan::GanArch::bytes_per_input_pixel`]).
+
+use crate::error::{Error, Result};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// Bytes per input pixel of the input: the decoded 8-bit image (3) and its f32 tensor (12).
+/// The reflect-padded f32 copy the tiles are cut from (12) is counted at the padded size.
+const INPUT_BYTES_PER_PIXEL: u64 = 3 + 12;
+const PADDED_INPUT_BYTES_PER_PIXEL: u64 = 12;
+/// The f32 RGB output, per output pixel (at the padded size while the tiles are blended).
+const OUTPUT_BYTES_PER_PIXEL: u64 = 12;
+/// Writing an 8-bit RGB or RGBA file, per output pixel, besides the f32 result: the f32 copy
+/// the encoder interleaves (12, 16 with alpha), the 8-bit samples (3, 4) and the encoded file
+/// (its buffer grows to up to twice the raw size). A 16-bit output needs up to twice as much.
+const SAVE_BYTES_PER_PIXEL: u64 = 24;
+/// The Lanczos resample to an exact size: its f32 RGBA intermediate (input width × output
+/// height), per pixel.
+const RESAMPLE_INTERMEDIATE_BYTES_PER_PIXEL: u64 = 16;
+/// The colour fix: about six image-sized f32 buffers alive at once
+/// ([`crate::color_fix::apply_color_fix`]) plus the result's tensor and the copy back.
+const COLOR_FIX_BYTES_PER_PIXEL: u64 = 8 * 12;
+
+/// Smallest automatic tile edge: below it the overlap dominates the work.
+pub(super) const MIN_AUTO_TILE: usize = 64;
+/// Largest automatic tile edge: beyond it the CPU gains nothing and a GPU little.
+pub(super) const MAX_AUTO_TILE: usize = 512;
+
+/// What a loaded GAN holds and how its run scales.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GanFootprint {
+    /// A short name of the model for messages, e.g. `SRVGGNetCompact x4 (...)`.
+    pub model: String,
+    /// Bytes of the weights as loaded (on the model's device).
+    pub weights: u64,
+    /// Activations of a tile per input pixel, the tile's own input and output copies included.
+    pub tile_bytes_per_pixel: u64,
+    pub scale: usize,
+    /// Input sides the network takes are multiples of this.
+    pub input_multiple: usize,
+    /// Overlap between neighbouring tiles, input pixels: a tile must be at least twice that.
+    pub overlap: usize,
+    /// Reflect padding around the image, input pixels.
+    pub pre_pad: usize,
+    /// On the CPU the activations and the output share one memory; on a GPU the activations
+    /// are on the device and the output in host memory, each held to the budget.
+    pub shared_memory: bool,
+}
+
+/// The memory budget and where it came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub bytes: u64,
+    /// Given by the user (`--max-memory`, [`crate::gan::GanOptions::max_memory`]) rather than
+    /// the default ([`crate::memory::default_budget`]).
+    pub given: bool,
+}
+
+impl Budget {
+    fn describe(self) -> String {
+        if self.given {
+            format!("--max-memory is {}", size(self.bytes))
+        } else {
+            format!(
+                "the memory budget is {} (the default: half the available RAM, at most 8 GiB, \
+                 on the CPU; 4 GiB on a GPU)",
+                size(self.bytes)
+            )
+        }
+    }
+}
+
+/// What happens to the output after the tiles: the size it is resampled to (the output size
+/// itself when none), and whether a colour fix runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finish {
+    pub target: Option<(usize, usize)>,
+    pub color_fix: bool,
+}
+
+/// What a run is expected to hold, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GanMemoryEstimate {
+    pub weights: u64,
+    /// The decoded input and its f32 tensors.
+    pub input: u64,
+    /// One tile's activations.
+    pub tile: u64,
+    /// The f32 output image (at the padded size while it is blended).
+    pub output: u64,
+    /// Held besides the output after the tiles: resample, colour fix, writing the file.
+    pub finish: u64,
+    pub shared_memory: bool,
+}
+
+impl GanMemoryEstimate {
+    /// The largest of what the device and host memories hold at once (their sum on the CPU).
+    pub fn peak(&self) -> u64 {
+        let host = self.output
+            + self
+                .finish
+                .max(if self.shared_memory { self.tile } else { 0 });
+        if self.shared_memory {
+            self.weights + self.input + host
+        } else {
+            (self.weights + self.input + self.tile).max(host)
+        }
+    }
+}
+
+/// The tiling of one input and its estimate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GanMemoryPlan {
+    /// Tile edge in input pixels; 0: the whole image in one go.
+    pub tile: usize,
+    pub tiles: usize,
+    pub estimate: GanMemoryEstimate,
+}
+
+impl GanMemoryPlan {
+    /// One line for the user.
+    pub fn describe(&self, budget: u64) -> String {
+        let tiles = if self.tiles <= 1 {
+            "untiled".to_string()
+        } else {
+            format!("{} tiles of {}", self.tiles, self.tile)
+        };
+        format!(
+            "{tiles}; estimated peak {} of a {} budget",
+            size(self.estimate.peak()),
+            size(budget)
+        )
+    }
+}
+
+/// `1 KiB`, `512 MiB`, `8.0 GiB`.
+pub(crate) fn size(bytes: u64) -> String {
+    if bytes < MIB {
+        format!("{} KiB", bytes.div_ceil(1 << 10).max(1))
+    } else if bytes < GIB {
+        format!("{} MiB", bytes.div_ceil(MIB).max(1))
+    } else {
+        format!("{:.1} GiB", bytes as f64 / GIB as f64)
+    }
+}
+
+/// A `--max-memory` value at least `bytes`: `300M`, `52G`.
+fn flag_value(bytes: u64) -> String {
+    if bytes < GIB {
+        format!("{}M", bytes.div_ceil(MIB).max(1))
+    } else {
+        format!("{}G", bytes.div_ceil(GIB))
+    }
+}
+
+/// The sides of a `width` × `height` input as the tiles see them: pre-padded on both sides,
+/// then up to the network's multiple.
+fn padded(len: usize, footprint: &GanFootprint) -> u64 {
+    (len + 2 * footprint.pre_pad).next_multiple_of(footprint.input_multiple.max(1)) as u64
+}
+
+impl GanFootprint {
+    /// Automatic tile edges are multiples of this.
+    fn tile_align(&self) -> usize {
+        8 * self.input_multiple.max(1)
+    }
+
+    /// The smallest tile that keeps the overlap exact: twice the overlap, at least
+    /// [`MIN_AUTO_TILE`], aligned.
+    pub fn min_tile(&self) -> usize {
+        MIN_AUTO_TILE
+            .max(2 * self.overlap)
+            .next_multiple_of(self.tile_align())
+    }
+
+    /// Activations of one tile of edge `tile` (0: the whole image) of a `width` × `height`
+    /// input.
+    fn tile_bytes(&self, width: usize, height: usize, tile: usize) -> u64 {
+        let align = self.input_multiple.max(1) as u64;
+        let side = |len: usize| {
+            let padded = padded(len, self);
+            if tile == 0 {
+                padded
+            } else {
+                (tile as u64).min(padded) / align * align
+            }
+        };
+        side(width) * side(height) * self.tile_bytes_per_pixel
+    }
+
+    /// The estimate for a `width` × `height` input in tiles of `tile`.
+    pub fn estimate(
+        &self,
+        width: usize,
+        height: usize,
+        tile: usize,
+        finish: Finish,
+    ) -> GanMemoryEstimate {
+        let s = self.scale as u64;
+        let (w, h) = (width as u64, height as u64);
+        let (pw, ph) = (padded(width, self), padded(height, self));
+        let input = w * h * INPUT_BYTES_PER_PIXEL + pw * ph * PADDED_INPUT_BYTES_PER_PIXEL;
+        let output = pw * s * ph * s * OUTPUT_BYTES_PER_PIXEL;
+        let (ow, oh) = (w * s, h * s);
+        let (tw, th) = finish
+            .target
+            .map_or((ow, oh), |(tw, th)| (tw as u64, th as u64));
+        let target = tw * th;
+        // Each later phase, counted with the output it starts from.
+        let mut after = output + ow * oh * SAVE_BYTES_PER_PIXEL;
+        if (tw, th) != (ow, oh) {
+            let resample = output
+                + ow * th * RESAMPLE_INTERMEDIATE_BYTES_PER_PIXEL
+                + target * OUTPUT_BYTES_PER_PIXEL;
+            let save = target * (OUTPUT_BYTES_PER_PIXEL + SAVE_BYTES_PER_PIXEL);
+            after = resample.max(save);
+        }
+        if finish.color_fix {
+            after = after.max(target * COLOR_FIX_BYTES_PER_PIXEL);
+        }
+        GanMemoryEstimate {
+            weights: self.weights,
+            input,
+            tile: self.tile_bytes(width, height, tile),
+            output,
+            finish: after.saturating_sub(output),
+            shared_memory: self.shared_memory,
+        }
+    }
+}
+
+/// Plans a `width` × `height` input under `budget`: the tile the user gave (`Some`, 0 for
+/// the whole image) checked, or the largest automatic one that fits.
+pub fn plan_gan_memory(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    user_tile: Option<usize>,
+    budget: Budget,
+    finish: Finish,
+) -> Result<GanMemoryPlan> {
+    let min_tile = footprint.min_tile();
+    let smallest = footprint.estimate(width, height, user_tile.unwrap_or(min_tile), finish);
+    // The least this input can take: the smallest automatic tile, or a smaller one the user
+    // gave.
+    let least_tile = match user_tile {
+        Some(tile) if tile > 0 => tile.min(min_tile),
+        _ => min_tile,
+    };
+    let no_tile = GanMemoryEstimate {
+        tile: 0,
+        ..smallest
+    };
+    // What the budget leaves for the activations of one tile.
+    let room = if footprint.shared_memory {
+        budget
+            .bytes
+            .checked_sub(no_tile.weights + no_tile.input + no_tile.output)
+    } else {
+        budget.bytes.checked_sub(no_tile.weights + no_tile.input)
+    };
+    let least = footprint.estimate(width, height, least_tile, finish);
+    if no_tile.peak() > budget.bytes || least.peak() > budget.bytes {
+        return Err(too_little(footprint, width, height, budget, finish, &least));
+    }
+    let room = room.unwrap_or(0);
+    let tile = match user_tile {
+        Some(tile) => {
+            if smallest.tile > room {
+                return Err(tile_too_large(footprint, tile, &smallest, room, budget));
+            }
+            tile
+        }
+        None => auto_tile(footprint, width, height, room),
+    };
+    let estimate = footprint.estimate(width, height, tile, finish);
+    Ok(GanMemoryPlan {
+        tile,
+        tiles: tile_count(footprint, width, height, tile),
+        estimate,
+    })
+}
+
+/// The largest automatic tile whose activations fit `room`: the whole image when it does and
+/// is no larger than [`MAX_AUTO_TILE`], else an aligned edge from [`GanFootprint::min_tile`]
+/// to [`MAX_AUTO_TILE`].
+fn auto_tile(footprint: &GanFootprint, width: usize, height: usize, room: u64) -> usize {
+    if footprint.tile_bytes(width, height, 0) <= room && width.max(height) <= MAX_AUTO_TILE {
+        return 0;
+    }
+    let edge = largest_tile(footprint, room).unwrap_or(0);
+    edge.clamp(
+        footprint.min_tile(),
+        MAX_AUTO_TILE.max(footprint.min_tile()),
+    )
+}
+
+/// The largest aligned square tile whose activations fit `room`, if any of at least twice the
+/// overlap does.
+fn largest_tile(footprint: &GanFootprint, room: u64) -> Option<usize> {
+    let per_pixel = footprint.tile_bytes_per_pixel.max(1);
+    let align = footprint.tile_align();
+    let edge = ((room / per_pixel) as f64).sqrt() as usize / align * align;
+    (edge >= 2 * footprint.overlap && edge > 0).then_some(edge)
+}
+
+/// Tiles of edge `tile` over the padded input, as [`crate::tiling::plan_tiles`] lays them.
+fn tile_count(footprint: &GanFootprint, width: usize, height: usize, tile: usize) -> usize {
+    let align = footprint.input_multiple.max(1) as u64;
+    let along = |len: usize| -> usize {
+        let padded = padded(len, footprint);
+        let side = if tile == 0 {
+            padded
+        } else {
+            (tile as u64).min(padded) / align * align
+        };
+        let step = side.saturating_sub(footprint.overlap as u64) / align * align;
+        if side >= padded || step == 0 {
+            1
+        } else {
+            1 + (padded - side).div_ceil(step) as usize
+        }
+    };
+    along(width) * along(height)
+}
+
+/// The budget cannot hold the run even in the smallest tiles: say what the output and the
+/// whole run need, and which input would fit.
+fn too_little(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    budget: Budget,
+    finish: Finish,
+    least: &GanMemoryEstimate,
+) -> Error {
+    let s = footprint.scale;
+    let (ow, oh) = finish.target.unwrap_or((width * s, height * s));
+    let need = least.peak();
+    let fits = largest_fitting(footprint, width, height, budget.bytes, finish);
+    let smaller = match fits {
+        Some((w, h)) if w < width || h < height => {
+            format!(", or an input of at most about {w}x{h}")
+        }
+        _ => String::new(),
+    };
+    Error::option(
+        "max-memory",
+        format!(
+            "a {width}x{height} input makes a {ow}x{oh} output with {}: holding it needs about \
+             {}, writing it about {} more, and the whole run about {} (weights {}, input {}, \
+             tiles {}); {}. Give --max-memory {} or more{smaller}",
+            footprint.model,
+            size(least.output),
+            size(least.finish),
+            size(need),
+            size(least.weights),
+            size(least.input),
+            size(least.tile),
+            budget.describe(),
+            flag_value(need),
+        ),
+    )
+}
+
+/// A `--tile` whose activations do not fit what the rest of the run leaves.
+fn tile_too_large(
+    footprint: &GanFootprint,
+    tile: usize,
+    estimate: &GanMemoryEstimate,
+    room: u64,
+    budget: Budget,
+) -> Error {
+    let which = if tile == 0 {
+        "--tile 0 (the whole image at once)".to_string()
+    } else {
+        format!("--tile {tile}")
+    };
+    let advice = match largest_tile(footprint, room) {
+        Some(edge) => format!("Use --tile {edge} or less, or leave --tile out"),
+        None => format!(
+            "Leave --tile out, or give --max-memory {} or more",
+            flag_value(budget.bytes - room + estimate.tile)
+        ),
+    };
+    Error::option(
+        "tile",
+        format!(
+            "{which}: one tile's activations need about {} and the rest of the run about {}; \
+             {}. {advice}",
+            size(estimate.tile),
+            size(budget.bytes - room),
+            budget.describe(),
+        ),
+    )
+}
+
+/// The largest input of the same aspect ratio whose run fits `budget` in the smallest tiles.
+fn largest_fitting(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    budget: u64,
+    finish: Finish,
+) -> Option<(usize, usize)> {
+    let long = width.max(height);
+    // The target keeps its ratio to the input.
+    let at = |n: usize| -> (usize, usize, Finish) {
+        let f = |len: usize| (len * n).div_ceil(long).max(1);
+        let finish = Finish {
+            target: finish.target.map(|(tw, th)| (f(tw), f(th))),
+            ..finish
+        };
+        (f(width), f(height), finish)
+    };
+    let fits = |n: usize| {
+        let (w, h, finish) = at(n);
+        footprint
+            .estimate(w, h, footprint.min_tile(), finish)
+            .peak()
+            <= budget
+    };
+    if !fits(1) {
+        return None;
+    }
+    let (mut lo, mut hi) = (1, long);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let (w, h, _) = at(lo);
+    Some((w, h))
+}
