@@ -21,9 +21,9 @@ const INPUT_BYTES_PER_PIXEL: u64 = 3 + 12;
 const PADDED_INPUT_BYTES_PER_PIXEL: u64 = 12;
 /// The f32 RGB output, per output pixel (at the padded size while the tiles are blended).
 const OUTPUT_BYTES_PER_PIXEL: u64 = 12;
-/// Writing an 8-bit RGB or RGBA file, per output pixel, besides the f32 result: the f32 copy
-/// the encoder interleaves (12, 16 with alpha), the 8-bit samples (3, 4) and the encoded file
-/// (its buffer grows to up to twice the raw size). A 16-bit output needs up to twice as much.
+/// Writing the file, per output pixel, besides the f32 result: the quantised samples (3 for
+/// 8-bit RGB, up to 8 for 16-bit RGBA) and the encoded file (its buffer grows to up to twice
+/// the raw size): 24 covers a 16-bit RGBA output, twice what an 8-bit one needs.
 const SAVE_BYTES_PER_PIXEL: u64 = 24;
 /// The Lanczos resample to an exact size: its f32 RGBA intermediate (input width × output
 /// height), per pixel.

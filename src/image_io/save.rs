@@ -137,30 +137,22 @@ pub fn save_image(
     let alpha = alpha.filter(|_| format.has_alpha());
     let sixteen = options.bit_depth == 16 && format.has_16_bit();
     let channels = if alpha.is_some() { 4 } else { 3 };
-    let mut samples = Vec::with_capacity(pixels * channels);
-    for (i, px) in rgb.data.chunks_exact(3).enumerate() {
-        samples.extend_from_slice(px);
-        if let Some(a) = alpha {
-            samples.push(a[i]);
-        }
-    }
     let encode_error = |e: String| Error::Image {
         path: path.to_path_buf(),
         reason: format!("cannot encode: {e}"),
     };
     let (w, h) = (rgb.width as u32, rgb.height as u32);
+    // PNG stores 16-bit samples big-endian; the `image` encoders take them native-endian.
+    let order = if format == OutputFormat::Png {
+        u16::to_be_bytes
+    } else {
+        u16::to_ne_bytes
+    };
+    let buf = quantized_samples(rgb, alpha, sixteen, order).map_err(encode_error)?;
     let bytes = if format == OutputFormat::Png {
-        encode_png(&samples, w, h, channels, sixteen, options).map_err(encode_error)?
+        encode_png(&buf, w, h, channels, sixteen, options).map_err(encode_error)?
     } else {
         let mut out = Cursor::new(Vec::new());
-        let buf = if sixteen {
-            to_u16(&samples)
-                .into_iter()
-                .flat_map(u16::to_ne_bytes)
-                .collect()
-        } else {
-            to_u8(&samples)
-        };
         let color = match (channels, sixteen) {
             (3, false) => ExtendedColorType::Rgb8,
             (4, false) => ExtendedColorType::Rgba8,
@@ -208,7 +200,7 @@ fn write_with(
 }
 
 fn encode_png(
-    samples: &[f32],
+    data: &[u8],
     w: u32,
     h: u32,
     channels: usize,
@@ -233,35 +225,56 @@ fn encode_png(
                 .push(png::text_metadata::ITXtChunk::new(key, text));
         }
     }
-    let data = if sixteen {
-        to_u16(samples)
-            .into_iter()
-            .flat_map(u16::to_be_bytes)
-            .collect()
-    } else {
-        to_u8(samples)
-    };
     let mut out = Vec::new();
     {
         let encoder = png::Encoder::with_info(&mut out, info).map_err(|e| e.to_string())?;
         let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(&data).map_err(|e| e.to_string())?;
+        writer.write_image_data(data).map_err(|e| e.to_string())?;
         writer.finish().map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
 
-/// [0, 1] to 8 bits, rounding as diffusers' `numpy_to_pil`.
-fn to_u8(samples: &[f32]) -> Vec<u8> {
-    samples
-        .iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
-        .collect()
+/// The pixels as the encoders take them: R, G, B (and A) interleaved, quantised from [0, 1]
+/// to 8 bits or to 16 (each sample's two bytes in `order`). One pass and one buffer, reserved
+/// fallibly: for a large result this buffer and the encoded file are the save's whole cost.
+fn quantized_samples(
+    rgb: &RgbF32,
+    alpha: Option<&[f32]>,
+    sixteen: bool,
+    order: fn(u16) -> [u8; 2],
+) -> std::result::Result<Vec<u8>, String> {
+    let channels = if alpha.is_some() { 4 } else { 3 };
+    let len = (rgb.width * rgb.height)
+        .checked_mul(channels * if sixteen { 2 } else { 1 })
+        .ok_or("the image is too large to encode")?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        format!(
+            "cannot allocate {} MiB for the {}x{} image's samples",
+            len >> 20,
+            rgb.width,
+            rgb.height
+        )
+    })?;
+    for (i, px) in rgb.data.chunks_exact(3).enumerate() {
+        let a = alpha.map(|a| a[i]);
+        for &v in px.iter().chain(a.as_ref()) {
+            if sixteen {
+                out.extend_from_slice(&order(to_u16(v)));
+            } else {
+                out.push(to_u8(v));
+            }
+        }
+    }
+    Ok(out)
 }
 
-fn to_u16(samples: &[f32]) -> Vec<u16> {
-    samples
-        .iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 65535.0).round_ties_even() as u16)
-        .collect()
+/// [0, 1] to 8 bits, rounding as diffusers' `numpy_to_pil`.
+fn to_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8
+}
+
+fn to_u16(v: f32) -> u16 {
+    (v.clamp(0.0, 1.0) * 65535.0).round_ties_even() as u16
 }
