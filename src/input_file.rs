@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// What a file of type `t` is, when it is not a regular file ("a FIFO (named pipe)", ...).
+/// What a file of type `t` is, when it is not a regular file ("a FIFO (named pipe)", ...):
+/// the one classifier of image inputs and model files ([`crate::model_file`]).
 pub(crate) fn non_regular_kind(t: &FileType) -> Option<&'static str> {
     if t.is_file() {
         return None;

@@ -12,6 +12,7 @@ use std::path::Path;
 use candle_core::DType;
 
 use crate::error::{Error, Result};
+use crate::input_file::non_regular_kind;
 
 /// What a file is to the reader, for its messages: `weights PATH: no such model file` or
 /// `config PATH: no such file`.
@@ -40,36 +41,8 @@ impl FileRole {
     }
 }
 
-/// What kind of file system object `meta` is, when it is not a regular file.
-fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
-    let kind = meta.file_type();
-    if kind.is_file() {
-        return None;
-    }
-    if kind.is_dir() {
-        return Some("a directory");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return Some("a FIFO (named pipe)");
-        }
-        if kind.is_char_device() {
-            return Some("a character device");
-        }
-        if kind.is_block_device() {
-            return Some("a block device");
-        }
-        if kind.is_socket() {
-            return Some("a socket");
-        }
-    }
-    Some("not a regular file")
-}
-
 fn check_regular(path: &Path, meta: &std::fs::Metadata, role: FileRole) -> Result<()> {
-    match not_regular(meta) {
+    match non_regular_kind(&meta.file_type()) {
         Some(what) => Err(role.error(
             path,
             format!("is {what}; a {} must be a regular file", role.noun()),

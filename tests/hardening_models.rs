@@ -786,7 +786,7 @@ fn fifos_devices_and_directories_are_refused_without_hanging() -> Result<()> {
     std::fs::create_dir(dir.path("folder.pth"))?;
     let err = load_error(&dir.path("folder.pth"));
     ensure!(
-        err.contains("folder.pth") && err.contains("a directory"),
+        err.contains("folder.pth") && err.contains("a folder"),
         "{err}"
     );
     Ok(())
