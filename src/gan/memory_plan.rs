@@ -376,27 +376,36 @@ fn plan_streamed(
     user_tile: Option<usize>,
     budget: Budget,
 ) -> Result<GanMemoryPlan> {
-    let min_tile = footprint.min_tile();
     let fits = |tile: usize| {
         let estimate = footprint.estimate_streamed(width, height, tile);
         (estimate.peak() <= budget.bytes).then_some((tile, estimate))
     };
+    // The largest automatic tile that fits, if any does.
+    let automatic = || {
+        let align = footprint.tile_align();
+        let min_tile = footprint.min_tile();
+        let largest = MAX_AUTO_TILE.max(min_tile) / align * align;
+        (0..)
+            .map(|k| largest.saturating_sub(k * align))
+            .take_while(|&tile| tile >= min_tile)
+            .find_map(fits)
+    };
     let chosen = match user_tile {
-        Some(tile) => fits(tile),
-        None => {
-            let align = footprint.tile_align();
-            let largest = MAX_AUTO_TILE.max(min_tile) / align * align;
-            (0..)
-                .map(|k| largest.saturating_sub(k * align))
-                .take_while(|&tile| tile >= min_tile)
-                .find_map(fits)
-        }
+        Some(tile) => match fits(tile) {
+            Some(chosen) => chosen,
+            None => {
+                return Err(match automatic() {
+                    Some((edge, _)) => streamed_tile_too_large(
+                        footprint, width, height, tile, edge, budget,
+                    ),
+                    None => too_little_streamed(footprint, width, height, budget),
+                })
+            }
+        },
+        None => automatic()
+            .ok_or_else(|| too_little_streamed(footprint, width, height, budget))?,
     };
-    let Some((tile, estimate)) = chosen else {
-        return Err(too_little_streamed(
-            footprint, width, height, user_tile, budget,
-        ));
-    };
+    let (tile, estimate) = chosen;
     Ok(GanMemoryPlan {
         tile,
         tiles: tile_count(footprint, width, height, tile),
@@ -405,48 +414,67 @@ fn plan_streamed(
     })
 }
 
-/// Even streamed, the run does not fit: say what it needs, in the smallest tiles (or the
-/// user's, when smaller tiles would fit).
+/// A `--tile` that does not fit even with the output streamed, when a smaller one (`edge`)
+/// does.
+fn streamed_tile_too_large(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    tile: usize,
+    edge: usize,
+    budget: Budget,
+) -> Error {
+    let which = if tile == 0 {
+        "--tile 0 (the whole image at once)".to_string()
+    } else {
+        format!("--tile {tile}")
+    };
+    let estimate = footprint.estimate_streamed(width, height, tile);
+    Error::option(
+        "tile",
+        format!(
+            "{which}: one tile's activations need about {} and, with the output streamed to \
+             disk in rows ({} of it held), the run about {}; {}. Use --tile {edge} or less, \
+             or leave --tile out",
+            size(estimate.tile),
+            size(estimate.output),
+            size(estimate.peak()),
+            budget.describe(),
+        ),
+    )
+}
+
+/// Even streamed in the smallest tiles, the run does not fit: say what it needs, and which
+/// input would fit.
 fn too_little_streamed(
     footprint: &GanFootprint,
     width: usize,
     height: usize,
-    user_tile: Option<usize>,
     budget: Budget,
 ) -> Error {
     let s = footprint.scale;
-    let least_tile = match user_tile {
-        Some(tile) if tile > 0 => tile.min(footprint.min_tile()),
-        _ => footprint.min_tile(),
-    };
-    if let Some(tile) = user_tile {
-        let least = footprint.estimate_streamed(width, height, least_tile);
-        if least.peak() <= budget.bytes {
-            let which = if tile == 0 {
-                "--tile 0 (the whole image at once)".to_string()
-            } else {
-                format!("--tile {tile}")
-            };
-            return Error::option(
-                "tile",
-                format!(
-                    "{which}: with the output streamed to disk in rows, the run needs about {}; \
-                     {}. Use a smaller --tile, or leave --tile out",
-                    size(footprint.estimate_streamed(width, height, tile).peak()),
-                    budget.describe(),
-                ),
-            );
+    let min_tile = footprint.min_tile();
+    let least = footprint.estimate_streamed(width, height, min_tile);
+    let held = footprint.estimate(width, height, min_tile, Finish::default());
+    let fits = largest_fitting_with(width, height, |f| {
+        footprint
+            .estimate_streamed(f(width), f(height), min_tile)
+            .peak()
+            <= budget.bytes
+    });
+    let smaller = match fits {
+        Some((w, h)) if w < width || h < height => {
+            format!(", or an input of at most about {w}x{h}")
         }
-    }
-    let least = footprint.estimate_streamed(width, height, least_tile);
-    let held = footprint.estimate(width, height, least_tile, Finish::default());
+        _ => String::new(),
+    };
     Error::option(
         "max-memory",
         format!(
             "a {width}x{height} input makes a {}x{} output with {}: holding it needs about {}, \
              and even streamed to disk in rows the run needs about {} (weights {}, input {}, \
              tiles {}, one band of the output {}, the PNG encoder {}); {}. Give --max-memory {} \
-             or more",
+             or more{smaller}",
             width * s,
             height * s,
             footprint.model,
@@ -597,35 +625,42 @@ fn largest_fitting(
     budget: u64,
     finish: Finish,
 ) -> Option<(usize, usize)> {
-    let long = width.max(height);
-    // The target keeps its ratio to the input.
-    let at = |n: usize| -> (usize, usize, Finish) {
-        let f = |len: usize| (len * n).div_ceil(long).max(1);
+    largest_fitting_with(width, height, |f| {
+        // The target keeps its ratio to the input.
         let finish = Finish {
             target: finish.target.map(|(tw, th)| (f(tw), f(th))),
             ..finish
         };
-        (f(width), f(height), finish)
-    };
-    let fits = |n: usize| {
-        let (w, h, finish) = at(n);
         footprint
-            .estimate(w, h, footprint.min_tile(), finish)
+            .estimate(f(width), f(height), footprint.min_tile(), finish)
             .peak()
             <= budget
-    };
-    if !fits(1) {
+    })
+}
+
+/// The largest input of the aspect ratio of `width` × `height` for which `fits` holds, by
+/// bisection on the long side. `fits` gets the scaling of a length to the candidate size
+/// (`width` and `height` scale to the candidate's sides) and must grow false with the size.
+fn largest_fitting_with(
+    width: usize,
+    height: usize,
+    fits: impl Fn(&dyn Fn(usize) -> usize) -> bool,
+) -> Option<(usize, usize)> {
+    let long = width.max(height);
+    let scaling = |n: usize| move |len: usize| (len * n).div_ceil(long).max(1);
+    let fits_at = |n: usize| fits(&scaling(n));
+    if !fits_at(1) {
         return None;
     }
     let (mut lo, mut hi) = (1, long);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if fits(mid) {
+        if fits_at(mid) {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    let (w, h, _) = at(lo);
-    Some((w, h))
+    let f = scaling(lo);
+    Some((f(width), f(height)))
 }
