@@ -11,9 +11,7 @@ use std::process::{Command, Output};
 
 use anyhow::{ensure, Context, Result};
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
-use diffsr::image_io::{
-    load_image, read_png_text, stream_result, GenerationInfo, Rgb8, RgbF32,
-};
+use diffsr::image_io::{load_image, read_png_text, stream_result, GenerationInfo, Rgb8, RgbF32};
 use diffsr::upscaler::{Streaming, UpscaleParams, UpscaleRequest, Upscaler};
 use image::{DynamicImage, ImageBuffer, Rgb, Rgba};
 
@@ -186,7 +184,10 @@ fn a_streamed_png_equals_the_held_png() -> Result<()> {
     let model = fixture("srvgg_x4_leakyrelu.safetensors");
     let model = model.to_str().unwrap();
     for (name, make) in [
-        ("rgb8", &(|p: &Path| rgb_png(p, 200, 150)) as &dyn Fn(&Path) -> Result<()>),
+        (
+            "rgb8",
+            &(|p: &Path| rgb_png(p, 200, 150)) as &dyn Fn(&Path) -> Result<()>,
+        ),
         // An opaque alpha streams as a constant opaque channel: an RGBA output, 16-bit kept.
         ("rgba16", &|p: &Path| rgba16_png(p, 200, 150, u16::MAX)),
     ] {
@@ -197,7 +198,10 @@ fn a_streamed_png_equals_the_held_png() -> Result<()> {
         let input_arg = input.to_str().unwrap();
         // 1G holds the 800x600 output; 16M does not (it needs about 40 MiB held), but the
         // streamed run fits.
-        let out = diffsr(&dir, &gan_args(input_arg, held.to_str().unwrap(), model, "1G"))?;
+        let out = diffsr(
+            &dir,
+            &gan_args(input_arg, held.to_str().unwrap(), model, "1G"),
+        )?;
         ensure!(out.status.success(), "{name} held: {}", stderr(&out));
         ensure!(!stderr(&out).contains("streamed"), "{}", stderr(&out));
         let out = diffsr(
@@ -208,7 +212,12 @@ fn a_streamed_png_equals_the_held_png() -> Result<()> {
         ensure!(out.status.success(), "{name} streamed: {err}");
         ensure!(err.contains("output streamed to disk in rows"), "{err}");
         let (a, b) = (image::open(&held)?, image::open(&streamed)?);
-        ensure!(a.color() == b.color(), "{name}: {:?} {:?}", a.color(), b.color());
+        ensure!(
+            a.color() == b.color(),
+            "{name}: {:?} {:?}",
+            a.color(),
+            b.color()
+        );
         ensure!(a.width() == 800 && a.height() == 600 && b.width() == 800);
         ensure!(a.as_bytes() == b.as_bytes(), "{name}: pixels differ");
         ensure!(
@@ -255,7 +264,8 @@ fn the_streamed_plan_holds_a_band_not_the_output() -> Result<()> {
     );
     ensure!(estimate.output < 8192 * 8192 * 12 / 8, "{plan:?}");
     ensure!(
-        plan.describe(budget).contains("output streamed to disk in rows"),
+        plan.describe(budget)
+            .contains("output streamed to disk in rows"),
         "{}",
         plan.describe(budget)
     );
@@ -286,7 +296,11 @@ fn what_cannot_stream_is_refused_saying_what_would() -> Result<()> {
         args.extend_from_slice(extra);
         let out = diffsr(&dir, &args)?;
         let err = stderr(&out);
-        ensure!(out.status.code() == Some(2), "{name}: exit {:?}: {err}", out.status);
+        ensure!(
+            out.status.code() == Some(2),
+            "{name}: exit {:?}: {err}",
+            out.status
+        );
         ensure!(
             err.contains("--max-memory is 16 MiB")
                 && err.contains("at the model's own factor (x4) without --color-fix would stream"),
@@ -333,9 +347,15 @@ fn a_failed_stream_leaves_no_file() -> Result<()> {
             Err(diffsr::Error::Cancelled)
         },
     );
-    ensure!(matches!(result, Err(diffsr::Error::Cancelled)), "{result:?}");
+    ensure!(
+        matches!(result, Err(diffsr::Error::Cancelled)),
+        "{result:?}"
+    );
     ensure!(!output.exists());
-    ensure!(std::fs::read_dir(&dir)?.count() == 1, "a temporary file was left");
+    ensure!(
+        std::fs::read_dir(&dir)?.count() == 1,
+        "a temporary file was left"
+    );
     // A producer that stops short is an error too, not a truncated file.
     let result = stream_result(
         &output,

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::image_io::{check_output_path, streams_to, OutputFormat};
 use crate::output_file::{is_stdout, remove_stale_temp_files};
 use crate::upscaler::{
-    DiffusionSettings, Engine, EngineSettings, OutputSize, TargetSize, Streaming, UpscaleParams,
+    DiffusionSettings, Engine, EngineSettings, OutputSize, Streaming, TargetSize, UpscaleParams,
 };
 
 use super::template::inside_out_dir;

@@ -395,15 +395,14 @@ fn plan_streamed(
             Some(chosen) => chosen,
             None => {
                 return Err(match automatic() {
-                    Some((edge, _)) => streamed_tile_too_large(
-                        footprint, width, height, tile, edge, budget,
-                    ),
+                    Some((edge, _)) => {
+                        streamed_tile_too_large(footprint, width, height, tile, edge, budget)
+                    }
                     None => too_little_streamed(footprint, width, height, budget),
                 })
             }
         },
-        None => automatic()
-            .ok_or_else(|| too_little_streamed(footprint, width, height, budget))?,
+        None => automatic().ok_or_else(|| too_little_streamed(footprint, width, height, budget))?,
     };
     let (tile, estimate) = chosen;
     Ok(GanMemoryPlan {

@@ -136,7 +136,13 @@ impl GanUpscaler {
     /// smallest automatic tile when the budget cannot hold the run ([`Self::memory_plan`]
     /// says why).
     pub fn tile_for(&self, width: usize, height: usize) -> usize {
-        match self.plan_within(width, height, self.budget, Finish::default(), Streaming::Off) {
+        match self.plan_within(
+            width,
+            height,
+            self.budget,
+            Finish::default(),
+            Streaming::Off,
+        ) {
             Ok(plan) => plan.tile,
             Err(_) => self.tile.unwrap_or_else(|| self.footprint().min_tile()),
         }
@@ -146,7 +152,13 @@ impl GanUpscaler {
     /// budget, or why the budget cannot hold it (naming `--max-memory` or `--tile` and the
     /// size that would do).
     pub fn memory_plan(&self, width: usize, height: usize) -> Result<GanMemoryPlan> {
-        self.plan_within(width, height, self.budget, Finish::default(), Streaming::Off)
+        self.plan_within(
+            width,
+            height,
+            self.budget,
+            Finish::default(),
+            Streaming::Off,
+        )
     }
 
     /// [`Self::memory_plan`] for a caller that takes the output in rows (`stream`): the plan
@@ -163,9 +175,12 @@ impl GanUpscaler {
     /// What planning needs of the model and options.
     fn footprint(&self) -> GanFootprint {
         let s = self.arch.scale() as u64;
-        // The network's activations, the tile's f32 input copy and its f32 output read back.
+        // The network's activations, the tile's f32 input copy and its f32 output read back,
+        // and while it is blended two more output-sized f32 copies: the weighted product and
+        // its interleaved copy (measured: without them a streamed run, where nothing else
+        // hides them, peaked above its estimate).
         let tile_bytes_per_pixel =
-            self.arch.bytes_per_input_pixel(self.dtype) as u64 + 12 + 12 * s * s;
+            self.arch.bytes_per_input_pixel(self.dtype) as u64 + 12 + 3 * 12 * s * s;
         GanFootprint {
             model: self.arch.describe(),
             weights: self.weight_bytes,

@@ -130,7 +130,13 @@ pub fn stream_result(
                 ));
             }
             samples.clear();
-            push_samples(row, ones.as_deref(), sixteen, u16::to_be_bytes, &mut samples);
+            push_samples(
+                row,
+                ones.as_deref(),
+                sixteen,
+                u16::to_be_bytes,
+                &mut samples,
+            );
             stream.write_all(&samples).map_err(io_error)?;
             rows += 1;
             Ok(())

@@ -154,7 +154,11 @@ impl Prepared {
     fn batch(&self, chunk: &[Tile]) -> Result<Tensor> {
         let inputs = chunk
             .iter()
-            .map(|t| self.padded.narrow(2, t.y, t.height)?.narrow(3, t.x, t.width))
+            .map(|t| {
+                self.padded
+                    .narrow(2, t.y, t.height)?
+                    .narrow(3, t.x, t.width)
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Tensor::cat(&inputs, 0)?)
     }
