@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::image_io::RgbF32;
 use crate::resample::resize_rgb;
 pub use crate::upscaler::TargetSize;
-use crate::upscaler::{Engine, OutputSize, UpscaleParams, UpscaleRequest, Upscaler};
+use crate::upscaler::{
+    Engine, OnRow, OutputSize, Streaming, UpscaleParams, UpscaleRequest, Upscaler,
+};
 
 /// How a factor beyond the model's own is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -199,6 +201,12 @@ impl<'a> PlannedUpscaler<'a> {
                     Pass::Gan => None,
                     _ => params.settings.clone(),
                 },
+                // Only a plan of one pass hands its output on in rows.
+                stream: if passes.len() == 1 {
+                    params.stream
+                } else {
+                    Streaming::Off
+                },
                 ..params.clone()
             };
             notes.push((w, h, upscaler.memory_note(w, h, &pass_params)?));
@@ -266,6 +274,38 @@ impl Upscaler for PlannedUpscaler<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// A plan of one pass streams as its engine does; two passes never do.
+    fn streams_output(&self, width: usize, height: usize, params: &UpscaleParams) -> Result<bool> {
+        let target = params.size.resolve(width, height, self.primary.scale())?;
+        if self.passes(width, height, target)?.len() > 1 {
+            return Ok(false);
+        }
+        self.primary.streams_output(width, height, params)
+    }
+
+    /// A plan of one pass at the model's factor, no colour fix, goes to the engine's rows;
+    /// anything else is held, then handed on in rows.
+    fn upscale_rows(
+        &self,
+        request: UpscaleRequest<'_>,
+        on_row: OnRow<'_>,
+    ) -> Result<(usize, usize)> {
+        let (width, height) = request.image.size();
+        let target = request
+            .params
+            .size
+            .resolve(width, height, self.primary.scale())?;
+        let one_pass = self.passes(width, height, target)?.len() == 1;
+        if one_pass && request.params.is_single_pass() {
+            return self.primary.upscale_rows(request, on_row);
+        }
+        let result = self.upscale(request)?;
+        for row in result.data.chunks_exact(result.width * 3) {
+            on_row(row)?;
+        }
+        Ok(result.size())
     }
 
     /// Always lands on the exact size (`params.size`, else the model's factor × the input).

@@ -8,10 +8,10 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::color_fix::ColorFix;
 use crate::error::{Error, Result};
-use crate::image_io::check_output_path;
+use crate::image_io::{check_output_path, streams_to, OutputFormat};
 use crate::output_file::{is_stdout, remove_stale_temp_files};
 use crate::upscaler::{
-    DiffusionSettings, Engine, EngineSettings, OutputSize, TargetSize, UpscaleParams,
+    DiffusionSettings, Engine, EngineSettings, OutputSize, Streaming, TargetSize, UpscaleParams,
 };
 
 use super::template::inside_out_dir;
@@ -45,6 +45,8 @@ impl JobOptions {
                 Engine::Diffusion => Some(EngineSettings::Diffusion(self.diffusion.clone())),
                 Engine::Gan => None,
             },
+            // The runner allows it per job, by the output's format.
+            stream: Streaming::Off,
         }
     }
 }
@@ -63,6 +65,22 @@ pub struct Job {
     pub create_folder: bool,
     /// The manifest and line (from 1) the job came from, to name them in its errors.
     pub manifest_line: Option<(PathBuf, usize)>,
+}
+
+impl Job {
+    /// The job's parameters for `engine`, writing its output in `format` (`None`: by the
+    /// output's extension): a PNG output may be streamed to disk in rows when the whole
+    /// result does not fit the budget.
+    pub fn params(&self, engine: Engine, format: Option<OutputFormat>) -> UpscaleParams {
+        UpscaleParams {
+            stream: if streams_to(&self.output, format) {
+                Streaming::WhenNeeded
+            } else {
+                Streaming::Off
+            },
+            ..self.options.params(engine)
+        }
+    }
 }
 
 /// Where the jobs come from and how outputs are named.

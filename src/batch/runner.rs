@@ -1,6 +1,7 @@
 //! Running planned jobs through one loaded pipeline, in order. A failed job is reported and
 //! the run goes on; outputs are written whole (temporary file, then rename) only after their
-//! last step, so a cancelled or failed job leaves no partial file and a rerun with
+//! last step (a PNG output too large to hold is streamed into its temporary file row by row
+//! as the tiles finish, and renamed the same way at the end), so a cancelled or failed job leaves no partial file and a rerun with
 //! `--skip-existing` redoes exactly the unfinished ones (and removes a killed run's temporary
 //! files).
 
@@ -9,9 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::image_io::{load_image, save_result, GenerationInfo, OutputFormat, WrittenImage};
+use crate::image_io::{
+    load_image, save_result, stream_result, GenerationInfo, OutputFormat, WrittenImage,
+};
 use crate::scale_plan::PlannedUpscaler;
-use crate::upscaler::{Engine, UpscaleRequest, Upscaler};
+use crate::upscaler::{Engine, StepProgress, UpscaleRequest, Upscaler};
 
 use super::plan::{Job, Plan};
 use super::{Event, Failure, Summary};
@@ -131,8 +134,8 @@ fn run_one(
     let image = load_image(&job.input)?;
     // The VAE works on 4x4 blocks: say so, naming the file, rather than fail in the model.
     image.check_min_size(4)?;
-    let params = job.options.params(upscaler.engine());
-    let result = upscaler.upscale(UpscaleRequest::new(&image.rgb, &params, &mut |p| {
+    let params = job.params(upscaler.engine(), settings.format);
+    let mut on_step = |p: StepProgress| {
         on_event(&Event::Step {
             index: job.index,
             step: p.step,
@@ -143,7 +146,40 @@ fn run_one(
         } else {
             ControlFlow::Continue(())
         }
-    }))?;
+    };
+    let (width, height) = image.rgb.size();
+    // An output too large to hold goes to its PNG in rows as the engine finishes them.
+    if upscaler.streams_output(width, height, &params)? {
+        create_folder(job)?;
+        let s = upscaler.scale();
+        return stream_result(
+            &job.output,
+            &image,
+            (width * s, height * s),
+            settings.format,
+            metadata(upscaler, job, settings),
+            &mut |write_row| {
+                upscaler.upscale_rows(
+                    UpscaleRequest::new(&image.rgb, &params, &mut on_step),
+                    write_row,
+                )
+            },
+        );
+    }
+    let result = upscaler.upscale(UpscaleRequest::new(&image.rgb, &params, &mut on_step))?;
+    create_folder(job)?;
+    save_result(
+        &job.output,
+        &image,
+        &result,
+        settings.format,
+        settings.quality,
+        metadata(upscaler, job, settings),
+    )
+}
+
+/// Creates the output's folder when the job's name asks for it.
+fn create_folder(job: &Job) -> Result<()> {
     if job.create_folder {
         if let Some(folder) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|source| Error::Io {
@@ -152,6 +188,11 @@ fn run_one(
             })?;
         }
     }
+    Ok(())
+}
+
+/// The generation parameters written into the output.
+fn metadata(upscaler: &PlannedUpscaler<'_>, job: &Job, settings: &RunSettings) -> GenerationInfo {
     let o = &job.options.diffusion;
     let common = GenerationInfo {
         engine: upscaler.engine().name().into(),
@@ -162,7 +203,7 @@ fn run_one(
         ..GenerationInfo::default()
     };
     // A GAN is deterministic and takes no prompt: only the model and scale describe it.
-    let metadata = match upscaler.engine() {
+    match upscaler.engine() {
         Engine::Gan => common,
         Engine::Diffusion => GenerationInfo {
             prompt: o.prompt.clone(),
@@ -175,13 +216,5 @@ fn run_one(
             eta: o.eta,
             ..common
         },
-    };
-    save_result(
-        &job.output,
-        &image,
-        &result,
-        settings.format,
-        settings.quality,
-        metadata,
-    )
+    }
 }

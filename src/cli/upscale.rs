@@ -392,7 +392,7 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
     if let Some(job) = plan.jobs.first().filter(|job| job.input.is_file()) {
         // Say what will happen (and refuse an impossible size) before the long part.
         if let Ok((w, h)) = image::image_dimensions(&job.input) {
-            let params = job.options.params(upscaler.engine());
+            let params = job.params(upscaler.engine(), args.output_format.format);
             let line = upscaler
                 .describe(w as usize, h as usize, &params)
                 .map_err(flag_usage)?;

@@ -6,11 +6,18 @@
 //! hold, or a `--tile` whose activations do not fit is refused up front with the size that
 //! would do, before any image-sized buffer is allocated.
 //!
+//! When the caller can take the output in rows ([`Streaming`]) and the whole output does not
+//! fit, the run is planned streamed instead: the tiles run band by band
+//! ([`crate::tiling::run_tiled_rows`]), only one band of the output (its padded width × one
+//! tile's output height) is held, and each finished row goes to the PNG encoder. A resample
+//! to another size or a colour fix needs the whole output, so those never stream.
+//!
 //! The per-pixel figures count the buffers the code holds at each phase (see the constants);
 //! the activations are the architecture's own estimate
 //! ([`crate::gan::GanArch::bytes_per_input_pixel`]).
 
 use crate::error::{Error, Result};
+use crate::upscaler::Streaming;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -31,6 +38,13 @@ const RESAMPLE_INTERMEDIATE_BYTES_PER_PIXEL: u64 = 16;
 /// The colour fix: about six image-sized f32 buffers alive at once
 /// ([`crate::color_fix::apply_color_fix`]) plus the result's tensor and the copy back.
 const COLOR_FIX_BYTES_PER_PIXEL: u64 = 8 * 12;
+
+/// Writing a streamed PNG, per output column: the encoder's current, previous and filtered
+/// rows and the quantised row (8 bytes a pixel each for 16-bit RGBA).
+const STREAM_ROW_BYTES_PER_COLUMN: u64 = 4 * 8;
+/// Writing a streamed PNG, besides its rows: the deflate compressor's window and tables, its
+/// output and the IDAT chunk buffers, the file's write buffer.
+const STREAM_WRITER_BYTES: u64 = 2 * MIB;
 
 /// Smallest automatic tile edge: below it the overlap dominates the work.
 pub(super) const MIN_AUTO_TILE: usize = 64;
@@ -97,9 +111,11 @@ pub struct GanMemoryEstimate {
     pub input: u64,
     /// One tile's activations.
     pub tile: u64,
-    /// The f32 output image (at the padded size while it is blended).
+    /// The f32 output image (at the padded size while it is blended); streamed, the one band
+    /// of it that is held.
     pub output: u64,
-    /// Held besides the output after the tiles: resample, colour fix, writing the file.
+    /// Held besides the output after the tiles: resample, colour fix, writing the file;
+    /// streamed, the PNG encoder's rows and buffers.
     pub finish: u64,
     pub shared_memory: bool,
 }
@@ -126,6 +142,9 @@ pub struct GanMemoryPlan {
     pub tile: usize,
     pub tiles: usize,
     pub estimate: GanMemoryEstimate,
+    /// `Some(rows)`: the output is streamed to disk, at most `rows` output rows held at once
+    /// (one band: a tile's output height); `None`: the whole output is held.
+    pub streamed: Option<usize>,
 }
 
 impl GanMemoryPlan {
@@ -136,8 +155,15 @@ impl GanMemoryPlan {
         } else {
             format!("{} tiles of {}", self.tiles, self.tile)
         };
+        let output = match self.streamed {
+            Some(rows) => format!(
+                "; output streamed to disk in rows (bands of {rows} rows, {} held)",
+                size(self.estimate.output)
+            ),
+            None => String::new(),
+        };
         format!(
-            "{tiles}; estimated peak {} of a {} budget",
+            "{tiles}{output}; estimated peak {} of a {} budget",
             size(self.estimate.peak()),
             size(budget)
         )
@@ -184,19 +210,41 @@ impl GanFootprint {
             .next_multiple_of(self.tile_align())
     }
 
+    /// The side of a tile of edge `tile` (0: the whole image) along an input side of `len`,
+    /// as [`crate::tiling::plan_tiles`] cuts it.
+    fn tile_side(&self, len: usize, tile: usize) -> u64 {
+        let align = self.input_multiple.max(1) as u64;
+        let padded = padded(len, self);
+        if tile == 0 {
+            padded
+        } else {
+            (tile as u64).min(padded) / align * align
+        }
+    }
+
     /// Activations of one tile of edge `tile` (0: the whole image) of a `width` × `height`
     /// input.
     fn tile_bytes(&self, width: usize, height: usize, tile: usize) -> u64 {
-        let align = self.input_multiple.max(1) as u64;
-        let side = |len: usize| {
-            let padded = padded(len, self);
-            if tile == 0 {
-                padded
-            } else {
-                (tile as u64).min(padded) / align * align
-            }
-        };
-        side(width) * side(height) * self.tile_bytes_per_pixel
+        self.tile_side(width, tile) * self.tile_side(height, tile) * self.tile_bytes_per_pixel
+    }
+
+    /// Output rows held at once when the output of a `height`-row input in tiles of `tile` is
+    /// streamed: one tile's output height.
+    fn band_rows(&self, height: usize, tile: usize) -> u64 {
+        self.tile_side(height, tile) * self.scale as u64
+    }
+
+    /// The estimate for a `width` × `height` input in tiles of `tile` with its output
+    /// streamed to a PNG file: one band of the padded output instead of the whole, and the
+    /// encoder's buffers instead of the quantised image and the encoded file.
+    pub fn estimate_streamed(&self, width: usize, height: usize, tile: usize) -> GanMemoryEstimate {
+        let s = self.scale as u64;
+        let band = padded(width, self) * s * self.band_rows(height, tile) * OUTPUT_BYTES_PER_PIXEL;
+        GanMemoryEstimate {
+            output: band,
+            finish: width as u64 * s * STREAM_ROW_BYTES_PER_COLUMN + STREAM_WRITER_BYTES,
+            ..self.estimate(width, height, tile, Finish::default())
+        }
     }
 
     /// The estimate for a `width` × `height` input in tiles of `tile`.
@@ -241,8 +289,34 @@ impl GanFootprint {
 }
 
 /// Plans a `width` × `height` input under `budget`: the tile the user gave (`Some`, 0 for
-/// the whole image) checked, or the largest automatic one that fits.
+/// the whole image) checked, or the largest automatic one that fits. With `stream`
+/// [`Streaming::WhenNeeded`] and nothing after the tiles (`finish` default), an output the
+/// budget cannot hold is planned streamed; [`Streaming::Always`] streams whenever `finish`
+/// allows.
 pub fn plan_gan_memory(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    user_tile: Option<usize>,
+    budget: Budget,
+    finish: Finish,
+    stream: Streaming,
+) -> Result<GanMemoryPlan> {
+    let streamable = finish == Finish::default();
+    match stream {
+        Streaming::Always if streamable => {
+            plan_streamed(footprint, width, height, user_tile, budget)
+        }
+        Streaming::WhenNeeded if streamable => {
+            plan_held(footprint, width, height, user_tile, budget, finish)
+                .or_else(|_| plan_streamed(footprint, width, height, user_tile, budget))
+        }
+        _ => plan_held(footprint, width, height, user_tile, budget, finish),
+    }
+}
+
+/// Plans a run that holds its whole output.
+fn plan_held(
     footprint: &GanFootprint,
     width: usize,
     height: usize,
@@ -289,7 +363,131 @@ pub fn plan_gan_memory(
         tile,
         tiles: tile_count(footprint, width, height, tile),
         estimate,
+        streamed: None,
     })
+}
+
+/// Plans a run whose output is streamed: the tile the user gave checked, or the largest
+/// automatic one (up to [`MAX_AUTO_TILE`]) whose band and activations fit.
+fn plan_streamed(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    user_tile: Option<usize>,
+    budget: Budget,
+) -> Result<GanMemoryPlan> {
+    let fits = |tile: usize| {
+        let estimate = footprint.estimate_streamed(width, height, tile);
+        (estimate.peak() <= budget.bytes).then_some((tile, estimate))
+    };
+    // The largest automatic tile that fits, if any does.
+    let automatic = || {
+        let align = footprint.tile_align();
+        let min_tile = footprint.min_tile();
+        let largest = MAX_AUTO_TILE.max(min_tile) / align * align;
+        (0..)
+            .map(|k| largest.saturating_sub(k * align))
+            .take_while(|&tile| tile >= min_tile)
+            .find_map(fits)
+    };
+    let chosen = match user_tile {
+        Some(tile) => match fits(tile) {
+            Some(chosen) => chosen,
+            None => {
+                return Err(match automatic() {
+                    Some((edge, _)) => {
+                        streamed_tile_too_large(footprint, width, height, tile, edge, budget)
+                    }
+                    None => too_little_streamed(footprint, width, height, budget),
+                })
+            }
+        },
+        None => automatic().ok_or_else(|| too_little_streamed(footprint, width, height, budget))?,
+    };
+    let (tile, estimate) = chosen;
+    Ok(GanMemoryPlan {
+        tile,
+        tiles: tile_count(footprint, width, height, tile),
+        estimate,
+        streamed: Some(footprint.band_rows(height, tile) as usize),
+    })
+}
+
+/// A `--tile` that does not fit even with the output streamed, when a smaller one (`edge`)
+/// does.
+fn streamed_tile_too_large(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    tile: usize,
+    edge: usize,
+    budget: Budget,
+) -> Error {
+    let which = if tile == 0 {
+        "--tile 0 (the whole image at once)".to_string()
+    } else {
+        format!("--tile {tile}")
+    };
+    let estimate = footprint.estimate_streamed(width, height, tile);
+    Error::option(
+        "tile",
+        format!(
+            "{which}: one tile's activations need about {} and, with the output streamed to \
+             disk in rows ({} of it held), the run about {}; {}. Use --tile {edge} or less, \
+             or leave --tile out",
+            size(estimate.tile),
+            size(estimate.output),
+            size(estimate.peak()),
+            budget.describe(),
+        ),
+    )
+}
+
+/// Even streamed in the smallest tiles, the run does not fit: say what it needs, and which
+/// input would fit.
+fn too_little_streamed(
+    footprint: &GanFootprint,
+    width: usize,
+    height: usize,
+    budget: Budget,
+) -> Error {
+    let s = footprint.scale;
+    let min_tile = footprint.min_tile();
+    let least = footprint.estimate_streamed(width, height, min_tile);
+    let held = footprint.estimate(width, height, min_tile, Finish::default());
+    let fits = largest_fitting_with(width, height, |f| {
+        footprint
+            .estimate_streamed(f(width), f(height), min_tile)
+            .peak()
+            <= budget.bytes
+    });
+    let smaller = match fits {
+        Some((w, h)) if w < width || h < height => {
+            format!(", or an input of at most about {w}x{h}")
+        }
+        _ => String::new(),
+    };
+    Error::option(
+        "max-memory",
+        format!(
+            "a {width}x{height} input makes a {}x{} output with {}: holding it needs about {}, \
+             and even streamed to disk in rows the run needs about {} (weights {}, input {}, \
+             tiles {}, one band of the output {}, the PNG encoder {}); {}. Give --max-memory {} \
+             or more{smaller}",
+            width * s,
+            height * s,
+            footprint.model,
+            size(held.output),
+            size(least.peak()),
+            size(least.weights),
+            size(least.input),
+            size(least.tile),
+            size(least.output),
+            size(least.finish),
+            budget.describe(),
+            flag_value(least.peak()),
+        ),
+    )
 }
 
 /// The largest automatic tile whose activations fit `room`: the whole image when it does and
@@ -349,6 +547,18 @@ fn too_little(
     let (ow, oh) = finish.target.unwrap_or((width * s, height * s));
     let need = least.peak();
     let fits = largest_fitting(footprint, width, height, budget.bytes, finish);
+    // Would the same run have fitted with its output streamed?
+    let streamed = footprint.estimate_streamed(width, height, footprint.min_tile());
+    let hint = if streamed.peak() <= budget.bytes {
+        format!(
+            ". A PNG output at the model's own factor (x{s}) without --color-fix would stream \
+             to disk in rows and fit (about {}); --scale, --target, --long-side, --color-fix, \
+             two-pass plans and other formats need the whole output held",
+            size(streamed.peak())
+        )
+    } else {
+        String::new()
+    };
     let smaller = match fits {
         Some((w, h)) if w < width || h < height => {
             format!(", or an input of at most about {w}x{h}")
@@ -360,7 +570,7 @@ fn too_little(
         format!(
             "a {width}x{height} input makes a {ow}x{oh} output with {}: holding it needs about \
              {}, writing it about {} more, and the whole run about {} (weights {}, input {}, \
-             tiles {}); {}. Give --max-memory {} or more{smaller}",
+             tiles {}); {}. Give --max-memory {} or more{smaller}{hint}",
             footprint.model,
             size(least.output),
             size(least.finish),
@@ -414,35 +624,42 @@ fn largest_fitting(
     budget: u64,
     finish: Finish,
 ) -> Option<(usize, usize)> {
-    let long = width.max(height);
-    // The target keeps its ratio to the input.
-    let at = |n: usize| -> (usize, usize, Finish) {
-        let f = |len: usize| (len * n).div_ceil(long).max(1);
+    largest_fitting_with(width, height, |f| {
+        // The target keeps its ratio to the input.
         let finish = Finish {
             target: finish.target.map(|(tw, th)| (f(tw), f(th))),
             ..finish
         };
-        (f(width), f(height), finish)
-    };
-    let fits = |n: usize| {
-        let (w, h, finish) = at(n);
         footprint
-            .estimate(w, h, footprint.min_tile(), finish)
+            .estimate(f(width), f(height), footprint.min_tile(), finish)
             .peak()
             <= budget
-    };
-    if !fits(1) {
+    })
+}
+
+/// The largest input of the aspect ratio of `width` × `height` for which `fits` holds, by
+/// bisection on the long side. `fits` gets the scaling of a length to the candidate size
+/// (`width` and `height` scale to the candidate's sides) and must grow false with the size.
+fn largest_fitting_with(
+    width: usize,
+    height: usize,
+    fits: impl Fn(&dyn Fn(usize) -> usize) -> bool,
+) -> Option<(usize, usize)> {
+    let long = width.max(height);
+    let scaling = |n: usize| move |len: usize| (len * n).div_ceil(long).max(1);
+    let fits_at = |n: usize| fits(&scaling(n));
+    if !fits_at(1) {
         return None;
     }
     let (mut lo, mut hi) = (1, long);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if fits(mid) {
+        if fits_at(mid) {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    let (w, h, _) = at(lo);
-    Some((w, h))
+    let f = scaling(lo);
+    Some((f(width), f(height)))
 }

@@ -2,7 +2,9 @@
 //! memory budget ([`super::memory_plan`], which also refuses what the budget cannot hold) and
 //! blended without seams (the shared [`crate::tiling`] routine), f16 on GPUs. Follows
 //! Real-ESRGAN's `RealESRGANer` (pre_pad, tile, tile_pad), with blending added. Images are
-//! blended straight into the result's host buffer, so the output is held once.
+//! blended straight into the result's host buffer, so the output is held once; or, when the
+//! caller takes rows and the output does not fit the budget, band by band with each finished
+//! row handed on ([`Upscaler::upscale_rows`]), so it is never held whole.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -19,9 +21,12 @@ use crate::profile::{self, Phase};
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
 use crate::threads;
 use crate::tiling::{
-    exact_overlap, plan_tiles, run_tiled, run_tiled_interleaved, Interleaved, TileOptions,
+    exact_overlap, plan_tiles, run_tiled, run_tiled_interleaved, run_tiled_rows, Interleaved,
+    TileOptions,
 };
-use crate::upscaler::{Engine, OnStep, StepProgress, UpscaleParams, UpscaleRequest, Upscaler};
+use crate::upscaler::{
+    Engine, OnRow, OnStep, StepProgress, Streaming, UpscaleParams, UpscaleRequest, Upscaler,
+};
 
 /// How a GAN model is run.
 #[derive(Debug, Clone)]
@@ -131,7 +136,13 @@ impl GanUpscaler {
     /// smallest automatic tile when the budget cannot hold the run ([`Self::memory_plan`]
     /// says why).
     pub fn tile_for(&self, width: usize, height: usize) -> usize {
-        match self.plan_within(width, height, self.budget, Finish::default()) {
+        match self.plan_within(
+            width,
+            height,
+            self.budget,
+            Finish::default(),
+            Streaming::Off,
+        ) {
             Ok(plan) => plan.tile,
             Err(_) => self.tile.unwrap_or_else(|| self.footprint().min_tile()),
         }
@@ -141,15 +152,35 @@ impl GanUpscaler {
     /// budget, or why the budget cannot hold it (naming `--max-memory` or `--tile` and the
     /// size that would do).
     pub fn memory_plan(&self, width: usize, height: usize) -> Result<GanMemoryPlan> {
-        self.plan_within(width, height, self.budget, Finish::default())
+        self.plan_within(
+            width,
+            height,
+            self.budget,
+            Finish::default(),
+            Streaming::Off,
+        )
+    }
+
+    /// [`Self::memory_plan`] for a caller that takes the output in rows (`stream`): the plan
+    /// says whether the output is streamed ([`GanMemoryPlan::streamed`]).
+    pub fn memory_plan_streaming(
+        &self,
+        width: usize,
+        height: usize,
+        stream: Streaming,
+    ) -> Result<GanMemoryPlan> {
+        self.plan_within(width, height, self.budget, Finish::default(), stream)
     }
 
     /// What planning needs of the model and options.
     fn footprint(&self) -> GanFootprint {
         let s = self.arch.scale() as u64;
-        // The network's activations, the tile's f32 input copy and its f32 output read back.
+        // The network's activations, the tile's f32 input copy and its f32 output read back,
+        // and while it is blended two more output-sized f32 copies: the weighted product and
+        // its interleaved copy (measured: without them a streamed run, where nothing else
+        // hides them, peaked above its estimate).
         let tile_bytes_per_pixel =
-            self.arch.bytes_per_input_pixel(self.dtype) as u64 + 12 + 12 * s * s;
+            self.arch.bytes_per_input_pixel(self.dtype) as u64 + 12 + 3 * 12 * s * s;
         GanFootprint {
             model: self.arch.describe(),
             weights: self.weight_bytes,
@@ -168,6 +199,7 @@ impl GanUpscaler {
         height: usize,
         budget: Budget,
         finish: Finish,
+        stream: Streaming,
     ) -> Result<GanMemoryPlan> {
         if width == 0 || height == 0 {
             return Err(Error::option(
@@ -178,7 +210,15 @@ impl GanUpscaler {
         if let Some(tile) = self.tile {
             self.check_tile(tile)?;
         }
-        plan_gan_memory(&self.footprint(), width, height, self.tile, budget, finish)
+        plan_gan_memory(
+            &self.footprint(),
+            width,
+            height,
+            self.tile,
+            budget,
+            finish,
+            stream,
+        )
     }
 
     /// Refuses a tile edge too small for the network's overlap (0, no tiling, is fine).
@@ -198,13 +238,16 @@ impl GanUpscaler {
         Ok(())
     }
 
-    /// Tiling for an input of this size under `budget`.
+    /// Tiling for an input of this size under `budget`, its output held.
     fn tile_options(&self, width: usize, height: usize, budget: Budget) -> Result<TileOptions> {
+        let plan = self.plan_within(width, height, budget, Finish::default(), Streaming::Off)?;
+        Ok(self.tiling(plan.tile))
+    }
+
+    /// Tiling in tiles of edge `tile` (0: the whole image).
+    fn tiling(&self, tile: usize) -> TileOptions {
         let overlap = exact_overlap(self.arch.context_radius());
-        let tile = self
-            .plan_within(width, height, budget, Finish::default())?
-            .tile;
-        Ok(TileOptions {
+        TileOptions {
             tile,
             // Wide enough that every kept pixel saw its full context (exact for SRVGG).
             overlap,
@@ -212,7 +255,7 @@ impl GanUpscaler {
             align: self.arch.input_multiple(),
             pad: self.pre_pad,
             batch: 1,
-        })
+        }
     }
 
     /// How many tiles an input of this size is cut into.
@@ -261,6 +304,50 @@ impl GanUpscaler {
             data,
             width,
             height,
+        })
+    }
+
+    /// Upscales an 8-bit RGB image by the model's factor in tiles of `tile`, band by band,
+    /// handing each finished output row (clamped to [0, 1]) to `on_row`: the rows of
+    /// [`Self::upscale_image`]'s result with the same tiles, bit for bit, without holding it.
+    fn stream_rgb8(
+        &self,
+        image: &Rgb8,
+        tile: usize,
+        on_step: OnStep<'_>,
+        on_row: OnRow<'_>,
+    ) -> Result<(usize, usize)> {
+        image.check()?;
+        let input = self.network_input(&image.to_tensor(&self.device)?)?;
+        let mut on_tile = |done, total| {
+            on_step(StepProgress {
+                step: done,
+                total,
+                timestep: 0.0,
+            })
+        };
+        let (width, height, _) = run_tiled_rows(
+            &input,
+            &self.tiling(tile),
+            &mut self.tile_fn(),
+            &mut on_tile,
+            &mut |row: &mut [f32]| {
+                for v in row.iter_mut() {
+                    *v = v.clamp(0.0, 1.0);
+                }
+                on_row(row)
+            },
+        )?;
+        Ok((width, height))
+    }
+
+    /// What follows the tiles for `params` at a `width` × `height` input.
+    fn finish_of(&self, width: usize, height: usize, params: &UpscaleParams) -> Result<Finish> {
+        let native = (width * self.scale(), height * self.scale());
+        let target = params.size.resolve(width, height, self.scale())?;
+        Ok(Finish {
+            target: (target != native).then_some(target),
+            color_fix: params.color_fix != ColorFix::None,
         })
     }
 
@@ -361,14 +448,45 @@ impl Upscaler for GanUpscaler {
         params: &UpscaleParams,
     ) -> Result<Option<String>> {
         let budget = self.budget_of(params);
-        let native = (width * self.scale(), height * self.scale());
-        let target = params.size.resolve(width, height, self.scale())?;
-        let finish = Finish {
-            target: (target != native).then_some(target),
-            color_fix: params.color_fix != ColorFix::None,
-        };
-        let plan = self.plan_within(width, height, budget, finish)?;
+        let finish = self.finish_of(width, height, params)?;
+        let plan = self.plan_within(width, height, budget, finish, params.stream)?;
         Ok(Some(plan.describe(budget.bytes)))
+    }
+
+    /// Whether the plan streams: `params.stream` allows it, one pass at the model's factor
+    /// with no colour fix, and the whole output does not fit the budget (or
+    /// [`Streaming::Always`]).
+    fn streams_output(&self, width: usize, height: usize, params: &UpscaleParams) -> Result<bool> {
+        let budget = self.budget_of(params);
+        let finish = self.finish_of(width, height, params)?;
+        let plan = self.plan_within(width, height, budget, finish, params.stream)?;
+        Ok(plan.streamed.is_some())
+    }
+
+    fn upscale_rows(
+        &self,
+        request: UpscaleRequest<'_>,
+        on_row: OnRow<'_>,
+    ) -> Result<(usize, usize)> {
+        let params = request.params;
+        if let Some(settings) = &params.settings {
+            return Err(settings.mismatch(Engine::Gan));
+        }
+        let (width, height) = request.image.size();
+        let budget = self.budget_of(params);
+        let finish = self.finish_of(width, height, params)?;
+        // Planned before any work: refused here when it cannot fit either way.
+        let plan = self.plan_within(width, height, budget, finish, params.stream)?;
+        match plan.streamed {
+            Some(_) => self.stream_rgb8(request.image, plan.tile, request.on_step, on_row),
+            None => {
+                let result = self.upscale(request)?;
+                for row in result.data.chunks_exact(result.width * 3) {
+                    on_row(row)?;
+                }
+                Ok(result.size())
+            }
+        }
     }
 
     fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32> {

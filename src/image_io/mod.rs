@@ -12,6 +12,7 @@ mod load;
 pub mod metadata;
 mod result;
 mod save;
+mod stream;
 
 use std::path::Path;
 
@@ -21,6 +22,7 @@ pub use load::{load_image, LoadedImage, MAX_DECODED_BYTES, MAX_SIDE};
 pub use metadata::{read_png_text, GenerationInfo};
 pub use result::{save_result, WrittenImage};
 pub use save::{save_image, OutputFormat, SaveOptions};
+pub use stream::{stream_result, streams_to, RowWriter};
 
 use crate::error::{Error, Result};
 use crate::output_file::output_dir;

@@ -207,6 +207,28 @@ fn encode_png(
     sixteen: bool,
     options: &SaveOptions,
 ) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    {
+        let mut writer =
+            png_writer(&mut out, w, h, channels, sixteen, options).map_err(|e| e.to_string())?;
+        writer.write_image_data(data).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// A PNG encoder on `out` with its header written: RGB or RGBA (`channels`), 8 or 16 bits,
+/// the ICC profile and the generation parameters (iTXt chunks) of `options`. Shared by the
+/// whole-image encoder and the streamed one ([`super::stream`]), so both write the same
+/// header.
+pub(super) fn png_writer<W: std::io::Write>(
+    out: W,
+    w: u32,
+    h: u32,
+    channels: usize,
+    sixteen: bool,
+    options: &SaveOptions,
+) -> std::result::Result<png::Writer<W>, png::EncodingError> {
     let mut info = png::Info::with_size(w, h);
     info.color_type = if channels == 4 {
         png::ColorType::Rgba
@@ -225,14 +247,7 @@ fn encode_png(
                 .push(png::text_metadata::ITXtChunk::new(key, text));
         }
     }
-    let mut out = Vec::new();
-    {
-        let encoder = png::Encoder::with_info(&mut out, info).map_err(|e| e.to_string())?;
-        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(data).map_err(|e| e.to_string())?;
-        writer.finish().map_err(|e| e.to_string())?;
-    }
-    Ok(out)
+    png::Encoder::with_info(out, info)?.write_header()
 }
 
 /// The pixels as the encoders take them: R, G, B (and A) interleaved, quantised from [0, 1]
@@ -257,7 +272,20 @@ fn quantized_samples(
             rgb.height
         )
     })?;
-    for (i, px) in rgb.data.chunks_exact(3).enumerate() {
+    push_samples(&rgb.data, alpha, sixteen, order, &mut out);
+    Ok(out)
+}
+
+/// Appends the quantised samples of the RGB pixels `rgb` (and one alpha value each, when
+/// given) to `out`: the one quantiser of whole images and streamed rows.
+pub(super) fn push_samples(
+    rgb: &[f32],
+    alpha: Option<&[f32]>,
+    sixteen: bool,
+    order: fn(u16) -> [u8; 2],
+    out: &mut Vec<u8>,
+) {
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
         let a = alpha.map(|a| a[i]);
         for &v in px.iter().chain(a.as_ref()) {
             if sixteen {
@@ -267,7 +295,6 @@ fn quantized_samples(
             }
         }
     }
-    Ok(out)
 }
 
 /// [0, 1] to 8 bits, rounding as diffusers' `numpy_to_pil`.

@@ -48,17 +48,17 @@ pub(super) trait Blend: Sized {
 
 /// Where the output of the unpadded image lies in the padded output, in output pixels.
 #[derive(Debug, Clone, Copy)]
-struct Crop {
-    top: usize,
-    left: usize,
-    width: usize,
-    height: usize,
+pub(super) struct Crop {
+    pub(super) top: usize,
+    pub(super) left: usize,
+    pub(super) width: usize,
+    pub(super) height: usize,
     /// Width of the padded output.
-    stride: usize,
+    pub(super) stride: usize,
 }
 
 impl Crop {
-    fn of(plan: &TilePlan) -> Self {
+    pub(super) fn of(plan: &TilePlan) -> Self {
         let scale = plan.scale;
         let (top, _, left, _) = plan.padding();
         let (width, height) = plan.output_size();
@@ -157,15 +157,46 @@ impl Blend for TensorBlend {
     }
 }
 
+/// The blend weights of every tile row and column as tensors on the tiles' device, for the
+/// host accumulators ([`InterleavedBlend`], and the band accumulator of
+/// [`super::run_tiled_rows`]): both weigh a tile with this one routine, so they add the same
+/// numbers.
+pub(super) struct TileWeights {
+    /// Row weights shaped (1, rows, 1), column weights (1, 1, columns): they broadcast over a
+    /// (C, rows, columns) tile.
+    rows: Vec<Tensor>,
+    columns: Vec<Tensor>,
+}
+
+impl TileWeights {
+    pub(super) fn new(rows: &[Vec<f32>], columns: &[Vec<f32>], device: &Device) -> Result<Self> {
+        let rows = rows
+            .iter()
+            .map(|w| Tensor::from_slice(w, (1, w.len(), 1), device))
+            .collect::<candle_core::Result<_>>()?;
+        let columns = columns
+            .iter()
+            .map(|w| Tensor::from_slice(w, (1, 1, w.len()), device))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self { rows, columns })
+    }
+
+    /// The output `y` `(C, th, tw)`, f32, of the tile at grid `row` and `column`, weighted
+    /// `(tile · row weight) · column weight` as the tensor blend computes it, laid out
+    /// `(th, tw, C)` (interleaved).
+    pub(super) fn weigh(&self, y: &Tensor, row: usize, column: usize) -> Result<Tensor> {
+        Ok(y.broadcast_mul(&self.rows[row])?
+            .broadcast_mul(&self.columns[column])?
+            .permute((1, 2, 0))?)
+    }
+}
+
 /// The host accumulator: the padded output, interleaved, cropped in place at the end. Each
 /// tile is weighted and interleaved by tensor ops on its own device (optimised code, and on a
 /// GPU the work stays there), then added row by row.
 pub(super) struct InterleavedBlend {
     data: Vec<f32>,
-    /// Row weights shaped (1, rows, 1), column weights (1, 1, columns): they broadcast over a
-    /// (C, rows, columns) tile.
-    rows: Vec<Tensor>,
-    columns: Vec<Tensor>,
+    weights: TileWeights,
     channels: usize,
     scale: usize,
     crop: Crop,
@@ -206,22 +237,14 @@ impl Blend for InterleavedBlend {
         device: &Device,
     ) -> Result<Self> {
         let scale = plan.scale;
-        let rows = rows
-            .iter()
-            .map(|w| Tensor::from_slice(w, (1, w.len(), 1), device))
-            .collect::<candle_core::Result<_>>()?;
-        let columns = columns
-            .iter()
-            .map(|w| Tensor::from_slice(w, (1, 1, w.len()), device))
-            .collect::<candle_core::Result<_>>()?;
+        let weights = TileWeights::new(rows, columns, device)?;
         let len = (plan.padded_height * scale)
             .checked_mul(plan.padded_width * scale)
             .and_then(|n| n.checked_mul(channels))
             .ok_or_else(|| crate::Error::option("image", "the output is too large to address"))?;
         Ok(Self {
             data: zeroed_f32(len, "the output image")?,
-            rows,
-            columns,
+            weights,
             channels,
             scale,
             crop: Crop::of(plan),
@@ -234,11 +257,7 @@ impl Blend for InterleavedBlend {
 
     fn add(&mut self, y: &Tensor, row: usize, column: usize, tile: &Tile) -> Result<()> {
         let (channels, out_height, out_width) = y.dims3()?;
-        // (tile · row weight) · column weight, as the tensor blend computes it.
-        let weighted = y
-            .broadcast_mul(&self.rows[row])?
-            .broadcast_mul(&self.columns[column])?
-            .permute((1, 2, 0))?;
+        let weighted = self.weights.weigh(y, row, column)?;
         let line = self.crop.stride * channels;
         let first = tile.y * self.scale * line + tile.x * self.scale * channels;
         let tile_line = out_width * channels;

@@ -9,6 +9,7 @@
 //! rule and [`exact_overlap`] the overlap at which the tiled result equals the untiled one.
 
 mod accumulate;
+mod bands;
 mod blend;
 mod pad;
 mod plan;
@@ -19,6 +20,7 @@ use candle_core::{DType, Tensor};
 
 pub use accumulate::Interleaved;
 use accumulate::{Blend, InterleavedBlend, TensorBlend};
+pub use bands::{run_tiled_rows, OnOutputRow};
 pub use blend::{context_margin, exact_overlap};
 pub use pad::reflect_pad;
 pub use plan::{plan_tiles, Tile, TilePlan};
@@ -92,41 +94,52 @@ pub fn run_tiled_interleaved(
     drive::<InterleavedBlend>(image, options, f, on_tile)
 }
 
-/// The shared driver: plan, pad, run `f` batch by batch and hand the outputs to a blend.
-fn drive<B: Blend>(
-    image: &Tensor,
-    options: &TileOptions,
-    f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-    on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
-) -> Result<B::Output> {
-    let (n, _, height, width) = image.dims4()?;
-    if n != 1 {
-        return Err(Error::option(
-            "image",
-            format!(
-                "tiling takes one image (1, C, H, W), got shape {:?}",
-                image.dims()
-            ),
-        ));
-    }
-    let plan = plan_tiles(width, height, options)?;
-    let scale = options.scale;
-    let (top, bottom, left, right) = plan.padding();
-    // Two steps, as Real-ESRGAN: the pre-padding on all sides, then the alignment padding
-    // mirrors the pre-padded image at the bottom and right. One expression, so the first
-    // step's image is freed before the tiles run.
-    let padded = reflect_pad(
-        &reflect_pad(image, top, top, left, left)?,
-        0,
-        bottom - top,
-        0,
-        right - left,
-    )?;
-    let (tile_width, tile_height) = plan.tile_size();
-    let (out_width, out_height) = (tile_width * scale, tile_height * scale);
-    let total = plan.len();
+/// The tiles of an image, ready to run: the plan, the padded image they are cut from, and the
+/// checks every driver makes of `f`'s outputs.
+struct Prepared {
+    plan: TilePlan,
+    padded: Tensor,
+    /// Output tile width and height.
+    out_width: usize,
+    out_height: usize,
+}
 
-    let check = |y: &Tensor, count: usize| -> Result<usize> {
+impl Prepared {
+    fn new(image: &Tensor, options: &TileOptions) -> Result<Self> {
+        let (n, _, height, width) = image.dims4()?;
+        if n != 1 {
+            return Err(Error::option(
+                "image",
+                format!(
+                    "tiling takes one image (1, C, H, W), got shape {:?}",
+                    image.dims()
+                ),
+            ));
+        }
+        let plan = plan_tiles(width, height, options)?;
+        let (top, bottom, left, right) = plan.padding();
+        // Two steps, as Real-ESRGAN: the pre-padding on all sides, then the alignment padding
+        // mirrors the pre-padded image at the bottom and right. One expression, so the first
+        // step's image is freed before the tiles run.
+        let padded = reflect_pad(
+            &reflect_pad(image, top, top, left, left)?,
+            0,
+            bottom - top,
+            0,
+            right - left,
+        )?;
+        let (tile_width, tile_height) = plan.tile_size();
+        Ok(Self {
+            out_width: tile_width * options.scale,
+            out_height: tile_height * options.scale,
+            plan,
+            padded,
+        })
+    }
+
+    /// The channel count of `f`'s output `y` for `count` tiles, or why it has the wrong shape.
+    fn check(&self, y: &Tensor, count: usize) -> Result<usize> {
+        let (out_width, out_height) = (self.out_width, self.out_height);
         match y.dims() {
             &[b, c, h, w] if b == count && h == out_height && w == out_width => Ok(c),
             dims => Err(candle_core::Error::Msg(format!(
@@ -135,22 +148,55 @@ fn drive<B: Blend>(
             ))
             .into()),
         }
-    };
-    let progress =
-        |on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>, done| match on_tile(done, total)
-        {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(()) => Err(Error::Cancelled),
-        };
+    }
 
+    /// The tiles of `chunk` cut from the padded image and stacked on the batch dimension.
+    fn batch(&self, chunk: &[Tile]) -> Result<Tensor> {
+        let inputs = chunk
+            .iter()
+            .map(|t| {
+                self.padded
+                    .narrow(2, t.y, t.height)?
+                    .narrow(3, t.x, t.width)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&inputs, 0)?)
+    }
+}
+
+/// Reports `done` of `total` tiles; `Break` becomes [`Error::Cancelled`].
+fn progress(
+    on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    done: usize,
+    total: usize,
+) -> Result<()> {
+    match on_tile(done, total) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(Error::Cancelled),
+    }
+}
+
+/// The shared driver: plan, pad, run `f` batch by batch and hand the outputs to a blend.
+fn drive<B: Blend>(
+    image: &Tensor,
+    options: &TileOptions,
+    f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    on_tile: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+) -> Result<B::Output> {
+    let prepared = Prepared::new(image, options)?;
+    let total = prepared.plan.len();
     if total == 1 {
         // One tile is the whole padded image: no copy, no blend, nothing to normalise.
-        let y = f(&padded)?;
+        let y = f(&prepared.padded)?;
+        prepared.check(&y, 1)?;
+        let Prepared { plan, padded, .. } = prepared;
         drop(padded);
-        check(&y, 1)?;
-        progress(on_tile, 1)?;
+        progress(on_tile, 1, total)?;
         return B::whole(&y, &plan);
     }
+    let plan = &prepared.plan;
+    let scale = options.scale;
+    let (tile_width, tile_height) = plan.tile_size();
 
     let rows = blend::axis_weights(&plan.ys, tile_height, scale)?;
     let columns = blend::axis_weights(&plan.xs, tile_width, scale)?;
@@ -158,19 +204,15 @@ fn drive<B: Blend>(
     let indexed: Vec<(usize, &Tile)> = plan.tiles().iter().enumerate().collect();
     let mut done = 0;
     for chunk in indexed.chunks(options.batch) {
-        let inputs = chunk
-            .iter()
-            .map(|(_, t)| padded.narrow(2, t.y, t.height)?.narrow(3, t.x, t.width))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let x = Tensor::cat(&inputs, 0)?;
-        drop(inputs);
+        let tiles: Vec<Tile> = chunk.iter().map(|&(_, &t)| t).collect();
+        let x = prepared.batch(&tiles)?;
         let y = f(&x)?;
         drop(x);
-        let channels = check(&y, chunk.len())?;
+        let channels = prepared.check(&y, chunk.len())?;
         let y = y.to_dtype(DType::F32)?;
         let blend = match &mut blend {
             Some(blend) => blend,
-            None => blend.insert(B::new(&plan, &rows, &columns, channels, image.device())?),
+            None => blend.insert(B::new(plan, &rows, &columns, channels, image.device())?),
         };
         if blend.channels() != channels {
             return Err(candle_core::Error::Msg(format!(
@@ -184,7 +226,7 @@ fn drive<B: Blend>(
             blend.add(&y.get(b)?, row, column, tile)?;
         }
         done += chunk.len();
-        progress(on_tile, done)?;
+        progress(on_tile, done, total)?;
     }
     blend
         .ok_or_else(|| Error::option("tile", "no tiles to run"))?

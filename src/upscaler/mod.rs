@@ -14,7 +14,7 @@ mod size;
 use crate::error::Result;
 use crate::image_io::RgbF32;
 
-pub use request::{OnStep, StepProgress, UpscaleParams, UpscaleRequest};
+pub use request::{OnRow, OnStep, StepProgress, Streaming, UpscaleParams, UpscaleRequest};
 pub use settings::{DiffusionSettings, EngineSettings};
 pub use size::{OutputSize, TargetSize, MAX_SCALE};
 
@@ -80,4 +80,28 @@ pub trait Upscaler: Send + Sync {
     /// (`ScalePlan::Auto`, no second-pass GAN) and the size is exact. Progress and
     /// cancellation go through `request.on_step`.
     fn upscale(&self, request: UpscaleRequest<'_>) -> Result<RgbF32>;
+
+    /// Whether [`Self::upscale_rows`] would stream the result of a `width` × `height` input
+    /// under `params` (`params.stream` allows it and the run asks for it) rather than hold it;
+    /// an error when the budget cannot hold the run either way. The default: never.
+    fn streams_output(&self, width: usize, height: usize, params: &UpscaleParams) -> Result<bool> {
+        let _ = (width, height, params);
+        Ok(false)
+    }
+
+    /// [`Self::upscale`], handing the result to `on_row` row by row, top to bottom, instead of
+    /// returning it; returns its width and height. An engine that streams
+    /// ([`Self::streams_output`]) never holds the whole result; the default upscales, then
+    /// hands on the rows of the result.
+    fn upscale_rows(
+        &self,
+        request: UpscaleRequest<'_>,
+        on_row: OnRow<'_>,
+    ) -> Result<(usize, usize)> {
+        let result = self.upscale(request)?;
+        for row in result.data.chunks_exact(result.width * 3) {
+            on_row(row)?;
+        }
+        Ok(result.size())
+    }
 }

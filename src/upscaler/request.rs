@@ -36,7 +36,28 @@ pub struct UpscaleParams {
     pub max_memory: Option<u64>,
     /// Settings for the primary engine in place of those it was built with; `None`: its own.
     pub settings: Option<EngineSettings>,
+    /// Whether the result may go out in rows ([`super::Upscaler::upscale_rows`]) instead of
+    /// being held whole.
+    pub stream: Streaming,
 }
+
+/// Whether a result may be streamed: handed on in rows as they are finished, so the whole
+/// output is never held (an output larger than the memory budget). Only one engine pass at
+/// the model's own factor with no colour fix can stream; the GAN engine streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Streaming {
+    /// The result is held whole, as [`super::Upscaler::upscale`] returns it.
+    #[default]
+    Off,
+    /// The caller takes rows: stream when the whole result does not fit the budget.
+    WhenNeeded,
+    /// Always stream where the run can (tests; a caller that wants the least memory).
+    Always,
+}
+
+/// Receives a streamed result's rows, top to bottom: each `width × 3` interleaved RGB values
+/// in [0, 1].
+pub type OnRow<'a> = &'a mut dyn FnMut(&[f32]) -> Result<()>;
 
 impl UpscaleParams {
     /// Checks what does not depend on the model or the input.
