@@ -219,7 +219,7 @@ mod tests {
             "{err}"
         );
         let err = open_regular(&std::env::temp_dir()).unwrap_err().to_string();
-        assert!(err.contains("a directory"), "{err}");
+        assert!(err.contains("a folder"), "{err}");
         let err = regular_file_len(Path::new("/no/such/model.pth"))
             .unwrap_err()
             .to_string();

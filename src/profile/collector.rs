@@ -164,6 +164,10 @@ mod tests {
         let times = StageTimes::new();
         let subscriber = tracing_subscriber::registry().with(times.layer());
         tracing::subscriber::with_default(subscriber, || {
+            // Another test thread may have registered these callsites while no subscriber
+            // wanted them, racing this one's registration, and left them cached as "never";
+            // recomputing now that this subscriber is registered makes it see them.
+            tracing::callsite::rebuild_interest_cache();
             let _phase = phase(Phase::UnetStep);
             time(Stage::Conv, || std::thread::sleep(Duration::from_millis(5)));
             time(Stage::GroupNorm, || ());
