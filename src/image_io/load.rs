@@ -72,6 +72,10 @@ pub fn load_image(path: &Path) -> Result<LoadedImage> {
             "is not an image diffsr can read (expected PNG, JPEG, WebP, TIFF or BMP)".into(),
         ));
     };
+    // png 0.18 panics on a palette that is not whole RGB entries: refuse it first.
+    if format == ImageFormat::Png {
+        super::png_palette::check_palette(path).map_err(&image_error)?;
+    }
     // Limits are checked below with a message of our own; the header is all that is read here.
     reader.no_limits();
     let mut decoder = reader
