@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::crc::crc32;
+use super::json::{json_plan, mutate_json, JsonPlan};
 use super::mutate::{apply as apply_bytes, byte_op, int_value, ByteOp, IntValue};
 
 const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
@@ -82,6 +83,9 @@ pub enum PngOp {
     Crc {
         chunk: Index,
     },
+    /// Mutates the JSON record of the `diffsr` tEXt chunk (values with control characters,
+    /// wrong types, huge numbers), as a crafted file would carry it.
+    Record(JsonPlan),
 }
 
 fn text_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -104,6 +108,7 @@ pub fn png_op() -> impl Strategy<Value = PngOp> {
             .prop_map(|(at, keyword, text)| PngOp::Text { at, keyword, text }),
         1 => (any::<Index>(), int_value()).prop_map(|(chunk, value)| PngOp::Length { chunk, value }),
         1 => any::<Index>().prop_map(|chunk| PngOp::Crc { chunk }),
+        3 => json_plan().prop_map(PngOp::Record),
     ]
 }
 
@@ -151,6 +156,16 @@ pub fn mutate(png: &[u8], ops: &[PngOp], seeds: &[Vec<u8>]) -> Vec<u8> {
                     },
                 );
             }
+            PngOp::Record(plan) => {
+                if let Some((c, at)) = list
+                    .iter_mut()
+                    .find_map(|c| record_text(c).map(|at| (c, at)))
+                {
+                    let json = mutate_json(&c.data[at..], plan);
+                    c.data.truncate(at);
+                    c.data.extend(json);
+                }
+            }
             PngOp::Length { .. } | PngOp::Crc { .. } => after.push(op),
         }
     }
@@ -173,6 +188,23 @@ pub fn mutate(png: &[u8], ops: &[PngOp], seeds: &[Vec<u8>]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Where the text of an uncompressed `diffsr` record starts in `chunk` (tEXt, or iTXt as
+/// diffsr writes it), if it is one.
+fn record_text(chunk: &Chunk) -> Option<usize> {
+    let rest = chunk.data.strip_prefix(b"diffsr\0")?;
+    match &chunk.kind {
+        b"tEXt" => Some(7),
+        // Compression flag 0, method, then a language tag and a translated keyword, each
+        // NUL-terminated.
+        b"iTXt" if rest.first() == Some(&0) => {
+            let lang = rest[2..].iter().position(|&b| b == 0)?;
+            let key = rest[3 + lang..].iter().position(|&b| b == 0)?;
+            Some(7 + 3 + lang + key + 1)
+        }
+        _ => None,
+    }
 }
 
 /// Mutations of one of `seeds` (PNG files).

@@ -113,6 +113,17 @@ fn fit(data: &[u8], len: usize) -> Vec<u8> {
     data.iter().copied().cycle().take(len).collect()
 }
 
+/// Resizes `e`'s data to its shape and dtype when `fit` and the size is at most [`MAX_FIT`].
+fn refit(e: &mut Entry, fit: bool) {
+    let bytes = e
+        .shape
+        .iter()
+        .try_fold(dtype_size(&e.dtype), |acc, &d| acc.checked_mul(d));
+    if let Some(len) = bytes.filter(|&b| fit && b <= MAX_FIT) {
+        e.data = self::fit(&e.data, len as usize);
+    }
+}
+
 /// The key names the GAN detector and key normaliser look for.
 fn gan_name() -> impl Strategy<Value = String> {
     let suffix = prop_oneof![Just(".weight"), Just(".bias")];
@@ -162,6 +173,13 @@ fn dtype() -> impl Strategy<Value = String> {
 /// One safetensors mutation.
 #[derive(Debug, Clone)]
 pub enum StOp {
+    /// Changes one dimension of a tensor's shape (the others kept).
+    SetDim {
+        tensor: Index,
+        axis: Index,
+        value: u64,
+        fit: bool,
+    },
     Reshape {
         tensor: Index,
         shape: Vec<u64>,
@@ -184,6 +202,13 @@ pub enum StOp {
     Drop {
         tensor: Index,
     },
+    /// Adds copies of a tensor as `conv_up1` .. `conv_up{count}` (weight or bias), the layer
+    /// series whose length gives an RRDBNet's scale.
+    Series {
+        tensor: Index,
+        count: usize,
+        bias: bool,
+    },
     /// A JSON mutation of the header as written (offsets, shapes, dtypes).
     Header(JsonOp),
     /// Writes a wrong header length.
@@ -193,13 +218,17 @@ pub enum StOp {
 
 pub fn st_op() -> impl Strategy<Value = StOp> {
     prop_oneof![
-        6 => (any::<Index>(), vec(dim(), 0..5), any::<bool>())
+        6 => (any::<Index>(), any::<Index>(), dim(), prop::bool::weighted(0.8))
+            .prop_map(|(tensor, axis, value, fit)| StOp::SetDim { tensor, axis, value, fit }),
+        3 => (any::<Index>(), vec(dim(), 0..5), any::<bool>())
             .prop_map(|(tensor, shape, fit)| StOp::Reshape { tensor, shape, fit }),
         1 => (any::<Index>(), dtype(), any::<bool>())
             .prop_map(|(tensor, dtype, fit)| StOp::Retype { tensor, dtype, fit }),
         4 => (any::<Index>(), gan_name()).prop_map(|(tensor, name)| StOp::Rename { tensor, name }),
         4 => (any::<Index>(), gan_name()).prop_map(|(tensor, name)| StOp::Clone { tensor, name }),
         1 => any::<Index>().prop_map(|tensor| StOp::Drop { tensor }),
+        1 => (any::<Index>(), 1usize..70, any::<bool>())
+            .prop_map(|(tensor, count, bias)| StOp::Series { tensor, count, bias }),
         2 => json_op().prop_map(StOp::Header),
         1 => int_value().prop_map(StOp::HeaderLen),
         1 => byte_op().prop_map(StOp::Raw),
@@ -223,6 +252,20 @@ pub fn mutate(file: &[u8], ops: &[StOp], seeds: &[Vec<u8>]) -> Vec<u8> {
         let n = entries.len().max(1);
         let slot = |i: &Index| i.index(n);
         match op {
+            StOp::SetDim {
+                tensor,
+                axis,
+                value,
+                fit: f,
+            } => {
+                if let Some(e) = entries.get_mut(slot(tensor)) {
+                    if !e.shape.is_empty() {
+                        let axis = axis.index(e.shape.len());
+                        e.shape[axis] = *value;
+                        refit(e, *f);
+                    }
+                }
+            }
             StOp::Reshape {
                 tensor,
                 shape,
@@ -230,12 +273,7 @@ pub fn mutate(file: &[u8], ops: &[StOp], seeds: &[Vec<u8>]) -> Vec<u8> {
             } => {
                 if let Some(e) = entries.get_mut(slot(tensor)) {
                     e.shape = shape.clone();
-                    let bytes = shape
-                        .iter()
-                        .try_fold(dtype_size(&e.dtype), |acc, &d| acc.checked_mul(d));
-                    if let Some(len) = bytes.filter(|&b| *f && b <= MAX_FIT) {
-                        e.data = fit(&e.data, len as usize);
-                    }
+                    refit(e, *f);
                 }
             }
             StOp::Retype {
@@ -245,13 +283,7 @@ pub fn mutate(file: &[u8], ops: &[StOp], seeds: &[Vec<u8>]) -> Vec<u8> {
             } => {
                 if let Some(e) = entries.get_mut(slot(tensor)) {
                     e.dtype = dtype.clone();
-                    let bytes = e
-                        .shape
-                        .iter()
-                        .try_fold(dtype_size(dtype), |acc, &d| acc.checked_mul(d));
-                    if let Some(len) = bytes.filter(|&b| *f && b <= MAX_FIT) {
-                        e.data = fit(&e.data, len as usize);
-                    }
+                    refit(e, *f);
                 }
             }
             StOp::Rename { tensor, name } => {
@@ -270,6 +302,20 @@ pub fn mutate(file: &[u8], ops: &[StOp], seeds: &[Vec<u8>]) -> Vec<u8> {
             StOp::Drop { tensor } => {
                 if !entries.is_empty() {
                     entries.remove(slot(tensor));
+                }
+            }
+            StOp::Series {
+                tensor,
+                count,
+                bias,
+            } => {
+                if let Some(e) = entries.get(slot(tensor)).cloned() {
+                    let suffix = if *bias { "bias" } else { "weight" };
+                    for k in 1..=*count {
+                        let name = format!("conv_up{k}.{suffix}");
+                        entries.retain(|x| x.name != name);
+                        entries.push(Entry { name, ..e.clone() });
+                    }
                 }
             }
             StOp::Header(op) => json_ops.push(op),

@@ -7,6 +7,7 @@ use proptest::sample::Index;
 
 use super::{message, seed_dir};
 use crate::fuzz_support::harness::{Memory, Target};
+use crate::fuzz_support::json::{JsonOp, JsonPlan};
 use crate::fuzz_support::{mutate, png, seeds};
 
 /// Chunk-aware mutations for PNG seeds, byte mutations (headers favoured) for the others.
@@ -81,10 +82,38 @@ pub fn png_text() -> Target {
     }
 }
 
-/// Inputs for the `diffsr info` binary test: mutated diffsr PNGs.
+/// A string a terminal would act on: text around escape sequences and C0/C1 controls.
+fn control_string() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("\u{1b}]0;title\u{7}"),
+        Just("\u{1b}[2J"),
+        Just("\r"),
+        Just("\u{8}"),
+        Just("\u{9b}31m"),
+        Just("\u{7f}"),
+        Just("plain"),
+    ];
+    proptest::collection::vec(piece, 1..4).prop_map(|p| p.concat())
+}
+
+/// Inputs for the `diffsr info` binary test: diffsr PNGs whose parameters record holds control
+/// characters in a value, or otherwise mutated.
 pub fn info_inputs() -> BoxedStrategy<Vec<u8>> {
     let dir = seed_dir("info_binary");
     let seeds = seeds::diffsr_pngs(&dir);
     let _ = std::fs::remove_dir_all(&dir);
-    png::mutated_png(seeds)
+    let record = (any::<Index>(), control_string()).prop_map(|(node, text)| {
+        png::PngOp::Record(JsonPlan {
+            ops: vec![JsonOp::Replace {
+                node,
+                value: serde_json::Value::String(text),
+            }],
+            pretty: false,
+            bytes: Vec::new(),
+        })
+    });
+    let op = prop_oneof![2 => record, 1 => png::png_op()];
+    (any::<Index>(), proptest::collection::vec(op, 1..=3))
+        .prop_map(move |(seed, ops)| png::mutate(&seeds[seed.index(seeds.len())], &ops, &seeds))
+        .boxed()
 }
