@@ -83,7 +83,7 @@ pub fn manifest() -> Target {
         .boxed();
     Target {
         name: "manifest",
-        cases: 400,
+        cases: 1000,
         memory: Memory::Input,
         inputs,
         run: Box::new(|input, dir| {
@@ -180,7 +180,7 @@ pub fn name_template() -> Target {
     .collect();
     Target {
         name: "name_template",
-        cases: 300,
+        cases: 3000,
         memory: Memory::Input,
         inputs: template_inputs(seeds),
         run: Box::new(|input, _dir| {

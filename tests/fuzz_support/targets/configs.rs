@@ -29,13 +29,14 @@ const TINY: &str = "tiny-x4-upscaler";
 /// the tiny model folder (for its weights).
 fn model_config(
     name: &'static str,
+    cases: u32,
     component: &str,
     build: fn(&std::path::Path, &ModelDir) -> diffsr::Result<()>,
 ) -> Target {
     let seed = fixture(&format!("{TINY}/{component}/config.json"));
     Target {
         name,
-        cases: 60,
+        cases,
         memory: Memory::Input,
         inputs: mutated_json(vec![seed]),
         run: Box::new(move |input, dir| {
@@ -48,7 +49,7 @@ fn model_config(
 }
 
 pub fn unet_config() -> Target {
-    model_config("unet_config", "unet", |path, model| {
+    model_config("unet_config", 150, "unet", |path, model| {
         let config = UNet2DConditionConfig::from_file(path)?;
         let _ = (config.time_embed_dim(), config.blocks_time_embed_dim());
         config.levels()?;
@@ -59,7 +60,7 @@ pub fn unet_config() -> Target {
 }
 
 pub fn vae_config() -> Target {
-    model_config("vae_config", "vae", |path, model| {
+    model_config("vae_config", 300, "vae", |path, model| {
         let config = AutoencoderKLConfig::from_file(path)?;
         let _ = config.downsampling_factor();
         let (vb, files) =
@@ -69,7 +70,7 @@ pub fn vae_config() -> Target {
 }
 
 pub fn clip_text_config() -> Target {
-    model_config("clip_text_config", "text_encoder", |path, model| {
+    model_config("clip_text_config", 250, "text_encoder", |path, model| {
         let config = ClipTextConfig::from_file(path)?;
         let _ = (config.activation()?, config.head_dim());
         let (vb, files) = model.var_builder("text_encoder", "model", DType::F32, &Device::Cpu)?;
@@ -124,7 +125,7 @@ fn exercise(mut solver: Box<dyn Scheduler>) -> Result<(), String> {
 pub fn scheduler_config() -> Target {
     Target {
         name: "scheduler_config",
-        cases: 300,
+        cases: 800,
         memory: Memory::Input,
         inputs: mutated_json(scheduler_seeds()),
         run: Box::new(|input, dir| {
@@ -153,7 +154,7 @@ pub fn scheduler_config() -> Target {
 pub fn model_index() -> Target {
     Target {
         name: "model_index",
-        cases: 150,
+        cases: 1500,
         memory: Memory::Input,
         inputs: mutated_json(vec![fixture(&format!("{TINY}/model_index.json"))]),
         run: Box::new(|input, dir| {
@@ -212,7 +213,7 @@ pub fn tokenizer() -> Target {
         .boxed();
     Target {
         name: "tokenizer",
-        cases: 150,
+        cases: 800,
         memory: Memory::Input,
         inputs,
         run: Box::new(|input, dir| {

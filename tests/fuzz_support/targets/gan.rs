@@ -52,7 +52,7 @@ pub fn gan_safetensors() -> Target {
     .collect();
     Target {
         name: "gan_safetensors",
-        cases: 150,
+        cases: 1500,
         memory: Memory::Input,
         inputs: safetensors::mutated_safetensors(seeds),
         run: Box::new(|input, dir| {
@@ -76,7 +76,7 @@ pub fn gan_pth() -> Target {
     .collect();
     Target {
         name: "gan_pth",
-        cases: 150,
+        cases: 300,
         memory: Memory::Input,
         inputs: zip::mutated_pth(seeds),
         run: Box::new(|input, dir| {
@@ -90,7 +90,7 @@ pub fn gan_pth() -> Target {
 pub fn gan_ncnn() -> Target {
     Target {
         name: "gan_ncnn",
-        cases: 200,
+        cases: 600,
         memory: Memory::Input,
         inputs: ncnn::mutated_pairs(),
         run: Box::new(|input, dir| {

@@ -36,7 +36,7 @@ pub fn images() -> Target {
     let _ = std::fs::remove_dir_all(&dir);
     Target {
         name: "images",
-        cases: 300,
+        cases: 2500,
         // The decoder's documented limit, not the input's size: a small file may decode big.
         memory: Memory::Limit(MAX_DECODED_BYTES as usize + (64 << 20)),
         inputs: image_inputs(seeds),
@@ -64,7 +64,7 @@ pub fn png_text() -> Target {
     let _ = std::fs::remove_dir_all(&dir);
     Target {
         name: "png_text",
-        cases: 300,
+        cases: 1500,
         memory: Memory::Input,
         inputs: png::mutated_png(seeds),
         run: Box::new(|input, dir| {

@@ -61,7 +61,7 @@ pub fn safetensors_reader() -> Target {
     ];
     Target {
         name: "safetensors_reader",
-        cases: 250,
+        cases: 1500,
         memory: Memory::Input,
         inputs: safetensors::mutated_safetensors(seeds),
         run: Box::new(|input, dir| {
