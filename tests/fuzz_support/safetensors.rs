@@ -11,7 +11,7 @@ use proptest::sample::Index;
 use serde_json::{json, Map, Value};
 
 use super::json::{apply as apply_json, json_op, JsonOp};
-use super::mutate::{apply as apply_bytes, byte_op, int_value, ByteOp, IntValue};
+use super::mutate::{apply as apply_bytes, byte_op, int_value, write_int, ByteOp, IntValue};
 
 /// Largest data a reshaped tensor is given to fit its new shape.
 const MAX_FIT: u64 = 4 << 20;
@@ -329,7 +329,7 @@ pub fn mutate(file: &[u8], ops: &[StOp], seeds: &[Vec<u8>]) -> Vec<u8> {
     let mut out = write(&doc, &entries);
     for op in late {
         match op {
-            StOp::HeaderLen(v) => out[..8].copy_from_slice(&v.get().to_le_bytes()),
+            StOp::HeaderLen(v) => write_int(&mut out, 0, 8, false, v.get()),
             StOp::Raw(op) => apply_bytes(&mut out, op, seeds),
             _ => {}
         }

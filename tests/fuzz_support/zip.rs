@@ -144,6 +144,8 @@ pub fn pickle_ints(pkl: &[u8]) -> Vec<(usize, usize)> {
         };
         at += skip;
     }
+    // Only operands wholly inside the pickle (a cut pickle may end inside one).
+    out.retain(|&(at, width)| at + width <= pkl.len());
     out
 }
 
