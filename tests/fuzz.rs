@@ -88,6 +88,11 @@ fn fuzz_tokenizer() {
     fuzz(targets::configs::tokenizer());
 }
 
+#[test]
+fn fuzz_prompt() {
+    fuzz(targets::configs::prompt());
+}
+
 /// `diffsr info` itself on a few mutated PNGs: it exits with 0 or 1, never a panic (101) or a
 /// signal, says why on failure, and prints no raw control character from the file (issue 14,
 /// class 3). A process per case, so only a few cases.

@@ -285,7 +285,10 @@ fn run_case(target: &Target, input: &[u8], scratch: &Path, notes: &mut Notes) ->
                 ));
             }
             if message.len() > LONG_MESSAGE {
-                notes.add(format!("message of {} bytes", message.len()));
+                notes.add(format!(
+                    "message of over {LONG_MESSAGE} bytes: {}",
+                    message_kind(&message)
+                ));
             }
             Verdict::Refused(message)
         }

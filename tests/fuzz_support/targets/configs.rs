@@ -70,7 +70,7 @@ pub fn vae_config() -> Target {
 }
 
 pub fn clip_text_config() -> Target {
-    model_config("clip_text_config", 250, "text_encoder", |path, model| {
+    model_config("clip_text_config", 100, "text_encoder", |path, model| {
         let config = ClipTextConfig::from_file(path)?;
         let _ = (config.activation()?, config.head_dim());
         let (vb, files) = model.var_builder("text_encoder", "model", DType::F32, &Device::Cpu)?;
@@ -222,6 +222,39 @@ pub fn tokenizer() -> Target {
             let ids = tokenizer
                 .encode("a photo of the thing, \u{1b}[2J ünïcode")
                 .map_err(message)?;
+            assert_eq!(ids.len(), tokenizer.max_length());
+            Ok(())
+        }),
+    }
+}
+
+/// Prompts (a flag, or a manifest's `prompt`), encoded by the tiny model's tokenizer: any
+/// text, long words, special-token lookalikes, control and combining characters.
+pub fn prompt() -> Target {
+    let piece = prop_oneof![
+        "\\PC{0,12}",
+        ".{0,6}",
+        Just("<|endoftext|>".to_string()),
+        Just("<|startoftext|>".to_string()),
+        Just("\u{1b}[2J\r\u{0}".to_string()),
+        Just("e\u{301}\u{301}\u{301}".to_string()),
+        Just("🦀👩‍👩‍👧".to_string()),
+        (1usize..5000).prop_map(|n| "ab".repeat(n)),
+        (1usize..500).prop_map(|n| "a ".repeat(n)),
+    ];
+    let inputs = proptest::collection::vec(piece, 0..6)
+        .prop_map(|pieces| pieces.concat().into_bytes())
+        .boxed();
+    let tokenizer = ClipTokenizer::from_dir(&fixture_path(&format!("{TINY}/tokenizer")))
+        .expect("the fixture tokenizer loads");
+    Target {
+        name: "prompt",
+        cases: 300,
+        memory: Memory::Input,
+        inputs,
+        run: Box::new(move |input, _dir| {
+            let text = String::from_utf8_lossy(input);
+            let ids = tokenizer.encode(&text).map_err(message)?;
             assert_eq!(ids.len(), tokenizer.max_length());
             Ok(())
         }),

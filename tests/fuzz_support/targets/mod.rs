@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::harness::Target;
 
 /// Every target's name.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "safetensors_reader",
     "gan_safetensors",
     "gan_pth",
@@ -28,6 +28,7 @@ pub const NAMES: [&str; 14] = [
     "scheduler_config",
     "model_index",
     "tokenizer",
+    "prompt",
 ];
 
 /// The target called `name`.
@@ -47,6 +48,7 @@ pub fn by_name(name: &str) -> Option<Target> {
         "scheduler_config" => configs::scheduler_config(),
         "model_index" => configs::model_index(),
         "tokenizer" => configs::tokenizer(),
+        "prompt" => configs::prompt(),
         _ => return None,
     })
 }
