@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::crc::crc32;
-use super::mutate::{apply as apply_bytes, byte_op, int_value, write_int, ByteOp, IntValue};
+use super::mutate::{apply as apply_bytes, byte_op, int_value, ByteOp, IntValue};
 
 /// The entries of a zip of stored entries; `None` when it is not one.
 pub fn read(zip: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
@@ -85,34 +85,61 @@ pub fn write(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// Where the integer operands of a pickle's int opcodes are: (offset, width). Stops at the
+/// An integer in a pickle: where its opcode starts, how many bytes opcode and operand take,
+/// and its value.
+#[derive(Debug, Clone, Copy)]
+pub struct PickleInt {
+    pub at: usize,
+    pub len: usize,
+    pub value: u64,
+}
+
+/// The integers a pickle pushes (BININT1, BININT2, BININT, LONG1), in order. Stops at the
 /// first opcode it does not know (the rest is then left to byte mutations).
-pub fn pickle_ints(pkl: &[u8]) -> Vec<(usize, usize)> {
+pub fn pickle_ints(pkl: &[u8]) -> Vec<PickleInt> {
     let mut out = Vec::new();
     let mut at = 0;
     let u32_at = |at: usize| {
         pkl.get(at..at + 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
     };
+    let le = |from: usize, n: usize| -> Option<u64> {
+        let bytes = pkl.get(from..from + n)?;
+        let mut v = [0u8; 8];
+        v[..n.min(8)].copy_from_slice(&bytes[..n.min(8)]);
+        Some(u64::from_le_bytes(v))
+    };
     while let Some(&op) = pkl.get(at) {
+        let start = at;
         at += 1;
+        let width = match op {
+            b'K' => Some(1),
+            b'M' => Some(2),
+            b'J' => Some(4),
+            _ => None,
+        };
+        if let Some(w) = width {
+            if let Some(value) = le(at, w) {
+                out.push(PickleInt {
+                    at: start,
+                    len: 1 + w,
+                    value,
+                });
+            }
+            at += w;
+            continue;
+        }
         let skip = match op {
-            b'K' => {
-                out.push((at, 1));
-                1
-            }
-            b'M' => {
-                out.push((at, 2));
-                2
-            }
-            b'J' => {
-                out.push((at, 4));
-                4
-            }
             0x8a => {
                 // LONG1: a length byte, then that many little-endian bytes.
                 let n = usize::from(pkl.get(at).copied().unwrap_or(0));
-                out.push((at + 1, n.min(8)));
+                if let Some(value) = le(at + 1, n) {
+                    out.push(PickleInt {
+                        at: start,
+                        len: 2 + n,
+                        value,
+                    });
+                }
                 1 + n
             }
             0x80 | b'q' | b'h' => 1,
@@ -139,14 +166,35 @@ pub fn pickle_ints(pkl: &[u8]) -> Vec<(usize, usize)> {
             }
             b'}' | b'(' | b')' | b't' | b'R' | b'u' | b's' | b'N' | b'Q' | b']' | b'e' | b'a'
             | b'b' | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | b'0' | b'1' | b'2' | 0x94 => 0,
-            b'.' => break,
             _ => break,
         };
         at += skip;
     }
-    // Only operands wholly inside the pickle (a cut pickle may end inside one).
-    out.retain(|&(at, width)| at + width <= pkl.len());
     out
+}
+
+/// The shortest pickle encoding of `value` (LONG1 of the value as a signed 64-bit integer past
+/// `i32::MAX`, so that the top values are negative numbers).
+fn encode_int(value: u64) -> Vec<u8> {
+    match value {
+        0..=0xff => vec![b'K', value as u8],
+        0x100..=0xffff => vec![b'M', value as u8, (value >> 8) as u8],
+        0x1_0000..=0x7fff_ffff => {
+            let mut v = vec![b'J'];
+            v.extend((value as u32).to_le_bytes());
+            v
+        }
+        _ => {
+            let mut v = vec![0x8a, 8];
+            v.extend(value.to_le_bytes());
+            v
+        }
+    }
+}
+
+/// Replaces the integer `int` of `pkl` by `value`.
+fn set_int(pkl: &mut Vec<u8>, int: PickleInt, value: u64) {
+    pkl.splice(int.at..int.at + int.len, encode_int(value));
 }
 
 /// One `.pth` mutation.
@@ -156,6 +204,13 @@ pub enum PthOp {
     PickleInt {
         nth: Index,
         value: IntValue,
+    },
+    /// Rewrites two consecutive int operands (two dimensions of one shape, or a size and its
+    /// stride), as a single rewrite rarely makes a consistent bad shape.
+    PickleIntPair {
+        nth: Index,
+        first: IntValue,
+        second: IntValue,
     },
     /// Adds a small delta to the nth int operand.
     PickleNudge {
@@ -183,6 +238,8 @@ pub fn pth_op() -> impl Strategy<Value = PthOp> {
     prop_oneof![
         5 => (any::<Index>(), int_value()).prop_map(|(nth, value)| PthOp::PickleInt { nth, value }),
         2 => (any::<Index>(), any::<i8>()).prop_map(|(nth, delta)| PthOp::PickleNudge { nth, delta }),
+        2 => (any::<Index>(), int_value(), int_value())
+            .prop_map(|(nth, first, second)| PthOp::PickleIntPair { nth, first, second }),
         3 => (any::<Index>(), byte_op()).prop_map(|(entry, op)| PthOp::Entry { entry, op }),
         2 => (any::<Index>(), any::<Index>()).prop_map(|(entry, keep)| PthOp::TruncateEntry { entry, keep }),
         1 => any::<Index>().prop_map(|entry| PthOp::DropEntry { entry }),
@@ -211,8 +268,19 @@ pub fn mutate(pth: &[u8], ops: &[PthOp], seeds: &[Vec<u8>]) -> Vec<u8> {
                     let data = &mut entries[p].1;
                     let ints = pickle_ints(data);
                     if !ints.is_empty() {
-                        let (at, width) = ints[nth.index(ints.len())];
-                        write_int(data, at, width, false, value.get());
+                        set_int(data, ints[nth.index(ints.len())], value.get());
+                    }
+                }
+            }
+            PthOp::PickleIntPair { nth, first, second } => {
+                if let Some(p) = pkl {
+                    let data = &mut entries[p].1;
+                    let ints = pickle_ints(data);
+                    if ints.len() >= 2 {
+                        let i = nth.index(ints.len() - 1);
+                        // The later one first: rewriting the earlier shifts what follows.
+                        set_int(data, ints[i + 1], second.get());
+                        set_int(data, ints[i], first.get());
                     }
                 }
             }
@@ -221,11 +289,8 @@ pub fn mutate(pth: &[u8], ops: &[PthOp], seeds: &[Vec<u8>]) -> Vec<u8> {
                     let data = &mut entries[p].1;
                     let ints = pickle_ints(data);
                     if !ints.is_empty() {
-                        let (at, width) = ints[nth.index(ints.len())];
-                        let mut v = [0u8; 8];
-                        v[..width].copy_from_slice(&data[at..at + width]);
-                        let new = u64::from_le_bytes(v).wrapping_add(*delta as i64 as u64);
-                        write_int(data, at, width, false, new);
+                        let int = ints[nth.index(ints.len())];
+                        set_int(data, int, int.value.wrapping_add(*delta as i64 as u64));
                     }
                 }
             }
@@ -273,5 +338,12 @@ fn fixtures_read_and_rewrite() {
         .find(|(n, _)| n.ends_with("data.pkl"))
         .unwrap()
         .1;
-    assert!(pickle_ints(pkl).len() > 20, "{:?}", pickle_ints(pkl));
+    let ints = pickle_ints(pkl);
+    assert!(ints.len() > 20, "{ints:?}");
+    let mut edited = pkl.clone();
+    set_int(&mut edited, ints[3], 1 << 40);
+    let again = pickle_ints(&edited);
+    assert_eq!(again.len(), ints.len());
+    assert_eq!(again[3].value, 1 << 40);
+    assert_eq!(again[4].value, ints[4].value);
 }
