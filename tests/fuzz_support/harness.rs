@@ -409,12 +409,12 @@ pub fn fuzz(target: Target) {
         failures.values().map(|f| f.0).sum::<usize>()
     );
     let mut kinds: Vec<_> = refusals.into_iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     for (kind, n) in kinds.iter().take(12) {
         println!("  refused {n:>5}x  {kind}");
     }
     let mut remarks: Vec<_> = notes.0.into_iter().collect();
-    remarks.sort_by(|a, b| b.1.cmp(&a.1));
+    remarks.sort_by_key(|k| std::cmp::Reverse(k.1));
     for (note, n) in remarks.iter().take(12) {
         println!("  note    {n:>5}x  {note}");
     }

@@ -31,17 +31,18 @@ impl Pair {
         ));
     }
 
-    /// A 3x3 convolution `c_in -> c_out` and its weights (f32, or fp16 when `half`).
+    /// A 3x3 convolution `c_in -> c_out` (`channels`) and its weights (f32, or fp16 when
+    /// `half`).
     fn conv(
         &mut self,
         name: &str,
         input: &str,
         output: &str,
-        c_in: usize,
-        c_out: usize,
+        channels: (usize, usize),
         extra: &str,
         half: bool,
     ) {
+        let (c_in, c_out) = channels;
         let n = c_in * c_out * 9;
         self.layer(
             "Convolution",
@@ -92,13 +93,13 @@ fn srvgg(scale: usize, half: bool) -> Vec<u8> {
     let mut p = Pair::default();
     p.layer("Input", "in", &[], &["data"], "0=3");
     p.layer("Split", "split", &["data"], &["d0", "d1"], "");
-    p.conv("conv0", "d1", "c0", 3, feat, "", half);
+    p.conv("conv0", "d1", "c0", (3, feat), "", half);
     p.layer("PReLU", "act0", &["c0"], &["a0"], &format!("0={feat}"));
     (0..feat).for_each(|_| p.bin.extend(0.25f32.to_le_bytes()));
-    p.conv("conv1", "a0", "c1", feat, feat, "", half);
+    p.conv("conv1", "a0", "c1", (feat, feat), "", half);
     p.layer("PReLU", "act1", &["c1"], &["a1"], &format!("0={feat}"));
     (0..feat).for_each(|_| p.bin.extend(0.25f32.to_le_bytes()));
-    p.conv("conv2", "a1", "c2", feat, 3 * scale * scale, "", half);
+    p.conv("conv2", "a1", "c2", (feat, 3 * scale * scale), "", half);
     p.layer(
         "PixelShuffle",
         "ps",
@@ -123,7 +124,7 @@ fn rrdb() -> Vec<u8> {
     let lrelu = " 9=2 -23310=1,2.000000e-01";
     let mut p = Pair::default();
     p.layer("Input", "in", &[], &["data"], "0=3");
-    p.conv("conv_first", "data", "feat", 3, nf, "", false);
+    p.conv("conv_first", "data", "feat", (3, nf), "", false);
     let mut x = "feat".to_string();
     for r in 1..=3 {
         let mut cat = vec![x.clone()];
@@ -143,8 +144,7 @@ fn rrdb() -> Vec<u8> {
                 &format!("rdb{r}conv{c}"),
                 &input,
                 &out,
-                nf + (c - 1) * gc,
-                c_out,
+                (nf + (c - 1) * gc, c_out),
                 act,
                 r == 2,
             );
@@ -168,14 +168,14 @@ fn rrdb() -> Vec<u8> {
         &["block_sum"],
         "0=1 -23301=2,2.000000e-01,1.000000e+00",
     );
-    p.conv("conv_body", "block_sum", "body", nf, nf, "", false);
+    p.conv("conv_body", "block_sum", "body", (nf, nf), "", false);
     p.layer("BinaryOp", "trunk", &["feat", "body"], &["trunk"], "0=0");
     p.layer("Interp", "up1", &["trunk"], &["up1"], "0=1 1=2.0 2=2.0");
-    p.conv("conv_up1", "up1", "u1", nf, nf, lrelu, false);
+    p.conv("conv_up1", "up1", "u1", (nf, nf), lrelu, false);
     p.layer("Interp", "up2", &["u1"], &["up2"], "0=1 1=2.0 2=2.0");
-    p.conv("conv_up2", "up2", "u2", nf, nf, lrelu, false);
-    p.conv("conv_hr", "u2", "hr", nf, nf, lrelu, false);
-    p.conv("conv_last", "hr", "output", nf, 3, "", false);
+    p.conv("conv_up2", "up2", "u2", (nf, nf), lrelu, false);
+    p.conv("conv_hr", "u2", "hr", (nf, nf), lrelu, false);
+    p.conv("conv_last", "hr", "output", (nf, 3), "", false);
     p.finish("rrdb")
 }
 
