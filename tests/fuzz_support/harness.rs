@@ -252,8 +252,9 @@ fn run_case(target: &Target, input: &[u8], scratch: &Path, notes: &mut Notes) ->
     *lock(&CURRENT) = None;
     let panics = std::mem::take(&mut *lock(&PANICS));
 
+    notes.slowest = notes.slowest.max(elapsed);
     if elapsed > SLOW_AFTER {
-        notes.add(format!("slow case: {elapsed:.1?}"));
+        notes.add(format!("slow case (over {SLOW_AFTER:?})"));
     }
     let escaped = result.is_err();
     // Panics the library caught itself (it turned them into errors): worth knowing.
@@ -305,13 +306,16 @@ fn first_line(s: &str) -> String {
     line.chars().take(200).collect()
 }
 
-/// Counted remarks (notes and warnings) of a run.
+/// Counted remarks (notes and warnings) of a run, and its slowest case.
 #[derive(Default)]
-struct Notes(BTreeMap<String, usize>);
+struct Notes {
+    counts: BTreeMap<String, usize>,
+    slowest: Duration,
+}
 
 impl Notes {
     fn add(&mut self, note: String) {
-        *self.0.entry(note).or_default() += 1;
+        *self.counts.entry(note).or_default() += 1;
     }
 }
 
@@ -401,10 +405,12 @@ pub fn fuzz(target: Target) {
     let _ = std::fs::remove_dir_all(&scratch);
 
     println!(
-        "fuzz {}: {run} cases in {:.1?} (seed {:#x}): {accepted} accepted, {} refused, {} failed",
+        "fuzz {}: {run} cases in {:.1?} (seed {:#x}, slowest {:.1?}): {accepted} accepted, {} \
+         refused, {} failed",
         target.name,
         started.elapsed(),
         settings.seed,
+        notes.slowest,
         refusals.values().sum::<usize>(),
         failures.values().map(|f| f.0).sum::<usize>()
     );
@@ -413,7 +419,7 @@ pub fn fuzz(target: Target) {
     for (kind, n) in kinds.iter().take(12) {
         println!("  refused {n:>5}x  {kind}");
     }
-    let mut remarks: Vec<_> = notes.0.into_iter().collect();
+    let mut remarks: Vec<_> = notes.counts.into_iter().collect();
     remarks.sort_by_key(|k| std::cmp::Reverse(k.1));
     for (note, n) in remarks.iter().take(12) {
         println!("  note    {n:>5}x  {note}");
