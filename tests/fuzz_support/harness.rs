@@ -479,3 +479,44 @@ fn failure_kind(reason: &str) -> String {
     }
     message_kind(reason)
 }
+
+#[test]
+fn the_harness_sees_each_kind_of_failure() {
+    let target = |run: Run| Target {
+        name: "selftest",
+        cases: 1,
+        memory: Memory::Input,
+        inputs: proptest::strategy::Just(Vec::new()).boxed(),
+        run,
+    };
+    let verdict = |run: Run| replay(&target(run), b"input");
+    assert!(matches!(
+        verdict(Box::new(|_, _| Ok(()))),
+        Verdict::Accepted
+    ));
+    assert!(matches!(
+        verdict(Box::new(|_, _| Err("bad".into()))),
+        Verdict::Refused(m) if m == "bad"
+    ));
+    assert!(matches!(
+        verdict(Box::new(|_, _| Err(" ".into()))),
+        Verdict::Failed(m) if m.contains("empty message")
+    ));
+    assert!(matches!(
+        verdict(Box::new(|_, _| panic!("boom"))),
+        Verdict::Failed(m) if m.contains("boom")
+    ));
+    // 128 MiB for a 5-byte input: over the cap, served (below the refusal limit), reported.
+    assert!(matches!(
+        verdict(Box::new(|_, _| {
+            let v: Vec<u8> = Vec::with_capacity(128 << 20);
+            drop(v);
+            Ok(())
+        })),
+        Verdict::Failed(m) if m.contains("allocation of 134217728 bytes")
+    ));
+    let _ =
+        std::fs::remove_file(failures_dir().join(format!("selftest-{:016x}.bin", fnv1a(b"input"))));
+    let _ =
+        std::fs::remove_file(failures_dir().join(format!("selftest-{:016x}.txt", fnv1a(b"input"))));
+}
