@@ -376,12 +376,23 @@ pub fn fuzz(target: Target) {
     let (mut run, mut accepted) = (0u64, 0u64);
     let started = Instant::now();
     while run < cases && deadline.is_none_or(|d| Instant::now() < d) {
-        let input = target
-            .inputs
-            .new_tree(&mut runner)
-            .expect("an input")
-            .current();
+        // A mutator that panics is a bug of the harness: counted as a failure, and the run goes
+        // on (a long run is not lost to it).
+        let drawn = catch_unwind(AssertUnwindSafe(|| {
+            target
+                .inputs
+                .new_tree(&mut runner)
+                .expect("an input")
+                .current()
+        }));
         run += 1;
+        let Ok(input) = drawn else {
+            let entry = failures
+                .entry("a mutator panicked (a bug in tests/fuzz_support)".into())
+                .or_insert((0, PathBuf::new()));
+            entry.0 += 1;
+            continue;
+        };
         match run_case(&target, &input, &scratch, &mut notes) {
             Verdict::Accepted => accepted += 1,
             Verdict::Refused(message) => {

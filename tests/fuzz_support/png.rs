@@ -199,8 +199,8 @@ fn record_text(chunk: &Chunk) -> Option<usize> {
         // Compression flag 0, method, then a language tag and a translated keyword, each
         // NUL-terminated.
         b"iTXt" if rest.first() == Some(&0) => {
-            let lang = rest[2..].iter().position(|&b| b == 0)?;
-            let key = rest[3 + lang..].iter().position(|&b| b == 0)?;
+            let lang = rest.get(2..)?.iter().position(|&b| b == 0)?;
+            let key = rest.get(3 + lang..)?.iter().position(|&b| b == 0)?;
             Some(7 + 3 + lang + key + 1)
         }
         _ => None,
