@@ -178,6 +178,23 @@ pub(crate) fn non_finite_message(tensor: &str, count: usize, total: usize) -> St
     )
 }
 
+/// Refuses a shape whose non-zero dimensions multiply past `usize`: candle computes a tensor's
+/// strides from every dimension, also when another one is 0 (an empty tensor, whose byte
+/// count is 0 and passes every size check), and such a shape overflows there. Found by the
+/// fuzz targets `safetensors_reader`, `gan_safetensors` and `gan_pth`.
+pub(crate) fn check_shape(shape: &[usize]) -> std::result::Result<(), String> {
+    match shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+    {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "shape {shape:?} has dimensions whose product overflows (no tensor is that large)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,8 @@ fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Vec<HeaderE
                 entry.dtype
             )
         })?;
+        crate::model_file::check_shape(&entry.shape)
+            .map_err(|e| format!("tensor `{name}`: {e}"))?;
         let want = entry
             .shape
             .iter()

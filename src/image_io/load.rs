@@ -132,6 +132,10 @@ fn decode<R: BufRead + Seek>(
     let Some(format) = reader.format() else {
         return Err(image_error("has no known image format".into()));
     };
+    // png 0.18 panics on a palette that is not whole RGB entries: refuse it first.
+    if format == ImageFormat::Png {
+        super::png_palette::check_palette(path).map_err(&image_error)?;
+    }
     // Limits are checked below with a message of our own; the header is all that is read here.
     reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(decode_error)?;

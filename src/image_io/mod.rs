@@ -10,6 +10,7 @@ mod alpha;
 mod buffers;
 mod load;
 pub mod metadata;
+mod png_palette;
 mod result;
 mod save;
 mod stream;

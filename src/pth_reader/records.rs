@@ -234,6 +234,7 @@ fn tensor_v2(
             stride.len()
         ));
     }
+    crate::model_file::check_shape(&size)?;
     let numel = size
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
