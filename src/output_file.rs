@@ -8,11 +8,13 @@
 //!   that output removes ([`remove_stale_temp_files`]). A symbolic link at the name is replaced
 //!   by the new file; the file it pointed to is left as it was (as `mv` and `sed -i` do).
 //! - Something that is not a regular file is never renamed over. `-` and `/dev/stdout` are the
-//!   process's standard output; an existing character device (`/dev/null`) or FIFO is opened
-//!   without blocking and written in place, and a FIFO nobody reads is an error, not a wait;
-//!   under `/dev`, `/proc` and `/sys` nothing is ever created or renamed (an existing file
-//!   there is written in place). A folder, a block device, a socket and a new name under those
-//!   folders are refused ([`check_destination`], before any work).
+//!   process's standard output; an existing FIFO, and the sink devices `/dev/null`,
+//!   `/dev/zero` and `/dev/full`, are opened without blocking and written in place, and a FIFO
+//!   nobody reads is an error, not a wait; under `/dev`, `/proc` and `/sys` nothing is ever
+//!   created or renamed (an existing regular file under `/dev` is written in place). Any other
+//!   character device (a terminal, `/dev/mem`), a folder, a block device, a socket, a file
+//!   under `/proc` or `/sys` and a new name under those folders are refused
+//!   ([`check_destination`], before any work).
 
 use std::ffi::OsStr;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -27,6 +29,10 @@ const STDOUT_NAMES: [&str; 4] = ["-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd
 /// Folders of device and process files, where diffsr never creates or renames anything
 /// (`/dev/shm` excepted).
 const SYSTEM_FOLDERS: [&str; 3] = ["/dev", "/proc", "/sys"];
+
+/// The character devices an output may be: sinks that take any bytes (`/dev/full` refuses
+/// them with "No space left on device", which tests the error path).
+const SINK_DEVICES: [&str; 3] = ["/dev/null", "/dev/zero", "/dev/full"];
 
 /// What makes a temporary file's name diffsr's: `.NAME` + this + `PID-N.partial`.
 const TEMP_MARK: &str = ".diffsr-";
@@ -95,7 +101,7 @@ fn destination(path: &Path) -> Result<Destination> {
         }
     };
     let Some(metadata) = metadata else {
-        if in_system_folder(path) {
+        if system_folder(path).is_some() {
             return Err(refuse(
                 "does not exist, and diffsr creates nothing under /dev, /proc or /sys",
             ));
@@ -107,11 +113,15 @@ fn destination(path: &Path) -> Result<Destination> {
         return Err(wrong_kind("is a folder, not a file"));
     }
     if kind.is_file() {
-        return Ok(if in_system_folder(path) {
-            Destination::InPlace
-        } else {
-            Destination::Atomic
-        });
+        return match system_folder(path) {
+            None => Ok(Destination::Atomic),
+            Some("/dev") => Ok(Destination::InPlace),
+            // Kernel settings and triggers look like regular files there; an image written
+            // into one could change the running system.
+            Some(_) => Err(refuse(
+                "is a kernel file under /proc or /sys; diffsr writes no output there",
+            )),
+        };
     }
     #[cfg(unix)]
     {
@@ -122,20 +132,37 @@ fn destination(path: &Path) -> Result<Destination> {
         if kind.is_socket() {
             return Err(wrong_kind("is a socket"));
         }
-        if kind.is_char_device() || kind.is_fifo() {
+        if kind.is_fifo() {
             return Ok(Destination::InPlace);
+        }
+        if kind.is_char_device() {
+            // Only the sinks: bytes written to any other character device (a terminal, a
+            // serial port, /dev/mem) would garble it or worse.
+            let device = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            if SINK_DEVICES.iter().any(|d| device == Path::new(d)) {
+                return Ok(Destination::InPlace);
+            }
+            return Err(refuse(&format!(
+                "is the character device {}; of devices, diffsr writes only to {}",
+                device.display(),
+                SINK_DEVICES.join(", ")
+            )));
         }
     }
     Err(wrong_kind("is not a regular file"))
 }
 
-/// Whether `path`'s folder is (under) /dev, /proc or /sys, after resolving links; /dev/shm,
-/// an ordinary scratch folder, is not.
-fn in_system_folder(path: &Path) -> bool {
-    cfg!(unix)
-        && std::fs::canonicalize(output_dir(path)).is_ok_and(|d| {
-            SYSTEM_FOLDERS.iter().any(|s| d.starts_with(s)) && !d.starts_with("/dev/shm")
-        })
+/// Which of /dev, /proc and /sys `path`'s folder is (under), after resolving links; /dev/shm,
+/// an ordinary scratch folder, is none.
+fn system_folder(path: &Path) -> Option<&'static str> {
+    if !cfg!(unix) {
+        return None;
+    }
+    let dir = std::fs::canonicalize(output_dir(path)).ok()?;
+    if dir.starts_with("/dev/shm") {
+        return None;
+    }
+    SYSTEM_FOLDERS.iter().copied().find(|s| dir.starts_with(s))
 }
 
 /// The folder `path` is written into (`.` for a bare file name).

@@ -200,6 +200,18 @@ mod unix {
             ensure!(link_target(&full) == Some(PathBuf::from("/dev/full")));
         }
         ensure!(std::fs::metadata("/dev/null")?.file_type() == null_type);
+
+        // Other character devices are refused before anything is written (/dev/urandom:
+        // harmless, were the check wrong), as are kernel files under /proc.
+        let random = dir.join("random.png");
+        std::os::unix::fs::symlink("/dev/urandom", &random)?;
+        for output in [random.as_path(), Path::new("/proc/self/comm")] {
+            let out = upscale(&dir, s(output), &["--format", "png"])?;
+            let err = stderr(&out);
+            ensure!(out.status.code() == Some(2), "{}: {err}", output.display());
+            ensure!(err.contains("diffsr writes"), "{err}");
+        }
+        ensure!(link_target(&random) == Some(PathBuf::from("/dev/urandom")));
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
