@@ -4,6 +4,8 @@
 //! never a panic, an abort or a hang. Also ncnn's final `Interp` (realesr-animevideov3-x2 / x3)
 //! honoured, checked against an independent float reference and against ncnn itself.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/ncnn_models.rs"]
 mod ncnn_models;
 
@@ -757,19 +759,12 @@ fn ncnn_bin_sizes_are_checked_against_the_param() -> Result<()> {
 // Class 11 (model files): regular files only, checked before opening; bounded reads.
 
 #[cfg(unix)]
-fn mkfifo(path: &Path) -> Result<()> {
-    let status = std::process::Command::new("mkfifo").arg(path).status()?;
-    ensure!(status.success(), "mkfifo failed");
-    Ok(())
-}
-
-#[cfg(unix)]
 #[test]
 fn fifos_devices_and_directories_are_refused_without_hanging() -> Result<()> {
     let dir = Scratch::new("fifo");
     for name in ["model.pth", "model.safetensors", "model.param"] {
         let fifo = dir.path(name);
-        mkfifo(&fifo)?;
+        cli::mkfifo(&fifo)?;
         let err = within(20, move || load_error(&fifo))?;
         ensure!(err.contains(name) && err.contains("FIFO"), "{name}: {err}");
     }
@@ -797,34 +792,16 @@ fn fifos_devices_and_directories_are_refused_without_hanging() -> Result<()> {
 fn the_binary_refuses_a_fifo_model_without_hanging() -> Result<()> {
     let dir = Scratch::new("fifo-cli");
     let fifo = dir.path("model.pth");
-    mkfifo(&fifo)?;
-    let photo =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan/photos/coffee.png");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(["upscale", photo.to_str().unwrap(), "-o"])
+    cli::mkfifo(&fifo)?;
+    let photo = cli::fixtures().join("gan/photos/coffee.png");
+    let mut command = cli::offline(&dir.0, &["upscale", cli::s(&photo), "-o"]);
+    command
         .arg(dir.path("out.png"))
         .args(["--engine", "gan", "--model"])
-        .arg(&fifo)
-        .env("HF_HUB_CACHE", dir.path("hub"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill()?;
-            child.wait()?;
-            anyhow::bail!("diffsr hangs on a FIFO model");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
-    ensure!(!status.success() && stderr.contains("FIFO"), "{stderr}");
+        .arg(&fifo);
+    let out = cli::output_within(&mut command, Duration::from_secs(30))?;
+    let stderr = cli::stderr(&out);
+    ensure!(!out.status.success() && stderr.contains("FIFO"), "{stderr}");
     ensure!(!dir.path("out.png").exists());
     Ok(())
 }
@@ -1060,25 +1037,22 @@ fn a_final_half_size_bicubic_interp_makes_an_x2_model_as_ncnn_computes_it() -> R
 fn the_binary_writes_an_x2_image_for_an_x2_ncnn_model() -> Result<()> {
     let dir = Scratch::new("interp-cli");
     let param = ncnn_srvgg_x4(Some("0=3 1=5.000000e-01 2=5.000000e-01")).write(&dir, "x2");
-    let photo =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan/photos/coffee.png");
+    let photo = cli::fixtures().join("gan/photos/coffee.png");
     let out_path = dir.path("out.png");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args([
+    let out = cli::diffsr(
+        &dir.0,
+        &[
             "upscale",
-            photo.to_str().unwrap(),
+            cli::s(&photo),
             "-o",
-            out_path.to_str().unwrap(),
-        ])
-        .args(["--engine", "gan", "--model", param.to_str().unwrap()])
-        .env("HF_HUB_CACHE", dir.path("hub"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            cli::s(&out_path),
+            "--engine",
+            "gan",
+            "--model",
+            cli::s(&param),
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", cli::stderr(&out));
     // The photo is 48 x 40.
     ensure!(image::image_dimensions(&out_path)? == (96, 80));
     Ok(())
@@ -1094,7 +1068,7 @@ fn psnr(a: &Tensor, b: &Tensor) -> Result<f64> {
 
 /// `model` on the photos against ncnn's own output (scripts/fixtures/gan_ncnn_resize.py).
 fn matches_ncnn(model: &GanModel, key: &str, photos: &[&str]) -> Result<()> {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan");
+    let fixtures = cli::fixtures().join("gan");
     let reference = candle_core::safetensors::load(
         fixtures.join("ncnn_reference_resize.safetensors"),
         &Device::Cpu,
@@ -1178,12 +1152,11 @@ fn animevideov3_x2_and_x3_ncnn_files_match_ncnn() -> Result<()> {
 #[test]
 fn a_missing_model_file_is_said_once() -> Result<()> {
     let dir = Scratch::new("missing");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(["convert"])
+    let out = cli::offline(&dir.0, &["convert"])
         .arg(dir.path("absent.pth"))
         .arg(dir.path("out.safetensors"))
         .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = cli::stderr(&out);
     ensure!(!out.status.success(), "{stderr}");
     ensure!(
         stderr.matches("no such model file").count() == 1 && stderr.contains("absent.pth"),
