@@ -8,6 +8,8 @@
 mod cli;
 #[path = "support/ncnn_models.rs"]
 mod ncnn_models;
+#[path = "support/ncnn_param.rs"]
+mod ncnn_param;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,6 +23,7 @@ use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::{GanNetwork, OUTPUT_RESIZE_KEY};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler, StateDict};
+use ncnn_param::Param;
 
 // ---------------------------------------------------------------------------------------------
 // Scratch files.
@@ -311,27 +314,15 @@ fn pth_of(path: &Path, dict: &StateDict) {
 /// Builds a `.param` (text) and its `.bin` (bytes) side by side.
 #[derive(Default)]
 struct Ncnn {
-    lines: Vec<String>,
-    blobs: usize,
+    param: Param,
     bin: Vec<u8>,
 }
 
 impl Ncnn {
-    fn layer(&mut self, kind: &str, name: &str, inputs: &[&str], outputs: &[&str], params: &str) {
-        self.blobs += outputs.len();
-        self.lines.push(format!(
-            "{kind} {name} {} {} {} {} {params}",
-            inputs.len(),
-            outputs.len(),
-            inputs.join(" "),
-            outputs.join(" ")
-        ));
-    }
-
     /// A 3x3 convolution with bias, f32 kernel (all-zero flag).
     fn conv(&mut self, name: &str, input: &str, output: &str, shape: [usize; 4], seed: usize) {
         let n: usize = shape.iter().product();
-        self.layer(
+        self.param.layer(
             "Convolution",
             name,
             &[input],
@@ -344,24 +335,16 @@ impl Ncnn {
     }
 
     fn prelu(&mut self, name: &str, input: &str, output: &str, n: usize, seed: usize) {
-        self.layer("PReLU", name, &[input], &[output], &format!("0={n}"));
+        self.param
+            .layer("PReLU", name, &[input], &[output], &format!("0={n}"));
         // Positive slopes around 0.2, as trained PReLUs have.
         let slopes: Vec<f32> = values(n, seed).iter().map(|v| 0.2 + v).collect();
         self.bin.extend(f32_bytes(&slopes));
     }
 
-    fn param(&self) -> String {
-        format!(
-            "7767517\n{} {}\n{}\n",
-            self.lines.len(),
-            self.blobs,
-            self.lines.join("\n")
-        )
-    }
-
     fn write(&self, dir: &Scratch, name: &str) -> PathBuf {
         dir.write(&format!("{name}.bin"), &self.bin);
-        dir.write(&format!("{name}.param"), self.param().as_bytes())
+        dir.write(&format!("{name}.param"), self.param.text().as_bytes())
     }
 }
 
@@ -369,15 +352,16 @@ impl Ncnn {
 /// ending with `final_interp` (an `Interp` param string) when given.
 fn ncnn_srvgg_x4(final_interp: Option<&str>) -> Ncnn {
     let mut n = Ncnn::default();
-    n.layer("Input", "in", &[], &["data"], "");
-    n.layer("Split", "split", &["data"], &["d0", "d1"], "");
+    n.param.layer("Input", "in", &[], &["data"], "");
+    n.param
+        .layer("Split", "split", &["data"], &["d0", "d1"], "");
     n.conv("conv0", "d1", "c0", [4, 3, 3, 3], 1);
     n.prelu("act0", "c0", "a0", 4, 3);
     n.conv("conv1", "a0", "c1", [4, 4, 3, 3], 5);
     n.prelu("act1", "c1", "a1", 4, 7);
     n.conv("conv2", "a1", "c2", [48, 4, 3, 3], 9);
-    n.layer("PixelShuffle", "ps", &["c2"], &["up"], "0=4");
-    n.layer(
+    n.param.layer("PixelShuffle", "ps", &["c2"], &["up"], "0=4");
+    n.param.layer(
         "Interp",
         "base",
         &["d0"],
@@ -385,10 +369,14 @@ fn ncnn_srvgg_x4(final_interp: Option<&str>) -> Ncnn {
         "0=1 1=4.000000e+00 2=4.000000e+00",
     );
     match final_interp {
-        None => n.layer("BinaryOp", "add", &["up", "b"], &["output"], "0=0"),
+        None => n
+            .param
+            .layer("BinaryOp", "add", &["up", "b"], &["output"], "0=0"),
         Some(params) => {
-            n.layer("BinaryOp", "add", &["up", "b"], &["sum"], "0=0");
-            n.layer("Interp", "down", &["sum"], &["output"], params);
+            n.param
+                .layer("BinaryOp", "add", &["up", "b"], &["sum"], "0=0");
+            n.param
+                .layer("Interp", "down", &["sum"], &["output"], params);
         }
     }
     n
@@ -736,7 +724,7 @@ fn ncnn_bin_sizes_are_checked_against_the_param() -> Result<()> {
     // A kernel declared at 500M values (2 GB) over a small `.bin`.
     let mut n = ncnn_srvgg_x4(None);
     // 500000004 = 36 x 13888889: a whole number of 4 x 3 x 3 filters.
-    n.lines[2] = n.lines[2].replace("6=108", "6=500000004");
+    n.param.lines[2] = n.param.lines[2].replace("6=108", "6=500000004");
     let param = n.write(&dir, "huge");
     let err = load_error(&param);
     ensure!(
@@ -770,7 +758,7 @@ fn fifos_devices_and_directories_are_refused_without_hanging() -> Result<()> {
     }
     // An ncnn `.bin` that is /dev/zero: refused, not read forever.
     let n = ncnn_srvgg_x4(None);
-    let param = dir.write("zero.param", n.param().as_bytes());
+    let param = dir.write("zero.param", n.param.text().as_bytes());
     std::os::unix::fs::symlink("/dev/zero", dir.path("zero.bin"))?;
     let err = within(20, move || load_error(&param))?;
     ensure!(
@@ -1263,10 +1251,10 @@ fn mutated_model_files_never_panic() -> Result<()> {
         write_pth(&p, &rng.mutate(&pickle), &storages);
         load_error(&p);
         dir.write("n.bin", &rng.mutate(&ncnn.bin));
-        let param = dir.write("n.param", ncnn.param().as_bytes());
+        let param = dir.write("n.param", ncnn.param.text().as_bytes());
         load_error(&param);
         dir.write("n.bin", &ncnn.bin);
-        let param = dir.write("n.param", &rng.mutate(ncnn.param().as_bytes()));
+        let param = dir.write("n.param", &rng.mutate(ncnn.param.text().as_bytes()));
         load_error(&param);
     }
     Ok(())
