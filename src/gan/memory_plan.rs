@@ -461,12 +461,7 @@ fn too_little_streamed(
             .peak()
             <= budget.bytes
     });
-    let smaller = match fits {
-        Some((w, h)) if w < width || h < height => {
-            format!(", or an input of at most about {w}x{h}")
-        }
-        _ => String::new(),
-    };
+    let smaller = smaller_input(fits, width, height);
     Error::option(
         "max-memory",
         format!(
@@ -488,6 +483,17 @@ fn too_little_streamed(
             flag_value(least.peak()),
         ),
     )
+}
+
+/// The refusals' closing suggestion: `, or an input of at most about WxH` when a smaller
+/// input than `width` × `height` would fit (`fits`), else nothing.
+fn smaller_input(fits: Option<(usize, usize)>, width: usize, height: usize) -> String {
+    match fits {
+        Some((w, h)) if w < width || h < height => {
+            format!(", or an input of at most about {w}x{h}")
+        }
+        _ => String::new(),
+    }
 }
 
 /// The largest automatic tile whose activations fit `room`: the whole image when it does and
@@ -559,12 +565,7 @@ fn too_little(
     } else {
         String::new()
     };
-    let smaller = match fits {
-        Some((w, h)) if w < width || h < height => {
-            format!(", or an input of at most about {w}x{h}")
-        }
-        _ => String::new(),
-    };
+    let smaller = smaller_input(fits, width, height);
     Error::option(
         "max-memory",
         format!(
