@@ -10,6 +10,8 @@ mod cli;
 mod ncnn_models;
 #[path = "support/ncnn_param.rs"]
 mod ncnn_param;
+#[path = "support/ncnn_reference.rs"]
+mod ncnn_reference;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -1046,49 +1048,9 @@ fn the_binary_writes_an_x2_image_for_an_x2_ncnn_model() -> Result<()> {
     Ok(())
 }
 
-/// PSNR in dB of two images in [0, 1] (both clamped, as they would be saved).
-fn psnr(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let a = a.to_dtype(DType::F32)?.clamp(0f32, 1f32)?;
-    let b = b.to_dtype(DType::F32)?.clamp(0f32, 1f32)?;
-    let mse = (a - b)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
-    Ok(10.0 * (1.0 / mse.max(1e-20)).log10())
-}
-
 /// `model` on the photos against ncnn's own output (scripts/fixtures/gan_ncnn_resize.py).
 fn matches_ncnn(model: &GanModel, key: &str, photos: &[&str]) -> Result<()> {
-    let fixtures = cli::fixtures().join("gan");
-    let reference = candle_core::safetensors::load(
-        fixtures.join("ncnn_reference_resize.safetensors"),
-        &Device::Cpu,
-    )?;
-    let upscaler = GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(0),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?;
-    for photo in photos {
-        let image = diffsr::image_io::load_rgb8(&fixtures.join(format!("photos/{photo}.png")))?;
-        let got = upscaler.upscale_tensor(&image.to_tensor(&Device::Cpu)?, &mut |_, _| {
-            ControlFlow::Continue(())
-        })?;
-        let want = reference
-            .get(&format!("{key}.{photo}"))
-            .with_context(|| format!("{key}.{photo}"))?
-            .unsqueeze(0)?;
-        ensure!(
-            got.dims() == want.dims(),
-            "{:?} vs {:?}",
-            got.dims(),
-            want.dims()
-        );
-        let db = psnr(&got, &want)?;
-        println!("{key} on {photo}: PSNR {db:.1} dB against ncnn");
-        ensure!(db > 45.0, "{key} on {photo}: PSNR {db:.1} dB");
-    }
-    Ok(())
+    ncnn_reference::matches_ncnn(model, "ncnn_reference_resize.safetensors", key, photos)
 }
 
 /// The built-in realesr-animevideov3-x4 weights with the x2 / x3 models' final Interp: the
