@@ -423,11 +423,7 @@ fn streamed_tile_too_large(
     edge: usize,
     budget: Budget,
 ) -> Error {
-    let which = if tile == 0 {
-        "--tile 0 (the whole image at once)".to_string()
-    } else {
-        format!("--tile {tile}")
-    };
+    let which = tile_flag(tile);
     let estimate = footprint.estimate_streamed(width, height, tile);
     Error::option(
         "tile",
@@ -483,6 +479,15 @@ fn too_little_streamed(
             flag_value(least.peak()),
         ),
     )
+}
+
+/// How the refusals name the `--tile` the user gave.
+fn tile_flag(tile: usize) -> String {
+    if tile == 0 {
+        "--tile 0 (the whole image at once)".to_string()
+    } else {
+        format!("--tile {tile}")
+    }
 }
 
 /// The refusals' closing suggestion: `, or an input of at most about WxH` when a smaller
@@ -593,11 +598,7 @@ fn tile_too_large(
     room: u64,
     budget: Budget,
 ) -> Error {
-    let which = if tile == 0 {
-        "--tile 0 (the whole image at once)".to_string()
-    } else {
-        format!("--tile {tile}")
-    };
+    let which = tile_flag(tile);
     let advice = match largest_tile(footprint, room) {
         Some(edge) => format!("Use --tile {edge} or less, or leave --tile out"),
         None => format!(
