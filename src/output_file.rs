@@ -173,6 +173,23 @@ pub fn output_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The folder `path` is written into ([`output_dir`]), or an error on the `output` option
+/// when it does not exist.
+pub(crate) fn existing_output_dir(path: &Path) -> Result<PathBuf> {
+    let dir = output_dir(path);
+    if !dir.is_dir() {
+        return Err(Error::option(
+            "output",
+            format!(
+                "{}: the folder {} does not exist",
+                path.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
 /// Writes `bytes` to the output `path` (see the module header for what each kind of name
 /// gets).
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -265,17 +282,7 @@ fn write_atomic(
     path: &Path,
     write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = output_dir(path);
-    if !dir.is_dir() {
-        return Err(Error::option(
-            "output",
-            format!(
-                "{}: the folder {} does not exist",
-                path.display(),
-                dir.display()
-            ),
-        ));
-    }
+    let dir = existing_output_dir(path)?;
     let name = path.file_name().unwrap_or_default();
     let (tmp, file) = create_temp(&dir, name)?;
     let io_error = |source| Error::Io {

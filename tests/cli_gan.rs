@@ -2,37 +2,17 @@
 //! built-in model with no network, `--engine auto`'s fallback and `--engine diffusion`'s
 //! refusal, model files of every container, `--scale`, `--denoise`, alpha, and the errors.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use anyhow::{ensure, Result};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use cli::{diffsr, fixtures, scratch, stderr};
 
 fn photo() -> PathBuf {
     fixtures().join("gan/photos/coffee.png")
-}
-
-fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("diffsr-cli-gan-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Runs the binary with an empty hub cache and a hub that refuses connections, so nothing
-/// can come from the network.
-fn diffsr(dir: &Path, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(args)
-        .env("HF_HUB_CACHE", dir.join("hub-cache"))
-        .env("HF_HOME", dir.join("hf-home"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN")
-        .output()?)
 }
 
 /// `diffsr upscale PHOTO -o output EXTRA...`.
@@ -46,10 +26,6 @@ fn upscale_photo(dir: &Path, output: &Path, extra: &[&str]) -> Result<Output> {
     ];
     args.extend_from_slice(extra);
     diffsr(dir, &args)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn size(path: &Path) -> Result<(u32, u32)> {

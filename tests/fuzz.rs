@@ -8,6 +8,8 @@
 //! `tests/fixtures/fuzz/`, replayed by [`fuzz_regressions`].
 
 mod fuzz_support;
+#[path = "support/ncnn_param.rs"]
+mod ncnn_param;
 
 use std::process::Command;
 

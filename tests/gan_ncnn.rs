@@ -3,6 +3,8 @@
 
 #[path = "support/ncnn_models.rs"]
 mod ncnn_models;
+#[path = "support/ncnn_param.rs"]
+mod ncnn_param;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,7 @@ use candle_core::{DType, Tensor};
 use diffsr::gan::ncnn::{load_ncnn, ncnn_pair};
 use diffsr::gan::StateDict;
 use ncnn_models::ncnn_models;
+use ncnn_param::Param;
 
 /// How a test kernel is stored in the `.bin`.
 #[derive(Clone, Copy, PartialEq)]
@@ -22,35 +25,6 @@ enum Enc {
     F16,
     /// A nonzero flag: 256-entry f32 table, then u8 indices padded to 4 bytes.
     Table,
-}
-
-/// Builds the text of a `.param` file; the header counts come from the layers.
-#[derive(Default)]
-struct Param {
-    lines: Vec<String>,
-    blobs: usize,
-}
-
-impl Param {
-    fn layer(&mut self, kind: &str, name: &str, inputs: &[&str], outputs: &[&str], params: &str) {
-        self.blobs += outputs.len();
-        self.lines.push(format!(
-            "{kind} {name} {} {} {} {} {params}",
-            inputs.len(),
-            outputs.len(),
-            inputs.join(" "),
-            outputs.join(" ")
-        ));
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "7767517\n{} {}\n{}\n",
-            self.lines.len(),
-            self.blobs,
-            self.lines.join("\n")
-        )
-    }
 }
 
 /// Test values: multiples of 1/8 in [-4, 4), exact in f32 and f16.

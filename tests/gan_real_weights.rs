@@ -8,69 +8,20 @@
 
 #[path = "support/ncnn_models.rs"]
 mod ncnn_models;
+#[path = "support/ncnn_reference.rs"]
+mod ncnn_reference;
 
-use std::ops::ControlFlow;
-use std::path::PathBuf;
-
-use anyhow::{ensure, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use anyhow::{ensure, Result};
+use candle_core::DType;
 use diffsr::gan::embedded::embedded_model;
-use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
-use diffsr::image_io::load_rgb8;
+use diffsr::gan::GanModel;
 use ncnn_models::ncnn_models;
+use ncnn_reference::matches_ncnn;
 
 const PHOTOS: [&str; 3] = ["astronaut", "coffee", "chelsea"];
-/// The bound; f32 against f32 is expected far above it.
-const MIN_PSNR_DB: f64 = 45.0;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan")
-}
-
-/// PSNR in dB of two images in [0, 1] (both clamped, as they would be saved).
-fn psnr(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let a = a.to_dtype(DType::F32)?.clamp(0f32, 1f32)?;
-    let b = b.to_dtype(DType::F32)?.clamp(0f32, 1f32)?;
-    let mse = (a - b)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
-    Ok(10.0 * (1.0 / mse.max(1e-20)).log10())
-}
 
 fn check_model(model: &GanModel, key: &str) -> Result<()> {
-    let reference = candle_core::safetensors::load(
-        fixtures().join("ncnn_reference.safetensors"),
-        &Device::Cpu,
-    )?;
-    // ncnn ran each photo whole, with no padding: so does this.
-    let upscaler = GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(0),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?;
-    for photo in PHOTOS {
-        let image = load_rgb8(&fixtures().join(format!("photos/{photo}.png")))?;
-        let input = image.to_tensor(&Device::Cpu)?;
-        let got = upscaler.upscale_tensor(&input, &mut |_, _| ControlFlow::Continue(()))?;
-        let want = reference
-            .get(&format!("{key}.{photo}"))
-            .with_context(|| format!("{key}.{photo} in the reference"))?
-            .unsqueeze(0)?;
-        ensure!(
-            got.dims() == want.dims(),
-            "{photo}: {:?} vs {:?}",
-            got.dims(),
-            want.dims()
-        );
-        let db = psnr(&got, &want)?;
-        println!("{key} on {photo}: PSNR {db:.1} dB against ncnn");
-        ensure!(
-            db > MIN_PSNR_DB,
-            "{key} on {photo}: PSNR {db:.1} dB <= {MIN_PSNR_DB}"
-        );
-    }
-    Ok(())
+    matches_ncnn(model, "ncnn_reference.safetensors", key, &PHOTOS)
 }
 
 #[test]

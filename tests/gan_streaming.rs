@@ -5,44 +5,21 @@
 //! bounds what is held; what cannot stream (other formats, other sizes, a colour fix, a
 //! translucent alpha) is refused with the reason.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use anyhow::{ensure, Context, Result};
+use cli::{diffsr, scratch, stderr};
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use diffsr::image_io::{load_image, read_png_text, stream_result, GenerationInfo, Rgb8, RgbF32};
 use diffsr::upscaler::{Streaming, UpscaleParams, UpscaleRequest, Upscaler};
 use image::{DynamicImage, ImageBuffer, Rgb, Rgba};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/gan")
-        .join(name)
-}
-
-fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("gan-streaming-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Runs the binary with no network and no hub cache.
-fn diffsr(dir: &Path, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(args)
-        .env("HF_HUB_CACHE", dir.join("hub-cache"))
-        .env("HF_HOME", dir.join("hf-home"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("RUST_BACKTRACE")
-        .output()?)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    cli::fixtures().join("gan").join(name)
 }
 
 /// A deterministic textured value (edges and smooth parts, so tile seams would show).

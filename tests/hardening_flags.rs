@@ -7,10 +7,14 @@
 //! once on stderr, nothing written. Config tests write hostile JSON into a scratch copy of the
 //! tiny x4 model.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use anyhow::{ensure, Context, Result};
+use cli::{copy_dir, fixtures, offline, s, stderr};
 use diffsr::models::clip_text::ClipTextConfig;
 use diffsr::models::unet::UNet2DConditionConfig;
 use diffsr::models::vae::AutoencoderKLConfig;
@@ -26,10 +30,6 @@ const IMAGES: [&str; 3] = [
     "coffee-18x14.png",
 ];
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn tiny_model() -> PathBuf {
     fixtures().join("tiny-x4-upscaler")
 }
@@ -40,30 +40,11 @@ fn gan_model() -> PathBuf {
 
 /// A fresh scratch folder holding the three test images.
 fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "diffsr-hardening-flags-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let dir = cli::scratch(name)?;
     for image in IMAGES {
         std::fs::copy(fixtures().join("images").join(image), dir.join(image))?;
     }
     Ok(dir)
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }
 
 /// A copy of the tiny model under `dir`, with `edit` applied to the JSON of `file`.
@@ -82,10 +63,6 @@ fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) -> Result<()> {
     Ok(())
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `diffsr upscale` on the three images of `dir` into `dir/out`, with `args`.
 fn upscale_three(dir: &Path, args: &[&str]) -> Result<Output> {
     let inputs: Vec<PathBuf> = IMAGES.iter().map(|i| dir.join(i)).collect();
@@ -95,15 +72,13 @@ fn upscale_three(dir: &Path, args: &[&str]) -> Result<Output> {
     } else {
         &["--steps", "2"]
     };
-    Ok(Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .arg("upscale")
+    Ok(offline(dir, &["upscale"])
         .args(&inputs)
         .arg("--out-dir")
         .arg(dir.join("out"))
         .args(["--device", "cpu"])
         .args(steps)
         .args(args)
-        .env_remove("RUST_BACKTRACE")
         .output()?)
 }
 
@@ -124,10 +99,6 @@ fn refused_once(dir: &Path, out: &Output, needle: &str) -> Result<()> {
         "an output was written or its folder made:\n{err}"
     );
     Ok(())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 // --- class 16: flags refused once, before any image, exit 2 -----------------------------
@@ -233,8 +204,7 @@ fn eta_is_refused_outside_0_to_1_as_a_flag_and_in_a_manifest() -> Result<()> {
             IMAGES[0], IMAGES[1]
         ),
     )?;
-    let out = Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(["upscale", "--manifest", s(&manifest), "--out-dir"])
+    let out = offline(&dir, &["upscale", "--manifest", s(&manifest), "--out-dir"])
         .arg(dir.join("out"))
         .args(["--model", s(&model), "--device", "cpu", "--steps", "2"])
         .output()?;
@@ -256,8 +226,7 @@ fn manifest_errors_use_its_keys_and_an_endless_manifest_is_bounded() -> Result<(
         format!("{{\"input\": \"{}\", \"guidance\": 1e9}}\n", IMAGES[0]),
     )?;
     let run = |manifest: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_diffsr"))
-            .args(["upscale", "--manifest", s(manifest), "--out-dir"])
+        offline(&dir, &["upscale", "--manifest", s(manifest), "--out-dir"])
             .arg(dir.join("out"))
             .args(["--model", s(&tiny_model()), "--device", "cpu"])
             .output()
@@ -294,8 +263,7 @@ fn a_manifest_lines_noise_level_is_checked_against_the_model_with_its_line() -> 
             IMAGES[0], IMAGES[1]
         ),
     )?;
-    let out = Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(["upscale", "--manifest", s(&manifest), "--out-dir"])
+    let out = offline(&dir, &["upscale", "--manifest", s(&manifest), "--out-dir"])
         .arg(dir.join("out"))
         .args([
             "--model",
@@ -619,9 +587,7 @@ fn diffsr_schedule_refuses_a_hostile_config_quickly() -> Result<()> {
     let path = dir.join("scheduler_config.json");
     std::fs::write(&path, r#"{"num_train_timesteps": 4000000000}"#)?;
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(["schedule", "--config", s(&path), "--steps", "10"])
-        .output()?;
+    let out = cli::diffsr(&dir, &["schedule", "--config", s(&path), "--steps", "10"])?;
     // An argument error, exit code 2, as `upscale`'s.
     ensure!(out.status.code() == Some(2), "{out:?}");
     ensure!(

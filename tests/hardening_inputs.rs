@@ -4,82 +4,31 @@
 //! refused in every format, each message names its cause once, `--json` reports every failure
 //! as an event, and no backtrace reaches the user. Every bad input is built here, at run time.
 
-use std::io::Read;
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+#[cfg(unix)]
+use cli::mkfifo;
+use cli::{fixtures, scratch};
 use image::{ImageFormat, RgbImage};
 
 /// The longest any command here may run before the test fails (a hang is the bug).
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("diffsr-hardening-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Runs the binary with no network, no stdin and `env` set, and kills it (failing the test)
-/// when it runs past [`TIMEOUT`].
+/// Runs the binary offline with `env` set, failing the test when it runs past [`TIMEOUT`].
 fn diffsr_env<S: AsRef<std::ffi::OsStr>>(
     dir: &Path,
     args: &[S],
     env: &[(&str, &str)],
 ) -> Result<Output> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_diffsr"));
-    command
-        .args(args)
-        .env("HF_HUB_CACHE", dir.join("hub-cache"))
-        .env("HF_HOME", dir.join("hf-home"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn()?;
-    // Drained on threads: a full pipe must not look like a hang.
-    let mut stdout = child.stdout.take().context("stdout")?;
-    let mut stderr = child.stderr.take().context("stderr")?;
-    let out_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("diffsr hung for {TIMEOUT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Output {
-        status,
-        stdout: out_thread.join().unwrap_or_default(),
-        stderr: err_thread.join().unwrap_or_default(),
-    })
+    let mut command = cli::offline(dir, args);
+    command.envs(env.iter().copied());
+    cli::output_within(&mut command, TIMEOUT)
 }
 
 fn diffsr<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Result<Output> {
@@ -263,13 +212,6 @@ fn file_names_with_control_characters_are_escaped_in_messages_and_json() -> Resu
 }
 
 // ---- class 11: inputs must be regular files ---------------------------------------------
-
-#[cfg(unix)]
-fn mkfifo(path: &Path) -> Result<()> {
-    let status = Command::new("mkfifo").arg(path).status()?;
-    ensure!(status.success(), "mkfifo failed");
-    Ok(())
-}
 
 #[cfg(unix)]
 #[test]
@@ -540,21 +482,7 @@ fn json_reports_a_model_load_failure_as_an_event() -> Result<()> {
 fn mismatched_model(dir: &Path) -> Result<PathBuf> {
     let src = fixtures().join("tiny-x4-upscaler");
     let model = dir.join("mismatched-x4");
-    for entry in std::fs::read_dir(&src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = model.join(entry.file_name());
-        if from.is_dir() {
-            std::fs::create_dir_all(&to)?;
-            for file in std::fs::read_dir(&from)? {
-                let file = file?;
-                std::fs::copy(file.path(), to.join(file.file_name()))?;
-            }
-        } else {
-            std::fs::create_dir_all(&model)?;
-            std::fs::copy(&from, &to)?;
-        }
-    }
+    cli::copy_dir(&src, &model)?;
     let config = model.join("vae/config.json");
     let mut vae: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config)?)?;
     vae["block_out_channels"] = serde_json::json!([16, 48, 48]);

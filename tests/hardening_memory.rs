@@ -4,47 +4,30 @@
 //! numbers, naming the flag the user gave; `--threads` has a ceiling. Also: blending into the
 //! host buffer (what images go through) gives the tensor accumulator's numbers.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
+use cli::{scratch, stderr};
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use diffsr::image_io::Rgb8;
 use diffsr::tiling::{run_tiled, run_tiled_interleaved, TileOptions};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/gan")
-        .join(name)
+    cli::fixtures().join("gan").join(name)
 }
 
-fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("hardening-memory-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Runs the binary with no network and no hub cache.
+/// Runs the binary offline, timed.
 fn diffsr(dir: &Path, args: &[&str]) -> Result<(Output, Duration)> {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(args)
-        .env("HF_HUB_CACHE", dir.join("hub-cache"))
-        .env("HF_HOME", dir.join("hf-home"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("RUST_BACKTRACE")
-        .output()?;
+    let out = cli::diffsr(dir, args)?;
     Ok((out, started.elapsed()))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A `width` × `height` 8-bit RGB PNG of one grey, valid to the last checksum. Its deflate

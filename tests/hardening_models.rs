@@ -4,8 +4,14 @@
 //! never a panic, an abort or a hang. Also ncnn's final `Interp` (realesr-animevideov3-x2 / x3)
 //! honoured, checked against an independent float reference and against ncnn itself.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/ncnn_models.rs"]
 mod ncnn_models;
+#[path = "support/ncnn_param.rs"]
+mod ncnn_param;
+#[path = "support/ncnn_reference.rs"]
+mod ncnn_reference;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,6 +25,7 @@ use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::{GanNetwork, OUTPUT_RESIZE_KEY};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler, StateDict};
+use ncnn_param::Param;
 
 // ---------------------------------------------------------------------------------------------
 // Scratch files.
@@ -309,27 +316,15 @@ fn pth_of(path: &Path, dict: &StateDict) {
 /// Builds a `.param` (text) and its `.bin` (bytes) side by side.
 #[derive(Default)]
 struct Ncnn {
-    lines: Vec<String>,
-    blobs: usize,
+    param: Param,
     bin: Vec<u8>,
 }
 
 impl Ncnn {
-    fn layer(&mut self, kind: &str, name: &str, inputs: &[&str], outputs: &[&str], params: &str) {
-        self.blobs += outputs.len();
-        self.lines.push(format!(
-            "{kind} {name} {} {} {} {} {params}",
-            inputs.len(),
-            outputs.len(),
-            inputs.join(" "),
-            outputs.join(" ")
-        ));
-    }
-
     /// A 3x3 convolution with bias, f32 kernel (all-zero flag).
     fn conv(&mut self, name: &str, input: &str, output: &str, shape: [usize; 4], seed: usize) {
         let n: usize = shape.iter().product();
-        self.layer(
+        self.param.layer(
             "Convolution",
             name,
             &[input],
@@ -342,24 +337,16 @@ impl Ncnn {
     }
 
     fn prelu(&mut self, name: &str, input: &str, output: &str, n: usize, seed: usize) {
-        self.layer("PReLU", name, &[input], &[output], &format!("0={n}"));
+        self.param
+            .layer("PReLU", name, &[input], &[output], &format!("0={n}"));
         // Positive slopes around 0.2, as trained PReLUs have.
         let slopes: Vec<f32> = values(n, seed).iter().map(|v| 0.2 + v).collect();
         self.bin.extend(f32_bytes(&slopes));
     }
 
-    fn param(&self) -> String {
-        format!(
-            "7767517\n{} {}\n{}\n",
-            self.lines.len(),
-            self.blobs,
-            self.lines.join("\n")
-        )
-    }
-
     fn write(&self, dir: &Scratch, name: &str) -> PathBuf {
         dir.write(&format!("{name}.bin"), &self.bin);
-        dir.write(&format!("{name}.param"), self.param().as_bytes())
+        dir.write(&format!("{name}.param"), self.param.text().as_bytes())
     }
 }
 
@@ -367,15 +354,16 @@ impl Ncnn {
 /// ending with `final_interp` (an `Interp` param string) when given.
 fn ncnn_srvgg_x4(final_interp: Option<&str>) -> Ncnn {
     let mut n = Ncnn::default();
-    n.layer("Input", "in", &[], &["data"], "");
-    n.layer("Split", "split", &["data"], &["d0", "d1"], "");
+    n.param.layer("Input", "in", &[], &["data"], "");
+    n.param
+        .layer("Split", "split", &["data"], &["d0", "d1"], "");
     n.conv("conv0", "d1", "c0", [4, 3, 3, 3], 1);
     n.prelu("act0", "c0", "a0", 4, 3);
     n.conv("conv1", "a0", "c1", [4, 4, 3, 3], 5);
     n.prelu("act1", "c1", "a1", 4, 7);
     n.conv("conv2", "a1", "c2", [48, 4, 3, 3], 9);
-    n.layer("PixelShuffle", "ps", &["c2"], &["up"], "0=4");
-    n.layer(
+    n.param.layer("PixelShuffle", "ps", &["c2"], &["up"], "0=4");
+    n.param.layer(
         "Interp",
         "base",
         &["d0"],
@@ -383,10 +371,14 @@ fn ncnn_srvgg_x4(final_interp: Option<&str>) -> Ncnn {
         "0=1 1=4.000000e+00 2=4.000000e+00",
     );
     match final_interp {
-        None => n.layer("BinaryOp", "add", &["up", "b"], &["output"], "0=0"),
+        None => n
+            .param
+            .layer("BinaryOp", "add", &["up", "b"], &["output"], "0=0"),
         Some(params) => {
-            n.layer("BinaryOp", "add", &["up", "b"], &["sum"], "0=0");
-            n.layer("Interp", "down", &["sum"], &["output"], params);
+            n.param
+                .layer("BinaryOp", "add", &["up", "b"], &["sum"], "0=0");
+            n.param
+                .layer("Interp", "down", &["sum"], &["output"], params);
         }
     }
     n
@@ -734,7 +726,7 @@ fn ncnn_bin_sizes_are_checked_against_the_param() -> Result<()> {
     // A kernel declared at 500M values (2 GB) over a small `.bin`.
     let mut n = ncnn_srvgg_x4(None);
     // 500000004 = 36 x 13888889: a whole number of 4 x 3 x 3 filters.
-    n.lines[2] = n.lines[2].replace("6=108", "6=500000004");
+    n.param.lines[2] = n.param.lines[2].replace("6=108", "6=500000004");
     let param = n.write(&dir, "huge");
     let err = load_error(&param);
     ensure!(
@@ -757,25 +749,18 @@ fn ncnn_bin_sizes_are_checked_against_the_param() -> Result<()> {
 // Class 11 (model files): regular files only, checked before opening; bounded reads.
 
 #[cfg(unix)]
-fn mkfifo(path: &Path) -> Result<()> {
-    let status = std::process::Command::new("mkfifo").arg(path).status()?;
-    ensure!(status.success(), "mkfifo failed");
-    Ok(())
-}
-
-#[cfg(unix)]
 #[test]
 fn fifos_devices_and_directories_are_refused_without_hanging() -> Result<()> {
     let dir = Scratch::new("fifo");
     for name in ["model.pth", "model.safetensors", "model.param"] {
         let fifo = dir.path(name);
-        mkfifo(&fifo)?;
+        cli::mkfifo(&fifo)?;
         let err = within(20, move || load_error(&fifo))?;
         ensure!(err.contains(name) && err.contains("FIFO"), "{name}: {err}");
     }
     // An ncnn `.bin` that is /dev/zero: refused, not read forever.
     let n = ncnn_srvgg_x4(None);
-    let param = dir.write("zero.param", n.param().as_bytes());
+    let param = dir.write("zero.param", n.param.text().as_bytes());
     std::os::unix::fs::symlink("/dev/zero", dir.path("zero.bin"))?;
     let err = within(20, move || load_error(&param))?;
     ensure!(
@@ -797,34 +782,16 @@ fn fifos_devices_and_directories_are_refused_without_hanging() -> Result<()> {
 fn the_binary_refuses_a_fifo_model_without_hanging() -> Result<()> {
     let dir = Scratch::new("fifo-cli");
     let fifo = dir.path("model.pth");
-    mkfifo(&fifo)?;
-    let photo =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan/photos/coffee.png");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(["upscale", photo.to_str().unwrap(), "-o"])
+    cli::mkfifo(&fifo)?;
+    let photo = cli::fixtures().join("gan/photos/coffee.png");
+    let mut command = cli::offline(&dir.0, &["upscale", cli::s(&photo), "-o"]);
+    command
         .arg(dir.path("out.png"))
         .args(["--engine", "gan", "--model"])
-        .arg(&fifo)
-        .env("HF_HUB_CACHE", dir.path("hub"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill()?;
-            child.wait()?;
-            anyhow::bail!("diffsr hangs on a FIFO model");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
-    ensure!(!status.success() && stderr.contains("FIFO"), "{stderr}");
+        .arg(&fifo);
+    let out = cli::output_within(&mut command, Duration::from_secs(30))?;
+    let stderr = cli::stderr(&out);
+    ensure!(!out.status.success() && stderr.contains("FIFO"), "{stderr}");
     ensure!(!dir.path("out.png").exists());
     Ok(())
 }
@@ -1060,73 +1027,30 @@ fn a_final_half_size_bicubic_interp_makes_an_x2_model_as_ncnn_computes_it() -> R
 fn the_binary_writes_an_x2_image_for_an_x2_ncnn_model() -> Result<()> {
     let dir = Scratch::new("interp-cli");
     let param = ncnn_srvgg_x4(Some("0=3 1=5.000000e-01 2=5.000000e-01")).write(&dir, "x2");
-    let photo =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan/photos/coffee.png");
+    let photo = cli::fixtures().join("gan/photos/coffee.png");
     let out_path = dir.path("out.png");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args([
+    let out = cli::diffsr(
+        &dir.0,
+        &[
             "upscale",
-            photo.to_str().unwrap(),
+            cli::s(&photo),
             "-o",
-            out_path.to_str().unwrap(),
-        ])
-        .args(["--engine", "gan", "--model", param.to_str().unwrap()])
-        .env("HF_HUB_CACHE", dir.path("hub"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            cli::s(&out_path),
+            "--engine",
+            "gan",
+            "--model",
+            cli::s(&param),
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", cli::stderr(&out));
     // The photo is 48 x 40.
     ensure!(image::image_dimensions(&out_path)? == (96, 80));
     Ok(())
 }
 
-/// PSNR in dB of two images in [0, 1] (both clamped, as they would be saved).
-fn psnr(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let a = a.to_dtype(DType::F32)?.clamp(0f32, 1f32)?;
-    let b = b.to_dtype(DType::F32)?.clamp(0f32, 1f32)?;
-    let mse = (a - b)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
-    Ok(10.0 * (1.0 / mse.max(1e-20)).log10())
-}
-
 /// `model` on the photos against ncnn's own output (scripts/fixtures/gan_ncnn_resize.py).
 fn matches_ncnn(model: &GanModel, key: &str, photos: &[&str]) -> Result<()> {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan");
-    let reference = candle_core::safetensors::load(
-        fixtures.join("ncnn_reference_resize.safetensors"),
-        &Device::Cpu,
-    )?;
-    let upscaler = GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(0),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?;
-    for photo in photos {
-        let image = diffsr::image_io::load_rgb8(&fixtures.join(format!("photos/{photo}.png")))?;
-        let got = upscaler.upscale_tensor(&image.to_tensor(&Device::Cpu)?, &mut |_, _| {
-            ControlFlow::Continue(())
-        })?;
-        let want = reference
-            .get(&format!("{key}.{photo}"))
-            .with_context(|| format!("{key}.{photo}"))?
-            .unsqueeze(0)?;
-        ensure!(
-            got.dims() == want.dims(),
-            "{:?} vs {:?}",
-            got.dims(),
-            want.dims()
-        );
-        let db = psnr(&got, &want)?;
-        println!("{key} on {photo}: PSNR {db:.1} dB against ncnn");
-        ensure!(db > 45.0, "{key} on {photo}: PSNR {db:.1} dB");
-    }
-    Ok(())
+    ncnn_reference::matches_ncnn(model, "ncnn_reference_resize.safetensors", key, photos)
 }
 
 /// The built-in realesr-animevideov3-x4 weights with the x2 / x3 models' final Interp: the
@@ -1178,12 +1102,11 @@ fn animevideov3_x2_and_x3_ncnn_files_match_ncnn() -> Result<()> {
 #[test]
 fn a_missing_model_file_is_said_once() -> Result<()> {
     let dir = Scratch::new("missing");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffsr"))
-        .args(["convert"])
+    let out = cli::offline(&dir.0, &["convert"])
         .arg(dir.path("absent.pth"))
         .arg(dir.path("out.safetensors"))
         .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = cli::stderr(&out);
     ensure!(!out.status.success(), "{stderr}");
     ensure!(
         stderr.matches("no such model file").count() == 1 && stderr.contains("absent.pth"),
@@ -1290,10 +1213,10 @@ fn mutated_model_files_never_panic() -> Result<()> {
         write_pth(&p, &rng.mutate(&pickle), &storages);
         load_error(&p);
         dir.write("n.bin", &rng.mutate(&ncnn.bin));
-        let param = dir.write("n.param", ncnn.param().as_bytes());
+        let param = dir.write("n.param", ncnn.param.text().as_bytes());
         load_error(&param);
         dir.write("n.bin", &ncnn.bin);
-        let param = dir.write("n.param", &rng.mutate(ncnn.param().as_bytes()));
+        let param = dir.write("n.param", &rng.mutate(ncnn.param.text().as_bytes()));
         load_error(&param);
     }
     Ok(())

@@ -4,15 +4,15 @@
 //! temporary files of a killed run; `--out-dir` naming a file. Every bad output is built in a
 //! scratch folder (a FIFO, a link to /dev/null), never by writing to /dev itself.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use cli::{fixtures, s, scratch, stderr};
 
 /// 16x12: the built-in GAN makes it 64x48 in a moment.
 fn image() -> PathBuf {
@@ -24,57 +24,14 @@ fn model() -> PathBuf {
     fixtures().join("gan/srvgg_x2_relu.safetensors")
 }
 
-fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "diffsr-hardening-outputs-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// The binary, run in `cwd` with a hub that cannot be reached.
-fn command(cwd: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_diffsr"));
-    c.args(args)
-        .current_dir(cwd)
-        .env("HF_HUB_CACHE", cwd.join("hub-cache"))
-        .env("HF_HOME", cwd.join("hf-home"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN");
-    c
-}
-
-/// Runs the binary to its end, failing the test (after killing it) if it takes over a minute:
-/// an output that blocks must show up as a failure, not as a test run that never ends.
+/// Runs the binary offline in `cwd` to its end, failing the test (after killing it) if it
+/// takes over a minute: an output that blocks must show up as a failure, not as a test run
+/// that never ends.
 fn diffsr(cwd: &Path, args: &[&str]) -> Result<Output> {
-    let mut child = command(cwd, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let started = Instant::now();
-    while child.try_wait()?.is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill()?;
-            let out = child.wait_with_output()?;
-            anyhow::bail!(
-                "diffsr {args:?} hung: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(child.wait_with_output()?)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    cli::output_within(
+        cli::offline(cwd, args).current_dir(cwd),
+        Duration::from_secs(60),
+    )
 }
 
 /// `diffsr upscale IMAGE -o OUTPUT --engine gan EXTRA...` in `cwd`.
@@ -101,13 +58,8 @@ fn ensure_usage_error(out: &Output, words: &[&str]) -> Result<()> {
 mod unix {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+    use super::cli::mkfifo;
     use super::*;
-
-    fn mkfifo(path: &Path) -> Result<()> {
-        let status = Command::new("mkfifo").arg(path).status()?;
-        ensure!(status.success(), "mkfifo {}", path.display());
-        Ok(())
-    }
 
     fn is_fifo(path: &Path) -> bool {
         std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_fifo())

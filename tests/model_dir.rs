@@ -1,10 +1,14 @@
 //! Loading from the hub's diffusers layout: variants, and every way a model folder can be
 //! wrong giving a message that names the file, component or tensor.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
+use cli::copy_dir;
 use diffsr::model_dir::ModelDir;
 use diffsr::pipeline::{LoadOptions, UpscalePipeline};
 
@@ -18,20 +22,6 @@ fn scratch_copy(name: &str) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dest);
     copy_dir(&tiny(), &dest)?;
     Ok(dest)
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
 }
 
 fn load_error(dir: &Path) -> String {

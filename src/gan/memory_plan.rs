@@ -423,11 +423,7 @@ fn streamed_tile_too_large(
     edge: usize,
     budget: Budget,
 ) -> Error {
-    let which = if tile == 0 {
-        "--tile 0 (the whole image at once)".to_string()
-    } else {
-        format!("--tile {tile}")
-    };
+    let which = tile_flag(tile);
     let estimate = footprint.estimate_streamed(width, height, tile);
     Error::option(
         "tile",
@@ -461,12 +457,7 @@ fn too_little_streamed(
             .peak()
             <= budget.bytes
     });
-    let smaller = match fits {
-        Some((w, h)) if w < width || h < height => {
-            format!(", or an input of at most about {w}x{h}")
-        }
-        _ => String::new(),
-    };
+    let smaller = smaller_input(fits, width, height);
     Error::option(
         "max-memory",
         format!(
@@ -488,6 +479,26 @@ fn too_little_streamed(
             flag_value(least.peak()),
         ),
     )
+}
+
+/// How the refusals name the `--tile` the user gave.
+fn tile_flag(tile: usize) -> String {
+    if tile == 0 {
+        "--tile 0 (the whole image at once)".to_string()
+    } else {
+        format!("--tile {tile}")
+    }
+}
+
+/// The refusals' closing suggestion: `, or an input of at most about WxH` when a smaller
+/// input than `width` × `height` would fit (`fits`), else nothing.
+fn smaller_input(fits: Option<(usize, usize)>, width: usize, height: usize) -> String {
+    match fits {
+        Some((w, h)) if w < width || h < height => {
+            format!(", or an input of at most about {w}x{h}")
+        }
+        _ => String::new(),
+    }
 }
 
 /// The largest automatic tile whose activations fit `room`: the whole image when it does and
@@ -559,12 +570,7 @@ fn too_little(
     } else {
         String::new()
     };
-    let smaller = match fits {
-        Some((w, h)) if w < width || h < height => {
-            format!(", or an input of at most about {w}x{h}")
-        }
-        _ => String::new(),
-    };
+    let smaller = smaller_input(fits, width, height);
     Error::option(
         "max-memory",
         format!(
@@ -592,11 +598,7 @@ fn tile_too_large(
     room: u64,
     budget: Budget,
 ) -> Error {
-    let which = if tile == 0 {
-        "--tile 0 (the whole image at once)".to_string()
-    } else {
-        format!("--tile {tile}")
-    };
+    let which = tile_flag(tile);
     let advice = match largest_tile(footprint, room) {
         Some(edge) => format!("Use --tile {edge} or less, or leave --tile out"),
         None => format!(

@@ -26,7 +26,7 @@ pub use save::{save_image, OutputFormat, SaveOptions};
 pub use stream::{stream_result, streams_to, RowWriter};
 
 use crate::error::{Error, Result};
-use crate::output_file::output_dir;
+use crate::output_file::existing_output_dir;
 
 /// Decodes an image file (format from its content, EXIF orientation applied) to 8-bit RGB.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
@@ -59,17 +59,7 @@ pub fn check_output_path(input: &Path, output: &Path) -> Result<()> {
     if crate::output_file::is_stdout(output) {
         return crate::output_file::check_destination(output);
     }
-    let dir = output_dir(output);
-    if !dir.is_dir() {
-        return Err(Error::option(
-            "output",
-            format!(
-                "{}: the folder {} does not exist",
-                output.display(),
-                dir.display()
-            ),
-        ));
-    }
+    existing_output_dir(output)?;
     if input == output || same_file(input, output) {
         return Err(Error::option(
             "output",

@@ -62,6 +62,26 @@ pub fn finite(field: &str, value: f64) -> Result<()> {
     }
 }
 
+/// `block_out_channels` of a UNet or VAE: 1..=[`MAX_LEVELS`] levels, each width a
+/// [`size`] up to [`MAX_CHANNELS`]. Returns the number of levels.
+pub fn levels(block_out_channels: &[usize]) -> Result<usize> {
+    let n = block_out_channels.len();
+    if n == 0 {
+        return Err(Error::unsupported("block_out_channels", "is empty"));
+    }
+    if n > MAX_LEVELS {
+        // The VAE's scale is 2^(levels - 1): this bounds the shift too.
+        return Err(Error::unsupported(
+            "block_out_channels",
+            format!("has {n} levels; expected 1..={MAX_LEVELS}"),
+        ));
+    }
+    for &c in block_out_channels {
+        size("block_out_channels", c, MAX_CHANNELS)?;
+    }
+    Ok(n)
+}
+
 /// `groups` (≥ 1) divides every width in `channels` (GroupNorm's requirement).
 pub fn groups_divide(groups: usize, channels: &[usize]) -> Result<()> {
     size("norm_num_groups", groups, MAX_CHANNELS)?;

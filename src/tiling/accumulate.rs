@@ -261,19 +261,14 @@ impl Blend for InterleavedBlend {
         let line = self.crop.stride * channels;
         let first = tile.y * self.scale * line + tile.x * self.scale * channels;
         let tile_line = out_width * channels;
-        let data = &mut self.data;
-        with_f32_values(&weighted, |weighted| {
-            for (r, source) in weighted
-                .chunks_exact(tile_line)
-                .take(out_height)
-                .enumerate()
-            {
-                let start = first + r * line;
-                for (out, &v) in data[start..start + tile_line].iter_mut().zip(source) {
-                    *out += v;
-                }
-            }
-        })
+        add_rows(
+            &mut self.data,
+            &weighted,
+            first,
+            line,
+            tile_line,
+            out_height,
+        )
     }
 
     fn finish(self) -> Result<Interleaved> {
@@ -298,4 +293,25 @@ impl Blend for InterleavedBlend {
             channels,
         })
     }
+}
+
+/// Adds the first `rows` lines of `tile_line` values of the interleaved tile `weighted` into
+/// `data`, its first value at `first` and one line every `line` values: the whole-image
+/// accumulator and the rolling band of [`super::bands`] add tiles alike.
+pub(super) fn add_rows(
+    data: &mut [f32],
+    weighted: &Tensor,
+    first: usize,
+    line: usize,
+    tile_line: usize,
+    rows: usize,
+) -> Result<()> {
+    with_f32_values(weighted, |weighted| {
+        for (r, source) in weighted.chunks_exact(tile_line).take(rows).enumerate() {
+            let start = first + r * line;
+            for (out, &v) in data[start..start + tile_line].iter_mut().zip(source) {
+                *out += v;
+            }
+        }
+    })
 }

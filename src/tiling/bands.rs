@@ -12,10 +12,9 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Tensor};
 
-use super::accumulate::{Blend, Crop, InterleavedBlend, TileWeights};
+use super::accumulate::{add_rows, Blend, Crop, InterleavedBlend, TileWeights};
 use super::{blend, progress, Prepared, Tile, TileOptions};
 use crate::error::{Error, Result};
-use crate::tensor_host::with_f32_values;
 
 /// Receives the output rows, top to bottom: each `width × channels` interleaved f32 values,
 /// the padding already cut off. Mutable so that the receiver can clamp or convert in place.
@@ -152,19 +151,14 @@ impl Band {
         let (out_height, out_width, channels) = weighted.dims3()?;
         let first = (tile.y * scale - self.base) * self.line + tile.x * scale * channels;
         let tile_line = out_width * channels;
-        let (data, line) = (&mut self.data, self.line);
-        with_f32_values(weighted, |weighted| {
-            for (r, source) in weighted
-                .chunks_exact(tile_line)
-                .take(out_height)
-                .enumerate()
-            {
-                let start = first + r * line;
-                for (out, &v) in data[start..start + tile_line].iter_mut().zip(source) {
-                    *out += v;
-                }
-            }
-        })
+        add_rows(
+            &mut self.data,
+            weighted,
+            first,
+            self.line,
+            tile_line,
+            out_height,
+        )
     }
 
     /// Hands the rows before padded output row `end` that lie in the image (not the padding)

@@ -10,27 +10,16 @@ use proptest::sample::Index;
 
 use super::bundle;
 use super::mutate::{apply as apply_bytes, byte_op, int_value, write_int, ByteOp, IntValue};
+use crate::ncnn_param::Param;
 
 /// The `.param` text and `.bin` bytes of a model, built layer by layer.
 #[derive(Default)]
 struct Pair {
-    lines: Vec<String>,
-    blobs: usize,
+    param: Param,
     bin: Vec<u8>,
 }
 
 impl Pair {
-    fn layer(&mut self, kind: &str, name: &str, inputs: &[&str], outputs: &[&str], params: &str) {
-        self.blobs += outputs.len();
-        self.lines.push(format!(
-            "{kind} {name} {} {} {} {} {params}",
-            inputs.len(),
-            outputs.len(),
-            inputs.join(" "),
-            outputs.join(" ")
-        ));
-    }
-
     /// A 3x3 convolution `c_in -> c_out` (`channels`) and its weights (f32, or fp16 when
     /// `half`).
     fn conv(
@@ -44,7 +33,7 @@ impl Pair {
     ) {
         let (c_in, c_out) = channels;
         let n = c_in * c_out * 9;
-        self.layer(
+        self.param.layer(
             "Convolution",
             name,
             &[input],
@@ -74,14 +63,8 @@ impl Pair {
     }
 
     fn finish(self, name: &str) -> Vec<u8> {
-        let param = format!(
-            "7767517\n{} {}\n{}\n",
-            self.lines.len(),
-            self.blobs,
-            self.lines.join("\n")
-        );
         bundle::pack(&[
-            (format!("{name}.param"), param.into_bytes()),
+            (format!("{name}.param"), self.param.text().into_bytes()),
             (format!("{name}.bin"), self.bin),
         ])
     }
@@ -91,30 +74,34 @@ impl Pair {
 fn srvgg(scale: usize, half: bool) -> Vec<u8> {
     let feat = 4;
     let mut p = Pair::default();
-    p.layer("Input", "in", &[], &["data"], "0=3");
-    p.layer("Split", "split", &["data"], &["d0", "d1"], "");
+    p.param.layer("Input", "in", &[], &["data"], "0=3");
+    p.param
+        .layer("Split", "split", &["data"], &["d0", "d1"], "");
     p.conv("conv0", "d1", "c0", (3, feat), "", half);
-    p.layer("PReLU", "act0", &["c0"], &["a0"], &format!("0={feat}"));
+    p.param
+        .layer("PReLU", "act0", &["c0"], &["a0"], &format!("0={feat}"));
     (0..feat).for_each(|_| p.bin.extend(0.25f32.to_le_bytes()));
     p.conv("conv1", "a0", "c1", (feat, feat), "", half);
-    p.layer("PReLU", "act1", &["c1"], &["a1"], &format!("0={feat}"));
+    p.param
+        .layer("PReLU", "act1", &["c1"], &["a1"], &format!("0={feat}"));
     (0..feat).for_each(|_| p.bin.extend(0.25f32.to_le_bytes()));
     p.conv("conv2", "a1", "c2", (feat, 3 * scale * scale), "", half);
-    p.layer(
+    p.param.layer(
         "PixelShuffle",
         "ps",
         &["c2"],
         &["up"],
         &format!("0={scale}"),
     );
-    p.layer(
+    p.param.layer(
         "Interp",
         "base",
         &["d0"],
         &["b"],
         &format!("0=1 1={scale}.000000e+00 2={scale}.000000e+00"),
     );
-    p.layer("BinaryOp", "add", &["up", "b"], &["output"], "0=0");
+    p.param
+        .layer("BinaryOp", "add", &["up", "b"], &["output"], "0=0");
     p.finish("srvgg")
 }
 
@@ -123,7 +110,7 @@ fn rrdb() -> Vec<u8> {
     let (nf, gc) = (4, 2);
     let lrelu = " 9=2 -23310=1,2.000000e-01";
     let mut p = Pair::default();
-    p.layer("Input", "in", &[], &["data"], "0=3");
+    p.param.layer("Input", "in", &[], &["data"], "0=3");
     p.conv("conv_first", "data", "feat", (3, nf), "", false);
     let mut x = "feat".to_string();
     for r in 1..=3 {
@@ -134,7 +121,7 @@ fn rrdb() -> Vec<u8> {
             } else {
                 let name = format!("cat{r}{c}");
                 let refs: Vec<&str> = cat.iter().map(String::as_str).collect();
-                p.layer("Concat", &name, &refs, &[&name], "0=0");
+                p.param.layer("Concat", &name, &refs, &[&name], "0=0");
                 name
             };
             let out = format!("r{r}c{c}");
@@ -152,7 +139,7 @@ fn rrdb() -> Vec<u8> {
         }
         let sum = format!("rdb{r}sum");
         let refs = [cat[5].as_str(), x.as_str()];
-        p.layer(
+        p.param.layer(
             "Eltwise",
             &sum,
             &refs,
@@ -161,7 +148,7 @@ fn rrdb() -> Vec<u8> {
         );
         x = sum;
     }
-    p.layer(
+    p.param.layer(
         "Eltwise",
         "block_sum",
         &[&x, "feat"],
@@ -169,10 +156,13 @@ fn rrdb() -> Vec<u8> {
         "0=1 -23301=2,2.000000e-01,1.000000e+00",
     );
     p.conv("conv_body", "block_sum", "body", (nf, nf), "", false);
-    p.layer("BinaryOp", "trunk", &["feat", "body"], &["trunk"], "0=0");
-    p.layer("Interp", "up1", &["trunk"], &["up1"], "0=1 1=2.0 2=2.0");
+    p.param
+        .layer("BinaryOp", "trunk", &["feat", "body"], &["trunk"], "0=0");
+    p.param
+        .layer("Interp", "up1", &["trunk"], &["up1"], "0=1 1=2.0 2=2.0");
     p.conv("conv_up1", "up1", "u1", (nf, nf), lrelu, false);
-    p.layer("Interp", "up2", &["u1"], &["up2"], "0=1 1=2.0 2=2.0");
+    p.param
+        .layer("Interp", "up2", &["u1"], &["up2"], "0=1 1=2.0 2=2.0");
     p.conv("conv_up2", "up2", "u2", (nf, nf), lrelu, false);
     p.conv("conv_hr", "u2", "hr", (nf, nf), lrelu, false);
     p.conv("conv_last", "hr", "output", (nf, 3), "", false);

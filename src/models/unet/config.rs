@@ -12,8 +12,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::models::config_ranges::{
-    epsilon, finite, groups_divide, in_file, size, MAX_CHANNELS, MAX_CLASS_EMBEDS, MAX_KERNEL,
-    MAX_LAYERS, MAX_LEVELS,
+    epsilon, finite, groups_divide, in_file, levels, size, MAX_CHANNELS, MAX_CLASS_EMBEDS,
+    MAX_KERNEL, MAX_LAYERS,
 };
 use crate::{Error, Result};
 
@@ -200,19 +200,7 @@ impl UNet2DConditionConfig {
     /// out of its sane range (sizes positive and bounded, epsilons finite and positive, group
     /// counts dividing the channels).
     pub fn validate(&self) -> Result<()> {
-        let n = self.block_out_channels.len();
-        if n == 0 {
-            return Err(Error::unsupported("block_out_channels", "is empty"));
-        }
-        if n > MAX_LEVELS {
-            return Err(Error::unsupported(
-                "block_out_channels",
-                format!("has {n} levels; expected 1..={MAX_LEVELS}"),
-            ));
-        }
-        for &c in &self.block_out_channels {
-            size("block_out_channels", c, MAX_CHANNELS)?;
-        }
+        let n = levels(&self.block_out_channels)?;
         size("in_channels", self.in_channels, MAX_CHANNELS)?;
         size("out_channels", self.out_channels, MAX_CHANNELS)?;
         epsilon("norm_eps", self.norm_eps)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::models::config_ranges::{
-    finite, groups_divide, in_file, size, MAX_CHANNELS, MAX_LAYERS, MAX_LEVELS,
+    finite, groups_divide, in_file, levels, size, MAX_CHANNELS, MAX_LAYERS,
 };
 use crate::{Error, Result};
 
@@ -73,20 +73,7 @@ impl AutoencoderKLConfig {
     /// out of its sane range (sizes positive and bounded, the group count dividing the
     /// channels, finite latent statistics).
     pub fn validate(&self) -> Result<()> {
-        let n = self.block_out_channels.len();
-        if n == 0 {
-            return Err(Error::unsupported("block_out_channels", "is empty"));
-        }
-        if n > MAX_LEVELS {
-            // The VAE's scale is 2^(levels - 1): this bounds the shift too.
-            return Err(Error::unsupported(
-                "block_out_channels",
-                format!("has {n} levels; expected 1..={MAX_LEVELS}"),
-            ));
-        }
-        for &c in &self.block_out_channels {
-            size("block_out_channels", c, MAX_CHANNELS)?;
-        }
+        let n = levels(&self.block_out_channels)?;
         size("in_channels", self.in_channels, MAX_CHANNELS)?;
         size("out_channels", self.out_channels, MAX_CHANNELS)?;
         size("latent_channels", self.latent_channels, MAX_CHANNELS)?;
