@@ -79,15 +79,43 @@ pub fn text(text: &str) -> Escaped<'_> {
 }
 
 /// `path` for a format string: as `Path::display` (a name that is not UTF-8 shows U+FFFD
-/// where its bad bytes are), escaped.
+/// where its bad bytes are), escaped, and [shortened](shortened) past [`MAX_SHOWN`] characters.
 pub fn path(path: &Path) -> Escaped<'_> {
-    Escaped(path.to_string_lossy())
+    Escaped(shortened(path.to_string_lossy()))
 }
 
 /// A one-line message for a format string: `text` without any backtrace appended to it (some
-/// libraries' errors carry one when `RUST_BACKTRACE` is set), escaped.
+/// libraries' errors carry one when `RUST_BACKTRACE` is set), escaped, and
+/// [shortened](shortened) past [`MAX_SHOWN`] characters.
 pub fn message(text: &str) -> Escaped<'_> {
-    Escaped(Cow::Borrowed(without_backtrace(text)))
+    Escaped(shortened(Cow::Borrowed(without_backtrace(text))))
+}
+
+/// The longest text [`message`] and [`path`] show whole. Messages quote what a file holds (a
+/// config value, a header entry), and a crafted file can make that kilobytes long.
+pub const MAX_SHOWN: usize = 1000;
+
+/// `text` itself when it has at most [`MAX_SHOWN`] characters; otherwise its start and end with
+/// the number of characters left out between them, so the cause (usually at the end) and
+/// what it is about (at the start) both stay readable.
+pub fn shortened(text: Cow<'_, str>) -> Cow<'_, str> {
+    const HEAD: usize = 600;
+    const TAIL: usize = 300;
+    let count = text.chars().count();
+    if count <= MAX_SHOWN {
+        return text;
+    }
+    let head_end = text.char_indices().nth(HEAD).map_or(text.len(), |(i, _)| i);
+    let tail_start = text
+        .char_indices()
+        .nth(count - TAIL)
+        .map_or(text.len(), |(i, _)| i);
+    Cow::Owned(format!(
+        "{}… ({} characters left out) …{}",
+        &text[..head_end],
+        count - HEAD - TAIL,
+        &text[tail_start..]
+    ))
 }
 
 /// `text` up to the first line that starts a backtrace: `stack backtrace:` (std, anyhow) or a
@@ -180,5 +208,22 @@ mod tests {
         );
         assert_eq!(without_backtrace("0: not a frame"), "0: not a frame");
         assert_eq!(message("a\n   0: f").to_string(), "a");
+    }
+
+    #[test]
+    fn long_messages_are_shortened_keeping_both_ends() {
+        let long = format!("tensor `w`: dtype {} is not known", "x".repeat(5000));
+        let shown = message(&long).to_string();
+        assert!(shown.chars().count() < MAX_SHOWN, "{}", shown.len());
+        assert!(shown.starts_with("tensor `w`: dtype xxx"), "{shown}");
+        assert!(shown.ends_with("xxx is not known"), "{shown}");
+        assert!(shown.contains("characters left out"), "{shown}");
+        // Short text is untouched, and shortening is idempotent.
+        assert_eq!(message("short").to_string(), "short");
+        assert_eq!(message(&shown).to_string(), shown);
+        let wide = "é".repeat(2000);
+        assert!(message(&wide)
+            .to_string()
+            .contains("(1100 characters left out)"));
     }
 }
