@@ -138,8 +138,20 @@ impl<'a> PlannedUpscaler<'a> {
                 Pass::Gan => format!("gan x{}", self.gan.map_or(4, |g| g.scale())),
             })
             .collect();
+        // The passes' own output: when it is the target, nothing is resampled.
+        let reached = passes.iter().fold(1, |f, s| {
+            f * match s {
+                Pass::Primary | Pass::PrimaryAgain => self.primary.scale(),
+                Pass::Gan => self.gan.map_or(4, |g| g.scale()),
+            }
+        });
+        let resample = if (width * reached, height * reached) == target {
+            ""
+        } else {
+            ", then an exact Lanczos resample"
+        };
         let mut line = format!(
-            "{width}x{height} -> {}x{}: {}, then an exact Lanczos resample{}",
+            "{width}x{height} -> {}x{}: {}{resample}{}",
             target.0,
             target.1,
             names.join(" -> "),

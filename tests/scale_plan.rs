@@ -78,6 +78,14 @@ fn eight_times_with_diffusion_then_the_gan() -> Result<()> {
     );
     let line = planned.describe(48, 40, &options(8.0).params(Engine::Diffusion))?;
     ensure!(line.contains("diffusion x4 -> gan x4"), "{line}");
+    // The plan line names a resample only when the passes miss the target: x4 then x4
+    // overshoots 8x, the model's own 4x lands on it.
+    ensure!(line.contains(", then an exact Lanczos resample"), "{line}");
+    let line = planned.describe(48, 40, &options(4.0).params(Engine::Diffusion))?;
+    ensure!(
+        line.starts_with("48x40 -> 192x160: diffusion x4") && !line.contains("resample"),
+        "{line}"
+    );
     // At the model's own factor the plan is one pass.
     let (size, reports) = run(&planned, &options(4.0))?;
     ensure!(size == (192, 160) && reports == 2);
