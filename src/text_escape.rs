@@ -18,7 +18,7 @@ use serde::Serialize;
 /// Whether `c` must not reach a terminal raw: the C0 controls (newline and tab included), DEL,
 /// the C1 controls (U+0080..U+009F, CSI among them), Unicode's line and paragraph separators,
 /// and the bidirectional formatting characters (which reorder what is shown).
-pub fn is_unsafe(c: char) -> bool {
+pub fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -45,7 +45,7 @@ fn write_escape(out: &mut impl fmt::Write, c: char) -> fmt::Result {
 
 fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
     let mut rest = text;
-    while let Some((at, c)) = rest.char_indices().find(|&(_, c)| is_unsafe(c)) {
+    while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
         out.write_str(&rest[..at])?;
         write_escape(out, c)?;
         rest = &rest[at + c.len_utf8()..];
@@ -53,9 +53,9 @@ fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
     out.write_str(rest)
 }
 
-/// `text` with every [unsafe](is_unsafe) character escaped (borrowed when there is none).
+/// `text` with every [terminal-active](needs_escape) character escaped (borrowed when there is none).
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -135,7 +135,7 @@ pub fn without_backtrace(text: &str) -> &str {
 }
 
 /// `value` as one line of JSON whose strings carry no character a terminal acts on: JSON's
-/// escapes for C0 controls, plus `\uXXXX` for the other [unsafe](is_unsafe) ones, so the text
+/// escapes for C0 controls, plus `\uXXXX` for the other [terminal-active](needs_escape) ones, so the text
 /// reads back exactly.
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
     serde_json::to_string(value).map(escape_json)
@@ -146,16 +146,16 @@ pub fn to_json_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<St
     serde_json::to_string_pretty(value).map(escape_json)
 }
 
-/// serde_json's output with the unsafe characters it leaves raw escaped. They can only be
+/// serde_json's output with the terminal-active characters it leaves raw escaped. They can only be
 /// inside strings (outside them it writes ASCII punctuation, digits, letters, spaces and the
 /// pretty printer's newlines), where `\uXXXX` stands for the same character.
 fn escape_json(json: String) -> String {
-    if !json.chars().any(|c| c != '\n' && is_unsafe(c)) {
+    if !json.chars().any(|c| c != '\n' && needs_escape(c)) {
         return json;
     }
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
-        if c != '\n' && is_unsafe(c) {
+        if c != '\n' && needs_escape(c) {
             // All of them are in the Basic Multilingual Plane: one \u escape each.
             let _ = write!(out, "\\u{:04x}", c as u32);
         } else {
@@ -189,7 +189,10 @@ mod tests {
             to_json(&[hostile]).unwrap(),
             to_json_pretty(&[hostile]).unwrap(),
         ] {
-            assert!(!json.chars().any(|c| c != '\n' && is_unsafe(c)), "{json}");
+            assert!(
+                !json.chars().any(|c| c != '\n' && needs_escape(c)),
+                "{json}"
+            );
             let back: Vec<String> = serde_json::from_str(&json).unwrap();
             assert_eq!(back, [hostile]);
         }

@@ -13,12 +13,13 @@ mod ncnn_param;
 
 use std::process::Command;
 
-use fuzz_support::alloc::CappedAllocator;
+use diffsr_kernels::gated_alloc::GatedAllocator;
+use fuzz_support::alloc::CAPPED_ALLOCATOR;
 use fuzz_support::harness::{fuzz, inputs, is_raw_control, replay, save_failure, Verdict};
 use fuzz_support::targets;
 
 #[global_allocator]
-static ALLOCATOR: CappedAllocator = CappedAllocator;
+static ALLOCATOR: GatedAllocator = CAPPED_ALLOCATOR;
 
 #[test]
 fn fuzz_safetensors_reader() {

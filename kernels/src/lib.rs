@@ -13,6 +13,7 @@
 //! - [`pixel_shuffle`]: the compact GAN's pixel shuffle + nearest upsampled input, in one pass;
 //! - [`transpose`]: blocked (rows, cols) → (cols, rows) for weight layouts;
 //! - [`malloc`]: glibc's malloc told to keep freed blocks (the one call outside the maths);
+//! - [`gated_alloc`]: the system allocator behind a gate, for the fuzz tests' allocation cap;
 //! - [`epilogue`]: what an output pass adds besides the sum (bias, residual, activation),
 //!   shared by the convolution, Winograd and linear routes.
 //!
@@ -34,6 +35,7 @@ pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod epilogue;
+pub mod gated_alloc;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;

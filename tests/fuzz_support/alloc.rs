@@ -8,12 +8,14 @@
 //!
 //! Only this test binary installs it; the library's own allocations are untouched elsewhere.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+
+use diffsr_kernels::gated_alloc::GatedAllocator;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-/// The system allocator, capped while a case runs.
-pub struct CappedAllocator;
+/// The system allocator, capped while a case runs (the allocator itself is the kernel
+/// crate's `GatedAllocator`; this file is its gate).
+pub const CAPPED_ALLOCATOR: GatedAllocator = GatedAllocator::new(admit);
 
 /// The largest single allocation a case may make (`usize::MAX` between cases).
 static CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -59,36 +61,4 @@ fn admit(size: usize) -> bool {
     }
     REPORTING.with(|r| r.set(false));
     !refused
-}
-
-// SAFETY: every method forwards to `System` with the caller's layout unchanged, or returns
-// null, which `GlobalAlloc` allows for any failed allocation.
-unsafe impl GlobalAlloc for CappedAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if admit(layout.size()) {
-            unsafe { System.alloc(layout) }
-        } else {
-            std::ptr::null_mut()
-        }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if admit(layout.size()) {
-            unsafe { System.alloc_zeroed(layout) }
-        } else {
-            std::ptr::null_mut()
-        }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if admit(new_size) {
-            unsafe { System.realloc(ptr, layout, new_size) }
-        } else {
-            std::ptr::null_mut()
-        }
-    }
 }
