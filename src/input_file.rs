@@ -1,7 +1,7 @@
-//! Opening a file diffsr reads as an image: only a regular file is read. A FIFO with no writer
-//! would block forever and a device (`/dev/zero`, `/dev/urandom`) never ends, so both are
-//! refused by their type before any read, and every read is bounded by the file's size at
-//! open time.
+//! Opening a file diffsr reads (an image here; model and config files through
+//! [`crate::model_file`]): only a regular file is read. A FIFO with no writer would block
+//! forever and a device (`/dev/zero`, `/dev/urandom`) never ends, so both are refused by their
+//! type before any read, and every read is bounded by the file's size at open time.
 
 use std::fs::{File, FileType};
 use std::path::Path;
@@ -45,37 +45,54 @@ pub(crate) fn not_regular_reason(kind: &str) -> String {
     }
 }
 
-/// Opens the image `path`, which must be a regular file (after links) of at most `max_bytes`;
-/// returns it with its size, which bounds every read of it.
-pub(crate) fn open_image(path: &Path, max_bytes: u64) -> Result<(File, u64)> {
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+/// Why [`open_regular_file`] did not open a file.
+pub(crate) enum OpenFailure {
+    /// The file system said no (missing, no permission, ...).
+    Io(std::io::Error),
+    /// It is not a regular file: what it is ([`non_regular_kind`]).
+    NotRegular(&'static str),
+}
+
+/// Opens `path` (links followed) for reading when it is a regular file; returns it with its
+/// size, which bounds every read of it. The type is checked before opening, so a device is
+/// never even opened (opening some has effects), and again on the opened file, so one swapped
+/// in between is caught too; the open itself never waits (O_NONBLOCK), so a FIFO swapped in
+/// cannot block it. The one way images, model files and configs are opened.
+pub(crate) fn open_regular_file(path: &Path) -> std::result::Result<(File, u64), OpenFailure> {
+    let checked = |meta: std::io::Result<std::fs::Metadata>| {
+        let meta = meta.map_err(OpenFailure::Io)?;
+        match non_regular_kind(&meta.file_type()) {
+            Some(kind) => Err(OpenFailure::NotRegular(kind)),
+            None => Ok(meta.len()),
+        }
     };
-    let refuse = |kind: &str| Error::Image {
-        path: path.to_path_buf(),
-        reason: not_regular_reason(kind),
-    };
-    // The type first, so that a device is never even opened (opening some has effects).
-    let meta = std::fs::metadata(path).map_err(io_error)?;
-    if let Some(kind) = non_regular_kind(&meta.file_type()) {
-        return Err(refuse(kind));
-    }
+    checked(std::fs::metadata(path))?;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     {
-        // Should the file be swapped for a FIFO after the check, the open still returns at
-        // once; the check below then refuses it. No effect on a regular file.
+        // No effect on a regular file.
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NONBLOCK);
     }
-    let file = options.open(path).map_err(io_error)?;
-    let meta = file.metadata().map_err(io_error)?;
-    if let Some(kind) = non_regular_kind(&meta.file_type()) {
-        return Err(refuse(kind));
-    }
-    let len = meta.len();
+    let file = options.open(path).map_err(OpenFailure::Io)?;
+    let len = checked(file.metadata())?;
+    Ok((file, len))
+}
+
+/// Opens the image `path`, which must be a regular file (after links) of at most `max_bytes`;
+/// returns it with its size, which bounds every read of it.
+pub(crate) fn open_image(path: &Path, max_bytes: u64) -> Result<(File, u64)> {
+    let (file, len) = open_regular_file(path).map_err(|e| match e {
+        OpenFailure::Io(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        OpenFailure::NotRegular(kind) => Error::Image {
+            path: path.to_path_buf(),
+            reason: not_regular_reason(kind),
+        },
+    })?;
     if len > max_bytes {
         return Err(Error::Image {
             path: path.to_path_buf(),

@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::DType;
 
 use crate::error::{Error, Result};
-use crate::input_file::non_regular_kind;
+use crate::input_file::{non_regular_kind, open_regular_file, OpenFailure};
 
 /// What a file is to the reader, for its messages: `weights PATH: no such model file` or
 /// `config PATH: no such file`.
@@ -43,12 +43,16 @@ impl FileRole {
 
 fn check_regular(path: &Path, meta: &std::fs::Metadata, role: FileRole) -> Result<()> {
     match non_regular_kind(&meta.file_type()) {
-        Some(what) => Err(role.error(
-            path,
-            format!("is {what}; a {} must be a regular file", role.noun()),
-        )),
+        Some(what) => Err(not_regular_error(path, what, role)),
         None => Ok(()),
     }
+}
+
+fn not_regular_error(path: &Path, what: &str, role: FileRole) -> Error {
+    role.error(
+        path,
+        format!("is {what}; a {} must be a regular file", role.noun()),
+    )
 }
 
 /// The size of the regular file at `path` (symlinks followed), or an error naming what it is
@@ -81,15 +85,19 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
 }
 
 fn open_as(path: &Path, role: FileRole) -> Result<(File, u64)> {
-    regular_len(path, role)?;
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    check_regular(path, &meta, role)?;
-    Ok((file, meta.len()))
+    open_regular_file(path).map_err(|e| match e {
+        // A missing model file is said once, as a fact about the model (see `regular_len`).
+        OpenFailure::Io(source)
+            if role == FileRole::Model && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            role.error(path, format!("no such {}", role.noun()))
+        }
+        OpenFailure::Io(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        OpenFailure::NotRegular(what) => not_regular_error(path, what, role),
+    })
 }
 
 /// The whole content of the regular file at `path`, which may hold at most `max` bytes.

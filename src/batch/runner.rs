@@ -1,9 +1,9 @@
 //! Running planned jobs through one loaded pipeline, in order. A failed job is reported and
 //! the run goes on; outputs are written whole (temporary file, then rename) only after their
 //! last step (a PNG output too large to hold is streamed into its temporary file row by row
-//! as the tiles finish, and renamed the same way at the end), so a cancelled or failed job leaves no partial file and a rerun with
-//! `--skip-existing` redoes exactly the unfinished ones (and removes a killed run's temporary
-//! files).
+//! as the tiles finish, and renamed the same way at the end), so a cancelled or failed job
+//! leaves no partial file and a rerun with `--skip-existing` redoes exactly the unfinished ones
+//! (and removes a killed run's temporary files).
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
