@@ -78,6 +78,11 @@ pub enum Error {
     #[error("{cause}")]
     FallbackFailed { reason: String, cause: Box<Error> },
 
+    /// A GPU that was named cannot be used (a CUDA library that does not load, no device, a
+    /// driver that fails to start, a backend not built in).
+    #[error("device {device} cannot be used: {}", m(reason))]
+    DeviceUnavailable { device: String, reason: String },
+
     /// The run was cancelled between two steps.
     #[error("cancelled")]
     Cancelled,

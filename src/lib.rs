@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod color_fix;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod gan;

@@ -33,6 +33,8 @@ enum Command {
     Schedule(cli::schedule::ScheduleArgs),
     /// Print the generation parameters stored in a PNG written by `diffsr upscale`.
     Info(cli::info::InfoArgs),
+    /// Time one stage (UNet step, VAE decode, GAN, whole upscale) on a device, random weights.
+    Bench(cli::bench::BenchArgs),
     /// Manage hub models in the cache: pull, list, info, rm.
     #[command(subcommand)]
     Models(cli::models::ModelsCommand),
@@ -73,6 +75,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Schedule(args) => cli::schedule::run(args),
         Command::Models(command) => cli::models::run(command),
         Command::Info(args) => cli::info::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "diffsr", &mut std::io::stdout());

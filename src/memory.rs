@@ -1,5 +1,6 @@
 //! How much memory a run may use: the machine's available RAM on the CPU (Linux
-//! `/proc/meminfo`), a fixed share on GPUs, whose free memory candle does not report.
+//! `/proc/meminfo`), what the driver reports free on a CUDA GPU, a fixed share on Metal, whose
+//! free memory candle does not report.
 
 use candle_core::Device;
 
@@ -17,12 +18,25 @@ pub fn available_ram() -> Option<u64> {
 
 /// The working-memory budget when the user gives none: half the available RAM on the CPU
 /// (the rest is for the weights, the OS and whatever else runs), at most 8 GiB since larger
-/// tiles stop paying off; 4 GiB on a GPU.
+/// tiles stop paying off; on a CUDA GPU what the driver reports free now, less a reserve
+/// ([`gpu_budget`]); 4 GiB on Metal, or where the driver cannot tell.
 pub fn default_budget(device: &Device) -> u64 {
     match device {
         Device::Cpu => available_ram().map_or(2 * GIB, |a| (a / 2).clamp(GIB / 4, 8 * GIB)),
-        _ => 4 * GIB,
+        _ => crate::device::device_memory(device).map_or(4 * GIB, gpu_budget),
     }
+}
+
+/// The default budget of a GPU with `memory` free: the free bytes less a reserve for what a
+/// run allocates outside the plan's estimate (the kernel modules loaded on first use, cuBLAS's
+/// workspace, the allocator's rounding and fragmentation): a twentieth of the card, at least
+/// 768 MiB. Never below 256 MiB, so that a nearly full card gives a plan that says it cannot
+/// fit rather than a zero budget. The whole card, not a share: on a GPU bigger tiles keep
+/// paying off, and the memory is this run's unless something else holds it (then it is not
+/// free).
+pub fn gpu_budget(memory: crate::device::DeviceMemory) -> u64 {
+    let reserve = (memory.total / 20).max(768 << 20);
+    memory.free.saturating_sub(reserve).max(GIB / 4)
 }
 
 /// Parses `4G`, `512M`, `1.5GiB`, `1000000`: a byte count with an optional binary unit (what
@@ -140,5 +154,33 @@ mod tune_tests {
         // Allocation still works, large blocks included.
         let v = vec![1u8; 64 << 20];
         assert_eq!(v[v.len() - 1], 1);
+    }
+}
+
+#[cfg(test)]
+mod gpu_budget_tests {
+    use super::{gpu_budget, GIB};
+    use crate::device::DeviceMemory;
+
+    #[test]
+    fn a_gpu_budget_is_its_free_memory_less_a_reserve() {
+        // An H200 with 140 GB free: a twentieth of the card is kept back.
+        let h200 = DeviceMemory {
+            free: 140 * GIB,
+            total: 141 * GIB,
+        };
+        assert_eq!(gpu_budget(h200), 140 * GIB - 141 * GIB / 20);
+        // An 8 GB card: at least 768 MiB kept back.
+        let small = DeviceMemory {
+            free: 7 * GIB,
+            total: 8 * GIB,
+        };
+        assert_eq!(gpu_budget(small), 7 * GIB - (768 << 20));
+        // A card that something else has filled: the floor, so the plan says it cannot fit.
+        let full = DeviceMemory {
+            free: 100 << 20,
+            total: 24 * GIB,
+        };
+        assert_eq!(gpu_budget(full), GIB / 4);
     }
 }

@@ -13,7 +13,7 @@ use crate::image_io::RgbF32;
 use crate::resample::resize_rgb;
 pub use crate::upscaler::TargetSize;
 use crate::upscaler::{
-    Engine, OnRow, OutputSize, Streaming, UpscaleParams, UpscaleRequest, Upscaler,
+    Engine, OnRow, OutputSize, PlannedMemory, Streaming, UpscaleParams, UpscaleRequest, Upscaler,
 };
 
 /// How a factor beyond the model's own is reached.
@@ -255,13 +255,13 @@ impl Upscaler for PlannedUpscaler<'_> {
         self.primary.device()
     }
 
-    fn memory_note(
+    fn memory_estimate(
         &self,
         width: usize,
         height: usize,
         params: &UpscaleParams,
-    ) -> Result<Option<String>> {
-        self.primary.memory_note(width, height, params)
+    ) -> Result<Option<PlannedMemory>> {
+        self.primary.memory_estimate(width, height, params)
     }
 
     /// The primary's checks, the second-pass GAN's (without the primary's settings), and a

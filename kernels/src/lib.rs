@@ -14,6 +14,7 @@
 //! - [`transpose`]: blocked (rows, cols) → (cols, rows) for weight layouts;
 //! - [`malloc`]: glibc's malloc told to keep freed blocks (the one call outside the maths);
 //! - [`gated_alloc`]: the system allocator behind a gate, for the fuzz tests' allocation cap;
+//! - [`shared_library`]: whether a shared library loads (`dlopen`), for the CUDA build's checks;
 //! - [`epilogue`]: what an output pass adds besides the sum (bias, residual, activation),
 //!   shared by the convolution, Winograd and linear routes.
 //!
@@ -41,6 +42,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod malloc;
 pub mod pixel_shuffle;
+pub mod shared_library;
 pub mod softmax;
 pub mod transpose;
 pub mod winograd;

@@ -23,6 +23,7 @@ fn flag_of(option: &str) -> Option<&'static str> {
         "plan" => "--plan",
         "color_fix" => "--color-fix",
         "engine" => "--engine",
+        "device" => "--device",
         _ => return None,
     })
 }

@@ -1,6 +1,7 @@
 //! The `diffsr` command line: one module per subcommand.
 
 pub mod batch_progress;
+pub mod bench;
 pub mod convert;
 pub mod engine;
 pub mod error_text;

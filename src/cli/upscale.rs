@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::ValueEnum;
 use diffsr::batch::{
@@ -15,6 +15,7 @@ use diffsr::batch::{
     PlanOptions, RunSettings, Shard, Source, Summary, DEFAULT_TEMPLATE,
 };
 use diffsr::color_fix::ColorFix;
+use diffsr::device::{select_device, DeviceRequest};
 use diffsr::engine::EngineConfig;
 use diffsr::hub::HubOptions;
 use diffsr::image_io::{load_image, OutputFormat};
@@ -22,6 +23,7 @@ use diffsr::output_file::is_stdout;
 use diffsr::profile::{self, StageTimes};
 use diffsr::scale_plan::ScalePlan;
 use diffsr::schedulers::SchedulerKind;
+use diffsr::text_escape;
 use diffsr::upscaler::{DiffusionSettings, Engine, OutputSize, TargetSize, Upscaler};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -175,35 +177,31 @@ impl From<DtypeArg> for DType {
     }
 }
 
-/// The device `spec` names; `auto` says which it found unless `quiet`.
-fn parse_device(spec: &str, quiet: bool) -> Result<Device> {
-    let device = match spec {
-        "auto" => {
-            // Only backends compiled in can be found; each probe fails cleanly otherwise.
-            let device = Device::cuda_if_available(0)
-                .ok()
-                .filter(|d| d.is_cuda())
-                .or_else(|| Device::new_metal(0).ok())
-                .unwrap_or(Device::Cpu);
-            let name = match &device {
-                Device::Cpu => "cpu",
-                Device::Cuda(_) => "cuda:0",
-                Device::Metal(_) => "metal",
-            };
-            if !quiet {
-                eprintln!("device: {name}");
-            }
-            device
+/// The device `spec` names; `auto` says which it found, and why not a GPU, unless `quiet`.
+pub(super) fn parse_device(spec: &str, quiet: bool) -> Result<Device> {
+    let request: DeviceRequest = spec.parse().map_err(|_| {
+        usage(format!(
+            "--device {}: {}",
+            text_escape::text(spec),
+            DeviceRequest::EXPECTED
+        ))
+    })?;
+    // Exit 2 as for a bad flag: nothing ran.
+    let selected = select_device(request).map_err(|e| match e {
+        diffsr::Error::DeviceUnavailable { reason, .. } => usage(format!(
+            "--device {}: {}",
+            text_escape::text(spec),
+            text_escape::text(&reason)
+        )),
+        other => usage(other),
+    })?;
+    if request == DeviceRequest::Auto && !quiet {
+        match &selected.fallback_reason {
+            Some(why) => eprintln!("device: {} ({})", selected.name, text_escape::text(why)),
+            None => eprintln!("device: {}", selected.name),
         }
-        "cpu" => Device::Cpu,
-        "metal" => Device::new_metal(0)?,
-        "cuda" => Device::new_cuda(0)?,
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Device::new_cuda(i)?,
-            _ => bail!("--device {other}: expected auto, cpu, cuda, cuda:N or metal"),
-        },
-    };
-    Ok(device)
+    }
+    Ok(selected.device)
 }
 
 /// `4G`, `512M`, `1.5GiB`, `1000000`: a byte count with an optional binary unit.
@@ -290,9 +288,7 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
         Some(n) => Some(diffsr::threads::pool(n).map_err(usage)?),
         None => None,
     };
-    let device = parse_device(&args.device, args.quiet)
-        .with_context(|| format!("--device {}: this device is not available", args.device))
-        .map_err(|e| usage(format!("{e:#}")))?;
+    let device = parse_device(&args.device, args.quiet)?;
     // One seed for the whole run, so a batch is reproducible from the one printed number
     // (and each output's metadata); manifest lines may give their own.
     let seed = args.seed.unwrap_or_else(|| {

@@ -25,7 +25,8 @@ use crate::tiling::{
     TileOptions,
 };
 use crate::upscaler::{
-    Engine, OnRow, OnStep, StepProgress, Streaming, UpscaleParams, UpscaleRequest, Upscaler,
+    Engine, OnRow, OnStep, PlannedMemory, StepProgress, Streaming, UpscaleParams, UpscaleRequest,
+    Upscaler,
 };
 
 /// How a GAN model is run.
@@ -441,16 +442,20 @@ impl Upscaler for GanUpscaler {
     /// The tiles and estimated peak of a `width` × `height` input, its output resampled to
     /// `params.size` and colour-fixed as asked; an error naming `--max-memory` (or `--tile`) and
     /// the size that would do when the budget cannot hold it.
-    fn memory_note(
+    fn memory_estimate(
         &self,
         width: usize,
         height: usize,
         params: &UpscaleParams,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<PlannedMemory>> {
         let budget = self.budget_of(params);
         let finish = self.finish_of(width, height, params)?;
         let plan = self.plan_within(width, height, budget, finish, params.stream)?;
-        Ok(Some(plan.describe(budget.bytes)))
+        Ok(Some(PlannedMemory {
+            peak_bytes: plan.estimate.peak(),
+            budget_bytes: budget.bytes,
+            description: plan.describe(budget.bytes),
+        }))
     }
 
     /// Whether the plan streams: `params.stream` allows it, one pass at the model's factor

@@ -28,8 +28,8 @@ use crate::threads;
 use crate::tiling::{plan_tiles, run_tiled, TileOptions};
 use crate::tokenizer::ClipTokenizer;
 use crate::upscaler::{
-    DiffusionSettings, Engine, EngineSettings, OnStep, StepProgress, UpscaleParams, UpscaleRequest,
-    Upscaler,
+    DiffusionSettings, Engine, EngineSettings, OnStep, PlannedMemory, StepProgress, UpscaleParams,
+    UpscaleRequest, Upscaler,
 };
 
 /// The pipeline forces this VAE scaling factor whatever the config says (as diffusers does).
@@ -585,18 +585,22 @@ impl Upscaler for UpscalePipeline {
         &self.device
     }
 
-    fn memory_note(
+    fn memory_estimate(
         &self,
         width: usize,
         height: usize,
         params: &UpscaleParams,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<PlannedMemory>> {
         let budget = params.max_memory.or(self.max_memory);
         let guided = self.settings_of(params).guided();
         Ok(self
             .plan_within(width, height, guided, budget)?
             .zip(budget)
-            .map(|(plan, budget)| plan.describe(budget)))
+            .map(|(plan, budget)| PlannedMemory {
+                peak_bytes: plan.estimate.peak(),
+                budget_bytes: budget,
+                description: plan.describe(budget),
+            }))
     }
 
     fn check_params(&self, params: &UpscaleParams) -> Result<()> {

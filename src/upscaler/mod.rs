@@ -38,6 +38,17 @@ impl Engine {
 
 /// An upscaling engine. `Send + Sync`: an engine is shared by reference, and runs its work in
 /// its own thread pool when it has one.
+/// A run's planned memory ([`Upscaler::memory_estimate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMemory {
+    /// The plan's estimated peak, weights included.
+    pub peak_bytes: u64,
+    /// The budget the plan was made to fit.
+    pub budget_bytes: u64,
+    /// Tiles and estimate in one line, as `diffsr upscale` prints it.
+    pub description: String,
+}
+
 pub trait Upscaler: Send + Sync {
     fn engine(&self) -> Engine;
 
@@ -50,16 +61,29 @@ pub trait Upscaler: Send + Sync {
     /// The device the engine runs on (where colour correction of its results runs too).
     fn device(&self) -> &candle_core::Device;
 
-    /// What a `width` × `height` input will cost in memory under `params` (tiles, estimated
-    /// peak), checked against the budget: an error when it cannot fit. `None` when there is
-    /// nothing to say.
-    fn memory_note(
+    /// What a `width` × `height` input will cost in memory under `params`: the plan's
+    /// estimated peak, the budget it was planned in and a one-line description (tiles,
+    /// estimate), checked against the budget: an error when it cannot fit. `None` when there is
+    /// nothing to plan.
+    fn memory_estimate(
         &self,
         _width: usize,
         _height: usize,
         _params: &UpscaleParams,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<PlannedMemory>> {
         Ok(None)
+    }
+
+    /// [`Self::memory_estimate`]'s description, for logs.
+    fn memory_note(
+        &self,
+        width: usize,
+        height: usize,
+        params: &UpscaleParams,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .memory_estimate(width, height, params)?
+            .map(|e| e.description))
     }
 
     /// Checks `params` against the loaded model, without an image: what would fail for every
