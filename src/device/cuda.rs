@@ -9,12 +9,12 @@ use candle_core::{CudaDevice, Device};
 use super::DeviceMemory;
 
 /// A library candle's CUDA backend loads, the names to try (the dynamic loader searches
-/// `LD_LIBRARY_PATH`, the ld.so cache and the default folders for each), and where users get
-/// it.
+/// `LD_LIBRARY_PATH`, the ld.so cache and the default folders for each), and what to do when
+/// it is missing.
 struct Library {
     what: &'static str,
     names: &'static [&'static str],
-    provided_by: &'static str,
+    remedy: &'static str,
 }
 
 /// In the order they are needed. cuBLAS and cuRAND are the CUDA 13 ones the binary was built
@@ -24,17 +24,17 @@ const LIBRARIES: [Library; 3] = [
     Library {
         what: "the NVIDIA driver",
         names: &["libcuda.so.1", "libcuda.so"],
-        provided_by: "the NVIDIA driver install (no driver: no CUDA)",
+        remedy: "install the NVIDIA driver (580 or newer: CUDA 13)",
     },
     Library {
         what: "cuBLAS",
         names: &["libcublas.so.13", "libcublas.so"],
-        provided_by: "the CUDA 13 toolkit (/usr/local/cuda/lib64) or PyTorch's nvidia-cublas wheel (site-packages/nvidia/cu13/lib); add its folder to LD_LIBRARY_PATH",
+        remedy: "it comes with the CUDA 13 toolkit (/usr/local/cuda/lib64) or PyTorch's nvidia-cublas wheel (site-packages/nvidia/cu13/lib): add that folder to LD_LIBRARY_PATH",
     },
     Library {
         what: "cuRAND",
         names: &["libcurand.so.10", "libcurand.so"],
-        provided_by: "the CUDA 13 toolkit (/usr/local/cuda/lib64) or PyTorch's nvidia-curand wheel (site-packages/nvidia/cu13/lib); add its folder to LD_LIBRARY_PATH",
+        remedy: "it comes with the CUDA 13 toolkit (/usr/local/cuda/lib64) or PyTorch's nvidia-curand wheel (site-packages/nvidia/cu13/lib): add that folder to LD_LIBRARY_PATH",
     },
 ];
 
@@ -51,11 +51,11 @@ fn missing_library() -> Option<String> {
             }
         }
         Some(format!(
-            "{} ({}) could not be loaded ({}); it comes with {}",
+            "{} ({}) could not be loaded ({}); {}",
             lib.names[0],
             lib.what,
             first_reason.unwrap_or_default(),
-            lib.provided_by
+            lib.remedy
         ))
     })
 }
