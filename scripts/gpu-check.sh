@@ -64,7 +64,7 @@ head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=Tr
 sha = hashlib.sha256(Path(sys.argv[1]).read_bytes()).hexdigest()
 same_py = all((Path("gpu-check/py") / f.name).read_bytes() == f.read_bytes()
               for f in Path("scripts/gpu_check").glob("*.py")
-              if f.name != "pack.py" and not f.name.startswith("fake_"))
+              if f.name != "pack.py")
 same_run = Path("gpu-check/run.sh").read_bytes() == Path("scripts/gpu_check/run.sh").read_bytes()
 sys.exit(0 if m.get("git_commit") == head and m["binary"]["sha256"] == sha and same_py
          and same_run else 1)

@@ -294,6 +294,9 @@ def time_case(a):
     if a.case == "upscale":
         result["steps"] = a.steps
     if cuda:
+        # PyTorch's defaults, kept: TF32 in cuDNN convolutions, none in matmuls.
+        result["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        result["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
         result["gpu"] = torch.cuda.get_device_name(device)
         result["torch_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         result["torch_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)

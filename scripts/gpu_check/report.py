@@ -51,8 +51,9 @@ def markdown(doc):
                   f"CUDA {gpu.get('cuda_driver_version', '-')}",
                   f"- glibc {i.get('glibc')}; binary needs "
                   f"{(i.get('binary_needs') or {}).get('max_glibc')}; {i.get('diffsr_version')}",
-                  f"- torch {pk.get('torch', '-')} (CUDA {pk.get('torch_cuda', '-')}), diffusers "
-                  f"{pk.get('diffusers', '-')}, transformers {pk.get('transformers', '-')}",
+                  f"- torch {pk.get('torch') or '-'} (CUDA {pk.get('torch_cuda') or '-'}), "
+                  f"diffusers {pk.get('diffusers') or '-'}, "
+                  f"transformers {pk.get('transformers') or '-'}",
                   f"- smoke test (`bench unet --size 8`): **{smoke.get('status', '-')}**"
                   + (f" — {smoke.get('error')}" if smoke.get("error") else "")]
         libs = i.get("cuda_libs") or {}
@@ -122,13 +123,13 @@ def markdown(doc):
                   f"CUDA context overhead (smallest peak of a tiny GAN parity run): "
                   f"{_mib(doc.get('context_overhead_bytes'))} MiB.", "",
                   "| case | estimate MiB | budget MiB | measured peak MiB | measured less context "
-                  "| holds | via |", "|---|---|---|---|---|---|---|"]
+                  "| holds | via | diffsr's plan |", "|---|---|---|---|---|---|---|---|"]
         for c in checks:
             holds = {True: "yes", False: "**NO**", None: "-"}[c["holds"]]
             lines.append(f"| {c['case']} | {_mib(c['estimated_peak_bytes'])} | "
                          f"{_mib(c['budget_bytes'])} | {_mib(c['measured_peak_bytes'])} | "
                          f"{_mib(c.get('measured_less_context_bytes'))} | {holds} | "
-                         f"{c.get('measured_via') or '-'} |")
+                         f"{c.get('measured_via') or '-'} | {c.get('plan') or '-'} |")
         lines.append("")
 
     lines += ["## Steps", "", "| step | status | s | error |", "|---|---|---|---|"]

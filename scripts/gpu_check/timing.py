@@ -31,7 +31,7 @@ CASES = [
     ("upscale", 512, "f16", 1, "x4", (300, 240), 60, [], True),
 ]
 # The CPU self-test: the same code at sizes a CPU does in seconds, with the tiny x4 configs.
-SELF_TEST_SIZES = {"unet": 8, "vae": 8, "gan": 32, "upscale": 32}
+SELF_TEST_SIZES = {64: 8, 128: 16, 512: 32}
 UPSCALE_STEPS = 5
 SELF_TEST_STEPS = 2
 
@@ -108,7 +108,7 @@ def run_case(ctx, spec):
     kind, size, dtype, runs, needs, (t_diffsr, t_torch), minimum, extra, torch_first = spec
     steps = UPSCALE_STEPS
     if ctx.self_test:
-        size, dtype, runs, steps = SELF_TEST_SIZES[kind], "f32", 1, SELF_TEST_STEPS
+        size, dtype, runs, steps = SELF_TEST_SIZES[size], "f32", 1, SELF_TEST_STEPS
     fields = {"case": kind, "size": size, "dtype": dtype, "runs": runs}
     if kind == "upscale":
         fields["steps"] = steps
@@ -133,6 +133,8 @@ def run_case(ctx, spec):
             return _skip(ctx.diffsr_skip_reason)
         t = ctx.budget.timeout_for(t_diffsr, minimum)
         argv = [ctx.binary, "bench", kind, *common, *extra, "--json"]
+        if ctx.self_test and kind in ("unet", "vae"):  # the tiny configs, as the torch side
+            argv += ["--config", ctx.configs / f"{kind}_config.json"]
         if model is not None:
             argv += ["--model", model]
         return _side(ctx, f"{name}-diffsr", argv, t) if t else _skip("the deadline is too near")
@@ -213,7 +215,8 @@ def memory_checks(records, context):
         row = {"case": r["name"][len("timing/"):], "estimated_peak_bytes": est,
                "budget_bytes": res.get("budget_bytes"), "measured_peak_bytes": measured,
                "measured_via": _via(d.get("gpu_memory")), "context_bytes": context,
-               "device_memory": res.get("device_memory"), "holds": None}
+               "device_memory": res.get("device_memory"), "plan": res.get("plan"),
+               "holds": None}
         if est is not None and measured is not None:
             allowed = est + (context or 0)
             row["holds"] = measured <= allowed
