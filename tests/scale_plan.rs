@@ -12,7 +12,8 @@ use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanOptions, GanUpscaler};
 use diffsr::image_io::load_rgb8;
 use diffsr::pipeline::{
-    plan_memory, DiffusionSettings, LoadOptions, ModelFootprint, ModelWidths, UpscalePipeline,
+    plan_memory, DiffusionSettings, Im2colBytes, LoadOptions, ModelFootprint, ModelWidths,
+    UpscalePipeline,
 };
 use diffsr::scale_plan::{PlannedUpscaler, ScalePlan, TargetSize};
 use diffsr::upscaler::{Engine, OutputSize, UpscaleRequest, Upscaler};
@@ -172,6 +173,7 @@ fn x4(half: u64) -> ModelFootprint {
         loading: X4_LARGEST_FILE / half,
         widths: ModelWidths::X4_UPSCALER,
         unet_dtype_bytes: 4 / half as usize,
+        im2col: Im2colBytes::NONE,
     }
 }
 

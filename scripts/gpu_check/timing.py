@@ -20,8 +20,9 @@ import runner
 # diffsr bench case, size, dtype, timed runs, model it needs, timeouts (diffsr, torch),
 # minimum seconds worth starting, extra diffsr flags, torch first. The GAN runs the whole 512²
 # image at once on both sides (a budget that needs no tiles); the upscale keeps diffsr's
-# default GPU budget (4 GiB: tiled) against diffusers untiled, and times torch first, so that
-# a slow diffsr run cannot cost the reference its number.
+# default GPU budget (free memory less a reserve; tiled all the same: UNet tiles are at most
+# 128 latent pixels) against diffusers untiled, and times torch first, so that a slow diffsr
+# run cannot cost the reference its number.
 CASES = [
     ("unet", 64, "f16", 5, None, (90, 150), 20, [], False),
     ("unet", 128, "f16", 5, None, (90, 150), 20, [], False),

@@ -102,7 +102,7 @@ pub struct UpscaleArgs {
     #[arg(long)]
     tile: Option<usize>,
     /// Working-memory budget, e.g. 4G, 512M (default: half the available RAM, at most 8G, on
-    /// the CPU; 4G on a GPU).
+    /// the CPU; on a CUDA GPU its free memory less a reserve; 4G on Metal).
     #[arg(long, value_parser = parse_bytes)]
     max_memory: Option<u64>,
     /// realesr-general-x4v3's denoise strength 0..1: blends its weights with the

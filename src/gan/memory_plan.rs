@@ -88,7 +88,7 @@ impl Budget {
         } else {
             format!(
                 "the memory budget is {} (the default: half the available RAM, at most 8 GiB, \
-                 on the CPU; 4 GiB on a GPU)",
+                 on the CPU; on a GPU its free memory less a reserve)",
                 size(self.bytes)
             )
         }

@@ -29,6 +29,48 @@ const VAE_TILES: [usize; 8] = [128, 96, 80, 64, 48, 32, 24, 16];
 /// Most tiles denoised together.
 const MAX_UNET_BATCH: usize = 8;
 
+/// The im2col buffer candle's GPU convolution (CUDA, Metal) fills before its GEMM: k·k·C_in
+/// values per output pixel, at the convolution where it is largest, in bytes per latent pixel
+/// (per batch item for the UNet, in its dtype; the VAE in f32). The measured per-pixel costs
+/// above come from diffsr's CPU convolutions, which need no such buffer, so on a GPU the plan
+/// adds this. Derived from the configs and candle 0.11's `conv2d`, not measured: the GPU check
+/// (scripts/gpu-check.sh) compares the estimate with the device's peak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Im2colBytes {
+    pub unet: u64,
+    pub vae: u64,
+}
+
+impl Im2colBytes {
+    /// No buffer: the CPU.
+    pub const NONE: Self = Self { unet: 0, vae: 0 };
+
+    /// From the UNet's and the VAE's `block_out_channels` (3×3 convolutions throughout).
+    pub fn from_channels(unet: &[usize], unet_dtype_bytes: usize, vae: &[usize]) -> Self {
+        const TAPS: u64 = 9;
+        // UNet level i runs at 1/4^i of the latent's pixels; its widest convolution is the
+        // first of its up block, whose input is the level's skip plus the level below's output.
+        let unet_values = (0..unet.len())
+            .map(|i| {
+                let c_in = (unet[i] + unet[(i + 1).min(unet.len() - 1)]) as u64;
+                TAPS * c_in / (1u64 << (2 * i))
+            })
+            .max()
+            .unwrap_or(0);
+        // Decoder level j runs at 4^j output pixels per latent pixel; its first convolution
+        // (the upsampler's, for j ≥ 1) takes the level above's channels.
+        let n = vae.len();
+        let vae_values = (0..n)
+            .map(|j| TAPS * vae[n - j.max(1)] as u64 * (1u64 << (2 * j)))
+            .max()
+            .unwrap_or(0);
+        Self {
+            unet: unet_values * unet_dtype_bytes as u64,
+            vae: vae_values * 4,
+        }
+    }
+}
+
 /// What a run is expected to hold at its peak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryEstimate {
@@ -131,6 +173,8 @@ pub struct ModelFootprint {
     pub widths: ModelWidths,
     /// Bytes per element of the UNet's dtype (its activations scale with it).
     pub unet_dtype_bytes: usize,
+    /// The GPU convolution's extra buffer ([`Im2colBytes::NONE`] on the CPU).
+    pub im2col: Im2colBytes,
 }
 
 /// Picks the largest tiles (and UNet batch) whose estimate fits `budget` for an
@@ -148,14 +192,16 @@ pub fn plan_memory(
         loading,
         widths,
         unet_dtype_bytes,
+        im2col,
     } = *model;
     let copies: u64 = if guidance { 2 } else { 1 };
     let pixels = (height * width) as u64;
     // Latents, image, noise, prediction, and the f32 output with its accumulator (16 output
     // pixels per latent pixel, 3 channels, twice).
     let buffers = pixels * 4 * 16 + pixels * 16 * 3 * 4 * 2;
-    let unet_per_px = scaled(UNET_BYTES_PER_PIXEL, widths.unet) * unet_dtype_bytes as u64 / 4;
-    let vae_per_px = scaled(VAE_BYTES_PER_PIXEL, widths.vae);
+    let unet_per_px =
+        scaled(UNET_BYTES_PER_PIXEL, widths.unet) * unet_dtype_bytes as u64 / 4 + im2col.unet;
+    let vae_per_px = scaled(VAE_BYTES_PER_PIXEL, widths.vae) + im2col.vae;
     let attention = scaled(ATTENTION_BYTES, widths.unet.min(1.0));
     let fixed = weights + buffers + attention;
     if weights + loading > budget {
@@ -226,4 +272,50 @@ pub fn plan_memory(
         unet_tiles,
         vae_tiles,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The full-size x4 upscaler's model on a GPU, f16 UNet.
+    fn x4_gpu() -> ModelFootprint {
+        ModelFootprint {
+            weights: 2_000_000_000,
+            loading: 1_000_000_000,
+            widths: ModelWidths::X4_UPSCALER,
+            unet_dtype_bytes: 2,
+            im2col: Im2colBytes::from_channels(&[256, 512, 512, 1024], 2, &[128, 256, 512]),
+        }
+    }
+
+    #[test]
+    fn the_x4_models_im2col_buffers_are_its_widest_convolutions() {
+        let b = Im2colBytes::from_channels(&[256, 512, 512, 1024], 2, &[128, 256, 512]);
+        // UNet: the full-resolution up block's first conv, 256 + 512 channels in, f16.
+        assert_eq!(b.unet, 9 * 768 * 2);
+        // VAE: the last up block's first conv, 256 channels at 16 output pixels a latent pixel.
+        assert_eq!(b.vae, 9 * 256 * 16 * 4);
+        assert_eq!(Im2colBytes::from_channels(&[], 4, &[]), Im2colBytes::NONE);
+    }
+
+    #[test]
+    fn a_gpu_plan_counts_the_im2col_buffers_and_still_fits() -> Result<()> {
+        let gpu = x4_gpu();
+        let cpu = ModelFootprint {
+            im2col: Im2colBytes::NONE,
+            ..gpu
+        };
+        let budget = 8 << 30;
+        let (on_gpu, on_cpu) = (
+            plan_memory(128, 128, budget, &gpu, true)?,
+            plan_memory(128, 128, budget, &cpu, true)?,
+        );
+        assert!(on_gpu.estimate.vae > on_cpu.estimate.vae);
+        assert!(on_gpu.estimate.peak() <= budget);
+        // The bigger per-pixel cost can only shrink the tiles.
+        assert!(on_gpu.tiling.vae.tile <= on_cpu.tiling.vae.tile);
+        assert!(on_gpu.tiling.latent_tile <= on_cpu.tiling.latent_tile);
+        Ok(())
+    }
 }

@@ -8,6 +8,8 @@ mod prompt_cache;
 mod upscale;
 
 pub use crate::upscaler::DiffusionSettings;
-pub use memory_plan::{plan_memory, MemoryEstimate, MemoryPlan, ModelFootprint, ModelWidths};
+pub use memory_plan::{
+    plan_memory, Im2colBytes, MemoryEstimate, MemoryPlan, ModelFootprint, ModelWidths,
+};
 pub use options::{LoadOptions, TilingOptions};
 pub use upscale::UpscalePipeline;

@@ -11,7 +11,7 @@ use diffsr_schedulers::{
     build_from_config, NoiseSchedule, Scheduler, SchedulerConfig, SolverOptions,
 };
 
-use super::memory_plan::{plan_memory, MemoryPlan, ModelFootprint, ModelWidths};
+use super::memory_plan::{plan_memory, Im2colBytes, MemoryPlan, ModelFootprint, ModelWidths};
 use super::options::{LoadOptions, TilingOptions};
 use super::preprocess::pil_bicubic_resize_rgb8;
 use super::prompt_cache::PromptCache;
@@ -55,6 +55,8 @@ pub struct UpscalePipeline {
     /// The largest weights file, held twice for a moment while it loads.
     largest_file: u64,
     widths: ModelWidths,
+    /// The GPU convolution's extra buffer per latent pixel (none on the CPU).
+    im2col: Im2colBytes,
     /// The last prompts' embeddings: a batch with one prompt encodes it once.
     prompts: PromptCache,
     /// What an upscale does when a request carries no settings of its own.
@@ -157,6 +159,15 @@ impl UpscalePipeline {
                     .copied()
                     .unwrap_or(128),
             ),
+            im2col: if device.is_cpu() {
+                Im2colBytes::NONE
+            } else {
+                Im2colBytes::from_channels(
+                    &unet_config.block_out_channels,
+                    dtype.size_in_bytes(),
+                    &vae_config.block_out_channels,
+                )
+            },
             prompts: PromptCache::default(),
             settings: DiffusionSettings::default(),
             threads: options.threads.clone(),
@@ -213,6 +224,7 @@ impl UpscalePipeline {
             loading: self.largest_file,
             widths: self.widths,
             unet_dtype_bytes: self.dtype.size_in_bytes(),
+            im2col: self.im2col,
         };
         plan_memory(h, w, budget, &model, guided).map(Some)
     }
