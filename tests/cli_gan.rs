@@ -234,7 +234,6 @@ fn bad_model_files_are_named() -> Result<()> {
     for (file, says) in [
         ("gan/unknown_arch.safetensors", "not a known architecture"),
         ("gan/not_a_state_dict.pth", "no state dict"),
-        ("gan/legacy_format.pth", "zip"),
     ] {
         let model = fixtures().join(file);
         let out = upscale_photo(

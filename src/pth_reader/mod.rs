@@ -7,9 +7,10 @@
 //! exist, be stored uncompressed and hold exactly the declared element count × dtype bytes;
 //! size, stride and offset must stay inside it (checked arithmetic); a view may not be larger
 //! than its storage. Buffers are reserved fallibly, reads are positioned and bounded, and float
-//! tensors with a NaN or an infinity are refused. Legacy (torch < 1.6) files, a bare pickle
-//! stream followed by raw storages, are refused: nothing bounds what they declare.
+//! tensors with a NaN or an infinity are refused. Legacy (torch < 1.6) files, a few pickles
+//! followed by raw storages, are read by [`legacy`] under the same checks.
 
+mod legacy;
 mod pickle;
 mod records;
 
@@ -26,13 +27,15 @@ use crate::error::{Error, Result};
 use crate::model_file::{count_non_finite, non_finite_message, open_regular, try_buffer};
 use records::TensorRecord;
 
-/// Largest `data.pkl` read: a state dict of thousands of tensors pickles to a few hundred KB.
+/// Largest `data.pkl` (or legacy header pickles) read: a state dict of thousands of tensors
+/// pickles to a few hundred KB.
 const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
 /// Wrapper keys tried in order before the top-level dict itself: Real-ESRGAN / basicsr save
 /// `{"params_ema": ...}` or `{"params": ...}` (the EMA weights are the released ones), other
-/// trainers `{"state_dict": ...}`.
-const WRAPPERS: [&str; 3] = ["params_ema", "params", "state_dict"];
+/// trainers `{"state_dict": ...}` (Lightning's `.ckpt`) or `{"model": ...}`. A wrapper that
+/// holds no tensors (a pickled module rather than its state dict) is passed over.
+const WRAPPERS: [&str; 4] = ["params_ema", "params", "state_dict", "model"];
 
 /// Where a storage's bytes lie in the file.
 #[derive(Debug, Clone, Copy)]
@@ -50,50 +53,52 @@ pub struct PthReader {
 
 impl PthReader {
     /// Opens a checkpoint and checks every tensor it declares against the archive (reading
-    /// no tensor data). The state dict is the first of `params_ema`, `params`, `state_dict`
-    /// that holds tensors, else the top-level dict.
+    /// no tensor data). The state dict is the first of `params_ema`, `params`, `state_dict`,
+    /// `model` that holds tensors, else the top-level dict.
     pub fn open(path: &Path) -> Result<Self> {
         let fail = |message: String| Error::Weights {
             path: path.to_path_buf(),
             message,
         };
         let (mut file, file_len) = open_regular(path)?;
-        let mut magic = [0u8; 4];
-        let n = read_up_to(&mut file, &mut magic).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        if n < 4 || magic != *b"PK\x03\x04" {
+        };
+        let mut head = [0u8; 15];
+        let n = read_up_to(&mut file, &mut head).map_err(io)?;
+        let (top, entries, prefix) = if n >= 4 && head[..4] == *b"PK\x03\x04" {
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            let Archive {
+                pickle_name,
+                pickle,
+                entries,
+            } = read_archive(file.try_clone().map_err(io)?).map_err(fail)?;
+            let top = pickle::unpickle(&pickle).map_err(|e| fail(format!("{pickle_name}: {e}")))?;
+            let prefix = pickle_name
+                .strip_suffix("data.pkl")
+                .unwrap_or("")
+                .to_string();
+            (top, entries, prefix)
+        } else if legacy::is_legacy(&head[..n]) {
+            let legacy::Legacy { top, entries } =
+                legacy::read(&mut file, file_len).map_err(fail)?;
+            (top, entries, String::new())
+        } else {
             return Err(fail(
-                "not a zip-format PyTorch file: legacy (torch < 1.6) or plain-pickle .pth files \
-                 are not read (they could run code); re-save it with a current torch.save, or as \
-                 safetensors"
+                "neither a zip-format PyTorch file nor a legacy torch.save file (a plain pickle \
+                 or another format); re-save it with torch.save, or as safetensors"
                     .into(),
             ));
-        }
-        file.seek(SeekFrom::Start(0)).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let Archive {
-            pickle_name,
-            pickle,
-            entries,
-        } = read_archive(file.try_clone().map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?)
-        .map_err(fail)?;
-        let top = pickle::unpickle(&pickle).map_err(|e| fail(format!("{pickle_name}: {e}")))?;
+        };
         let dict = state_dict(&top).ok_or_else(|| {
             fail(format!(
                 "holds no state dict: its pickle is {}; expected a dict of tensors, or one under \
-                 `params_ema`, `params` or `state_dict` (a whole pickled model or other object \
-                 is not read)",
+                 `params_ema`, `params`, `state_dict` or `model` (a whole pickled model or other \
+                 object is not read)",
                 top.describe()
             ))
         })?;
-        let prefix = pickle_name.strip_suffix("data.pkl").unwrap_or("");
         let mut tensors = HashMap::new();
         let mut declared: u64 = 0;
         for record in records::tensor_records(dict).map_err(fail)? {

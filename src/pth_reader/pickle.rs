@@ -126,6 +126,28 @@ impl Value {
         }
     }
 
+    /// Calls `visit` on this value and every value inside it, depth first.
+    pub(crate) fn walk(&self, visit: &mut dyn FnMut(&Value)) {
+        visit(self);
+        let Value::Obj(o) = self else {
+            return;
+        };
+        match &o.kind {
+            ObjKind::Tuple(items) | ObjKind::List(items) => {
+                items.iter().for_each(|v| v.walk(visit));
+            }
+            ObjKind::Dict(items) => items.iter().for_each(|(k, v)| {
+                k.walk(visit);
+                v.walk(visit);
+            }),
+            ObjKind::Call { callable, args } => {
+                callable.walk(visit);
+                args.walk(visit);
+            }
+            ObjKind::Build(v) | ObjKind::PersistentId(v) => v.walk(visit),
+        }
+    }
+
     /// A short description for messages: the type, and the value of scalars.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -162,6 +184,12 @@ struct Machine<'a> {
 /// Interprets `data` (a whole pickle) and returns the value it builds; the error says what is
 /// malformed and at which byte.
 pub(crate) fn unpickle(data: &[u8]) -> Result<Value, String> {
+    unpickle_prefix(data).map(|(value, _)| value)
+}
+
+/// Interprets the pickle at the start of `data` and returns its value and its length in bytes
+/// (legacy `torch.save` files are several pickles in a row).
+pub(crate) fn unpickle_prefix(data: &[u8]) -> Result<(Value, usize), String> {
     let mut m = Machine {
         data,
         pos: 0,
@@ -182,7 +210,7 @@ pub(crate) fn unpickle(data: &[u8]) -> Result<Value, String> {
         }
     }
     let value = m.pop()?;
-    Ok(value)
+    Ok((value, m.pos))
 }
 
 impl<'a> Machine<'a> {

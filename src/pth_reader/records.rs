@@ -60,6 +60,27 @@ fn storage_dtype(class: &str) -> Option<DType> {
     })
 }
 
+/// The dtype of a storage class global (`torch.FloatStorage`, ...).
+pub(crate) fn storage_class_dtype(class: &Value) -> Option<DType> {
+    match class {
+        Value::Global(g) if g.0 == "torch" => storage_dtype(&g.1),
+        _ => None,
+    }
+}
+
+/// A storage's key as the file names its data: a plain name (no path separators).
+pub(crate) fn storage_key(key: &Value) -> Result<String, String> {
+    let key = match key {
+        Value::Str(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        other => return Err(format!("storage key is {}", other.describe())),
+    };
+    if key.is_empty() || key.contains(['/', '\\']) || key.contains("..") {
+        return Err(format!("storage key {key:?} is not a plain name"));
+    }
+    Ok(key)
+}
+
 /// Whether `value` is a call of one of torch's tensor-rebuilding functions: such an entry of
 /// a state dict is a tensor, and a malformed one is an error rather than skipped.
 fn is_tensor_call(value: &Value) -> bool {
@@ -212,17 +233,9 @@ fn tensor_v2(
             id[1].describe()
         ));
     };
-    let dtype = storage_dtype(&class.1)
-        .filter(|_| class.0 == "torch")
+    let dtype = storage_class_dtype(&id[1])
         .ok_or_else(|| format!("storage type {}.{} is not supported", class.0, class.1))?;
-    let key = match &id[2] {
-        Value::Str(s) => s.to_string(),
-        Value::Int(i) => i.to_string(),
-        other => return Err(format!("storage key is {}", other.describe())),
-    };
-    if key.is_empty() || key.contains(['/', '\\']) || key.contains("..") {
-        return Err(format!("storage key {key:?} is not a plain name"));
-    }
+    let key = storage_key(&id[2])?;
     let storage_len = count(&id[4], "the storage's element count")?;
     let offset = count(offset, "storage_offset")?;
     let size = counts(size, "size")?;

@@ -70,6 +70,9 @@ pub fn gan_pth() -> Target {
         "gan/rrdb_x1.pth",
         "gan/rrdb_x4_esrgan_old.pth",
         "gan/not_a_state_dict.pth",
+        // Not zip archives: mutated byte by byte.
+        "gan/legacy_format.pth",
+        "gan/model_wrapper.ckpt",
     ]
     .iter()
     .map(|p| fixture(p))
