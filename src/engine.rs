@@ -18,6 +18,9 @@ use crate::pipeline::{LoadOptions, UpscalePipeline};
 use crate::scale_plan::{PlannedUpscaler, ScalePlan};
 use crate::upscaler::{DiffusionSettings, Engine, Upscaler};
 
+/// Most reflect padding `pre_pad` takes: context beyond a few dozen pixels changes nothing.
+pub const MAX_PRE_PAD: usize = 512;
+
 /// Which engine to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
@@ -82,6 +85,10 @@ pub struct EngineConfig {
     pub denoise: Option<f64>,
     /// The `-wdn` model `denoise` blends in (default: realesr-general-wdn-x4v3 beside `model`).
     pub denoise_model: Option<String>,
+    /// GAN: reflect padding around the image, input pixels, before the network (Real-ESRGAN's
+    /// `pre_pad`); `None`: [`GanOptions::default`]'s 10. 0 with `tile` `Some(0)` gives the
+    /// reference's own output (spandrel runs the network on the image as it is).
+    pub pre_pad: Option<usize>,
     /// What the diffusion engine does when a request carries no settings.
     pub diffusion: DiffusionSettings,
     /// The thread pool both engines run their CPU work in ([`crate::threads::pool`]); `None`:
@@ -103,6 +110,7 @@ impl Default for EngineConfig {
             tile: None,
             denoise: None,
             denoise_model: None,
+            pre_pad: None,
             diffusion: DiffusionSettings::default(),
             threads: None,
             #[cfg(feature = "hub")]
@@ -124,6 +132,14 @@ impl EngineConfig {
                 return Err(Error::option(
                     "denoise",
                     format!("is {d}; expected a strength from 0 to 1"),
+                ));
+            }
+        }
+        if let Some(p) = self.pre_pad {
+            if p > MAX_PRE_PAD {
+                return Err(Error::option(
+                    "pre_pad",
+                    format!("is {p}; expected 0 to {MAX_PRE_PAD} pixels"),
                 ));
             }
         }
@@ -279,7 +295,9 @@ fn gan_options(config: &EngineConfig, dtype: Option<DType>) -> GanOptions {
         tile: config.tile,
         max_memory: config.max_memory,
         threads: config.threads.clone(),
-        ..GanOptions::default()
+        pre_pad: config
+            .pre_pad
+            .unwrap_or(crate::gan::upscaler::DEFAULT_PRE_PAD),
     }
 }
 
@@ -288,6 +306,12 @@ fn load_diffusion(config: &EngineConfig, spec: ModelSpec) -> Result<SelectedEngi
         return Err(Error::option(
             "--denoise",
             "applies to the GAN engine (realesr-general-x4v3), not to diffusion",
+        ));
+    }
+    if config.pre_pad.is_some() {
+        return Err(Error::option(
+            "--pre-pad",
+            "applies to the GAN engine, not to diffusion (which pads nothing)",
         ));
     }
     let load = LoadOptions {

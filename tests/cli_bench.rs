@@ -151,6 +151,10 @@ fn bad_bench_flags_and_devices_are_one_clear_line() -> Result<()> {
             vec!["bench", "unet", "--device", "tpu"],
             "--device tpu: expected auto, cpu, cuda",
         ),
+        (
+            vec!["bench", "vae", "--pre-pad", "0", "--device", "cpu"],
+            "--pre-pad applies to the gan case",
+        ),
         (vec!["bench", "unet", "--runs", "0"], "--runs"),
         (
             vec!["upscale", "x.png", "-o", "y.png", "--device", "cuda:x"],

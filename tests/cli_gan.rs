@@ -252,3 +252,106 @@ fn bad_model_files_are_named() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// `--pre-pad 0 --tile 0` runs the network on the image as it is: the file holds the network's
+/// own output (the library's `GanNetwork::forward`, quantised), which the default pre-pad
+/// changes only within the network's receptive radius of the borders. Out-of-range values and
+/// the diffusion engine are refused with exit 2.
+#[test]
+fn pre_pad_zero_gives_the_networks_own_output() -> Result<()> {
+    use candle_core::{DType, Device, Tensor};
+    use diffsr::gan::{GanModel, GanNetwork};
+
+    let dir = scratch("prepad")?;
+    let model_path = fixtures().join("gan/srvgg_x4_prelu.pth");
+    let model = model_path.to_str().unwrap();
+    let (bare, padded) = (dir.join("bare.png"), dir.join("padded.png"));
+    for (out_path, extra) in [(&bare, &["--pre-pad", "0"][..]), (&padded, &[][..])] {
+        let args = [&["--model", model, "--tile", "0"][..], extra].concat();
+        let out = upscale_photo(&dir, out_path, &args)?;
+        ensure!(out.status.success(), "{}", stderr(&out));
+    }
+    let read = |p: &Path| -> Result<image::RgbImage> { Ok(image::open(p)?.to_rgb8()) };
+    let (bare, padded, photo) = (read(&bare)?, read(&padded)?, read(&photo())?);
+
+    let loaded = GanModel::load(&model_path)?;
+    let net = GanNetwork::new(
+        loaded.arch(),
+        loaded.weights(),
+        DType::F32,
+        &Device::Cpu,
+        &model_path,
+    )?;
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let pixels: Vec<f32> = photo
+        .as_raw()
+        .iter()
+        .map(|&v| f32::from(v) / 255.0)
+        .collect();
+    let x = Tensor::from_vec(pixels, (h, w, 3), &Device::Cpu)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?;
+    let y = net
+        .forward(&x)?
+        .squeeze(0)?
+        .permute((1, 2, 0))?
+        .clamp(0f32, 1f32)?;
+    let want: Vec<f32> = y.flatten_all()?.to_vec1()?;
+    let worst = bare
+        .as_raw()
+        .iter()
+        .zip(&want)
+        .map(|(&got, &v)| (f32::from(got) - (v * 255.0).round()).abs())
+        .fold(0f32, f32::max);
+    ensure!(
+        worst <= 1.0,
+        "--pre-pad 0 --tile 0 is {worst}/255 from the network's output"
+    );
+
+    // The default pre-pad only changes what sees the border.
+    let s = loaded.arch().scale();
+    let margin = (loaded.arch().context_radius() + 1) * s;
+    let (ow, oh) = bare.dimensions();
+    let (mut inner_worst, mut border_worst) = (0u8, 0u8);
+    for (x, y, p) in bare.enumerate_pixels() {
+        let inner = x as usize >= margin
+            && y as usize >= margin
+            && (x as usize) < ow as usize - margin
+            && (y as usize) < oh as usize - margin;
+        let q = padded.get_pixel(x, y);
+        let diff =
+            p.0.iter()
+                .zip(q.0)
+                .map(|(a, b)| a.abs_diff(b))
+                .max()
+                .unwrap_or(0);
+        let worst = if inner {
+            &mut inner_worst
+        } else {
+            &mut border_worst
+        };
+        *worst = (*worst).max(diff);
+    }
+    // Away from the border only the float rounding of a differently sized input remains.
+    ensure!(
+        inner_worst <= 1,
+        "differs by {inner_worst}/255 away from the border"
+    );
+    ensure!(
+        border_worst > 1,
+        "the default pre-pad changed the border by only {border_worst}/255"
+    );
+    for (extra, says) in [
+        (&["--model", model, "--pre-pad", "513"][..], "--pre-pad"),
+        (
+            &["--engine", "diffusion", "--pre-pad", "0"][..],
+            "--pre-pad",
+        ),
+    ] {
+        let out = upscale_photo(&dir, &dir.join("x.png"), extra)?;
+        ensure!(out.status.code() == Some(2), "{extra:?}: {}", stderr(&out));
+        ensure!(stderr(&out).contains(says), "{extra:?}: {}", stderr(&out));
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

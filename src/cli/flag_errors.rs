@@ -19,6 +19,7 @@ fn flag_of(option: &str) -> Option<&'static str> {
         "tile" => "--tile",
         "dtype" => "--dtype",
         "denoise" => "--denoise",
+        "pre_pad" => "--pre-pad",
         "max_memory" | "max-memory" => "--max-memory",
         "plan" => "--plan",
         "color_fix" => "--color-fix",

@@ -112,6 +112,10 @@ pub struct UpscaleArgs {
     /// The -wdn model --denoise blends in (default: realesr-general-wdn-x4v3 beside --model).
     #[arg(long, requires = "denoise")]
     denoise_model: Option<String>,
+    /// GAN: reflect padding around the image before the network, input pixels (default 10,
+    /// as Real-ESRGAN; 0 with --tile 0 gives the reference model's own output).
+    #[arg(long, value_name = "N")]
+    pre_pad: Option<usize>,
     /// No download or run progress, no device or engine line (failures and the summary are
     /// still printed).
     #[arg(short, long)]
@@ -357,6 +361,7 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
         tile: args.tile,
         denoise: args.denoise,
         denoise_model: args.denoise_model.clone(),
+        pre_pad: args.pre_pad,
         diffusion: defaults.diffusion.clone(),
         threads,
         hub: Some(hub),

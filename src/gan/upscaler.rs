@@ -29,6 +29,10 @@ use crate::upscaler::{
     Upscaler,
 };
 
+/// Real-ESRGAN's `RealESRGANer` default `pre_pad`: reflect padding around the image so its
+/// borders see plausible context.
+pub const DEFAULT_PRE_PAD: usize = 10;
+
 /// How a GAN model is run.
 #[derive(Debug, Clone)]
 pub struct GanOptions {
@@ -57,7 +61,7 @@ impl Default for GanOptions {
             dtype: None,
             tile: None,
             max_memory: None,
-            pre_pad: 10,
+            pre_pad: DEFAULT_PRE_PAD,
             threads: None,
         }
     }

@@ -46,6 +46,9 @@ pub fn prepare(args: &BenchArgs, device: &Device) -> Result<Prepared> {
         BenchCase::Gan | BenchCase::Upscale if args.config.is_some() => Err(bad_flag(
             "--config applies to the unet and vae cases; gan and upscale take --model".into(),
         )),
+        BenchCase::Unet | BenchCase::Vae | BenchCase::Upscale if args.pre_pad.is_some() => {
+            Err(bad_flag("--pre-pad applies to the gan case".into()))
+        }
         BenchCase::Unet => {
             let dtype = dtype.unwrap_or(if gpu { DType::F16 } else { DType::F32 });
             unet(args, device, size, dtype)
@@ -175,6 +178,7 @@ fn engine(
         device: device.clone(),
         dtype,
         max_memory: args.max_memory,
+        pre_pad: args.pre_pad,
         ..EngineConfig::default()
     };
     let selected = select(&config)?;

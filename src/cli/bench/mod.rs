@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// Memory budget for the plan (gan, upscale), e.g. 8G (default: the device's).
     #[arg(long, value_parser = parse_bytes)]
     max_memory: Option<u64>,
+    /// gan: reflect padding around the image, input pixels (default 10, as `upscale`; 0 runs
+    /// the network on the image as it is, as PyTorch references do).
+    #[arg(long, value_name = "N")]
+    pre_pad: Option<usize>,
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
