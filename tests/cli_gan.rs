@@ -355,3 +355,39 @@ fn pre_pad_zero_gives_the_networks_own_output() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// `diffsr models inspect` reads a model file's architecture and sizes from its weights alone;
+/// a file that is no model is one line naming it.
+#[test]
+fn models_inspect_reports_what_the_weights_say() -> Result<()> {
+    let dir = scratch("inspect")?;
+    let file = fixtures().join("gan/rrdb_x4.safetensors");
+    let out = diffsr(
+        &dir,
+        &["models", "inspect", file.to_str().unwrap(), "--json"],
+    )?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let model = diffsr::gan::GanModel::load(&file)?;
+    let parameters: usize = model.weights().values().map(|t| t.elem_count()).sum();
+    ensure!(v["architecture"] == "RRDBNet" && v["scale"] == 4, "{v}");
+    ensure!(v["parameters"] == parameters && v["tensors"] == 72, "{v}");
+    ensure!(v["stored_dtypes"] == serde_json::json!(["f32"]), "{v}");
+    ensure!(v["tile_overlap"].as_u64() > Some(0), "{v}");
+    ensure!(
+        v["hyperparameters"]
+            .as_str()
+            .unwrap_or("")
+            .contains("num_block: 2"),
+        "{v}"
+    );
+
+    let text = diffsr(&dir, &["models", "inspect", file.to_str().unwrap()])?;
+    ensure!(String::from_utf8_lossy(&text.stdout).contains("RRDBNet x4"));
+
+    let not_a_model = fixtures().join("gan/not_a_state_dict.pth");
+    let out = diffsr(&dir, &["models", "inspect", not_a_model.to_str().unwrap()])?;
+    ensure!(!out.status.success() && stderr(&out).contains("not_a_state_dict.pth"));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error_text;
 pub mod flag_errors;
 pub mod info;
+pub mod inspect;
 pub mod models;
 pub mod output;
 pub mod schedule;

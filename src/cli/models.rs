@@ -1,4 +1,4 @@
-//! `diffsr models pull|list|info|rm`: the hub cache.
+//! `diffsr models pull|list|info|rm`: the hub cache; `inspect` reads a local model file.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,9 @@ pub enum ModelsCommand {
         /// Hub repo id, owner/name.
         repo: String,
     },
+    /// What a GAN-family model file is: architecture, scale, hyper-parameters, parameters,
+    /// dtype, tile overlap (read from the weights, as `upscale` detects them).
+    Inspect(super::inspect::InspectArgs),
 }
 
 /// Parses a hub repo argument (never a local path).
@@ -98,9 +101,18 @@ fn human(bytes: u64) -> String {
 }
 
 pub fn run(command: ModelsCommand) -> Result<()> {
+    match command {
+        // A local file: no hub settings needed.
+        ModelsCommand::Inspect(args) => super::inspect::run(args),
+        hub_command => run_hub(hub_command),
+    }
+}
+
+fn run_hub(command: ModelsCommand) -> Result<()> {
     let options = HubOptions::from_env(DType::F32)?;
     let cache = HubCache::new(options.cache_dir.clone());
     match command {
+        ModelsCommand::Inspect(args) => super::inspect::run(args)?,
         ModelsCommand::Pull { repo, dtype, quiet } => {
             let (repo, revision) = parse_repo(&repo)?;
             let options = HubOptions {

@@ -27,6 +27,13 @@ macro_rules! architectures {
                     $(Self::$variant(config) => config,)+
                 }
             }
+
+            /// The registry entry it was detected by (its name and description).
+            pub fn spec(&self) -> &'static dyn ArchSpec {
+                match self {
+                    $(Self::$variant(_) => &$spec,)+
+                }
+            }
         }
 
         $(impl From<$config> for GanArch {
