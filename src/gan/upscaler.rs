@@ -37,7 +37,8 @@ pub const DEFAULT_PRE_PAD: usize = 10;
 #[derive(Debug, Clone)]
 pub struct GanOptions {
     pub device: Device,
-    /// `None`: f16 on CUDA and Metal, f32 on the CPU.
+    /// `None`: on CUDA and Metal the architecture's own ([`crate::gan::arch::GanArch::gpu_dtype`]:
+    /// f16, or f32 where it overflows f16), f32 on the CPU.
     pub dtype: Option<DType>,
     /// Tile edge in input pixels; `None` chooses it from `max_memory`; `Some(0)` runs the
     /// whole image at once.
@@ -96,7 +97,7 @@ impl GanUpscaler {
         }
         let dtype = options.dtype.unwrap_or(match options.device {
             Device::Cpu => DType::F32,
-            _ => DType::F16,
+            _ => arch.gpu_dtype(),
         });
         let network = threads::install(options.threads.as_deref(), || {
             GanNetwork::new(

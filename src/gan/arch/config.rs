@@ -93,6 +93,13 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync {
     /// Approximate peak bytes of activations per input pixel in `dtype`, for choosing tiles.
     fn bytes_per_input_pixel(&self, dtype: DType) -> usize;
 
+    /// The dtype a GPU runs it in when none is asked for: f16 where the reference runs the
+    /// architecture in half precision (spandrel's `supports_half`), f32 where its activations
+    /// are known to overflow f16 (attention logits of some transformers).
+    fn gpu_dtype(&self) -> DType {
+        DType::F16
+    }
+
     /// Builds the network from `weights`, checking every tensor's shape.
     fn build(&self, weights: &Weights<'_>) -> Result<Box<dyn SrNet>>;
 }
@@ -133,6 +140,11 @@ impl GanArch {
     /// A short human-readable name, e.g. `RRDBNet x4 (nf 64, nb 23)`.
     pub fn describe(&self) -> String {
         self.config().describe()
+    }
+
+    /// The dtype a GPU runs it in by default ([`ArchConfig::gpu_dtype`]).
+    pub fn gpu_dtype(&self) -> DType {
+        self.config().gpu_dtype()
     }
 
     /// Approximate peak bytes of activations per input pixel in `dtype`, for choosing tiles.
