@@ -44,11 +44,12 @@ use candle_core::{DType, Device, Tensor};
 use common::child::last_json;
 use common::picture::input_rgb8;
 use common::proc_stats::{cpu_ticks, foreign_load, proc_status_kib};
+use common::timing::{median, mib, worst_load, Side};
 use common::{env, machine, readme};
 use diffsr::gan::embedded::embedded_model;
 use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use ncnn_models::ncnn_models;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const MODELS: [&str; 2] = ["realesr-animevideov3-x4", "realesrgan-x4plus"];
 /// Set in a child: `model:size:reps`.
@@ -67,34 +68,6 @@ fn load_model(name: &str) -> Result<GanModel> {
 fn input(size: usize) -> Result<Tensor> {
     let rgb = Tensor::from_vec(input_rgb8(size), (size, size, 3), &Device::Cpu)?;
     Ok((rgb.permute((2, 0, 1))?.unsqueeze(0)?.to_dtype(DType::F32)? / 255.0)?.contiguous()?)
-}
-
-fn median(mut t: Vec<f64>) -> f64 {
-    t.sort_by(f64::total_cmp);
-    let n = t.len();
-    if n % 2 == 1 {
-        t[n / 2]
-    } else {
-        (t[n / 2 - 1] + t[n / 2]) / 2.0
-    }
-}
-
-/// One side's figures for one (model, size).
-struct Side {
-    seconds: f64,
-    peak_rss: u64,
-    /// Cores other processes kept busy during the timed runs; NaN when unknown.
-    foreign_load: f64,
-}
-
-impl Side {
-    fn from_json(v: &Value) -> Result<Self> {
-        Ok(Self {
-            seconds: v["seconds"].as_f64().context("seconds")?,
-            peak_rss: v["peak_rss_bytes"].as_u64().context("peak_rss_bytes")?,
-            foreign_load: v["foreign_load"].as_f64().unwrap_or(f64::NAN),
-        })
-    }
 }
 
 /// The child: times one (model, size) and prints one JSON line.
@@ -188,10 +161,6 @@ fn run_ncnn(
     let v = last_json(&out.stdout)?;
     let version = v["ncnn"].as_str().unwrap_or("?").to_string();
     Ok((Side::from_json(&v)?, version))
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 struct Row {
@@ -323,11 +292,7 @@ fn main() -> Result<()> {
                 loads.push(r.as_ref().map_or(f64::NAN, |s| s.foreign_load));
             }
         }
-        let load = loads
-            .into_iter()
-            .filter(|l| l.is_finite())
-            .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))))
-            .map_or_else(dash, |l| format!("{l:.2}"));
+        let load = worst_load(loads);
         md.push_str(&format!(
             "| {} | {}x{} | {ours} | {} | {} | {} | {} | {ours_rss} / {rss_ref} | {load} |\n",
             row.model, row.size, row.size, d.0, d.1, f.0, f.1

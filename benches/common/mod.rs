@@ -9,3 +9,4 @@ pub mod picture;
 pub mod proc_stats;
 pub mod random_model;
 pub mod readme;
+pub mod timing;
