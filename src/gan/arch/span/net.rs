@@ -102,18 +102,21 @@ impl SrNet for Span {
             }
             None => self.conv_1.forward(x)?,
         };
-        let (b1, _) = self.blocks[0].forward(&feature)?;
-        let mut h = b1.clone();
-        let mut last_out1 = None;
-        for block in &self.blocks[1..] {
-            let (out, out1) = block.forward(&h)?;
+        // conv_cat reads block 1's output and block 6's first activation.
+        let mut h = feature.clone();
+        let mut b1 = None;
+        let mut b5_2 = None;
+        for block in &self.blocks {
+            let (out, act1) = block.forward(&h)?;
+            b1.get_or_insert_with(|| out.clone());
             h = out;
-            last_out1 = Some(out1);
+            b5_2 = Some(act1);
         }
+        let (Some(b1), Some(b5_2)) = (b1, b5_2) else {
+            return Err(Error::unsupported("SPAN", "has no blocks"));
+        };
         let b6 = self.conv_2.forward(&h)?;
         drop(h);
-        // The sixth block's first activation: there are six blocks, so it is set.
-        let b5_2 = last_out1.ok_or_else(|| Error::unsupported("SPAN", "has no blocks"))?;
         let cat = Tensor::cat(&[&feature, &b6, &b1, &b5_2], 1)?;
         drop((feature, b6, b1, b5_2));
         let out = self.conv_cat.forward(&cat)?;
