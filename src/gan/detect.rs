@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{rrdbnet, srvgg};
+    use crate::gan::arch::{rrdbnet, safmn, span, srvgg};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -75,6 +75,8 @@ mod tests {
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(3, 2)),
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(12, 2)),
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
+            ("SPAN", span::synthetic_span(3, 3, 4, 2, true)),
+            ("SAFMN", safmn::synthetic_safmn(8, 1, 16, 2)),
         ]
     }
 
@@ -97,6 +99,8 @@ mod tests {
             match (name, &arch) {
                 ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
+                ("SPAN", GanArch::Span(p)) => assert_eq!(p.feature_channels, 4),
+                ("SAFMN", GanArch::Safmn(p)) => assert_eq!(p.n_blocks, 1),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -17,12 +17,16 @@ mod spec;
 mod weights;
 
 pub mod rrdbnet;
+pub mod safmn;
+pub mod span;
 pub mod srvgg;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
+pub use safmn::{Safmn, SafmnParams, SafmnSpec};
+pub use span::{Span, SpanParams, SpanSpec};
 pub use spec::{ArchSpec, Detection};
 pub use srvgg::{
     output_resize_tensor, OutputResize, ResizeMode, Srvgg, SrvggAct, SrvggParams, SrvggSpec,

@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{rrdbnet, srvgg, ArchConfig, ArchSpec};
+use super::{rrdbnet, safmn, span, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -52,4 +52,8 @@ architectures! {
     RrdbNet(rrdbnet::RrdbNetParams) => rrdbnet::RrdbNetSpec,
     /// Real-ESRGAN's SRVGGNetCompact (realesr-animevideov3, realesr-general-x4v3).
     Srvgg(srvgg::SrvggParams) => srvgg::SrvggSpec,
+    /// SPAN (Swift Parameter-free Attention Network), spandrel's `SPAN`.
+    Span(span::SpanParams) => span::SpanSpec,
+    /// SAFMN (Spatially-Adaptive Feature Modulation Network), spandrel's `SAFMN`.
+    Safmn(safmn::SafmnParams) => safmn::SafmnSpec,
 }

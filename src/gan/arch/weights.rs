@@ -28,6 +28,19 @@ impl<'a> Weights<'a> {
         }
     }
 
+    /// The same tensors read on the CPU in `dtype`: for weights computed from others before
+    /// use (SPAN's re-parameterised convolutions fold their branches in f64 and round once to
+    /// the compute dtype).
+    pub fn on_host(&self, dtype: DType) -> Weights<'a> {
+        static CPU: Device = Device::Cpu;
+        Weights {
+            dict: self.dict,
+            dtype,
+            device: &CPU,
+            path: self.path,
+        }
+    }
+
     /// The tensor `name`, which must have shape `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.dict.get(name).ok_or_else(|| Error::Weights {
