@@ -84,6 +84,11 @@ impl ArchConfig for SafmnParams {
         floats * dtype.size_in_bytes()
     }
 
+    /// f32: spandrel marks SAFMN `supports_half = False` (unverified there, so not risked).
+    fn gpu_dtype(&self) -> DType {
+        DType::F32
+    }
+
     fn build(&self, weights: &Weights<'_>) -> Result<Box<dyn SrNet>> {
         Ok(Box::new(Safmn::new(self, weights)?))
     }
