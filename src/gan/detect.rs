@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{rrdbnet, srvgg};
+    use crate::gan::arch::{plksr, rrdbnet, srvgg, CcmType, LkType};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -75,6 +75,11 @@ mod tests {
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(3, 2)),
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(12, 2)),
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
+            (
+                "PLKSR",
+                plksr::synthetic_plksr(CcmType::Dccm, LkType::Plk, 1, 4),
+            ),
+            ("RealPLKSR", plksr::synthetic_real_plksr(1, 4, true, true)),
         ]
     }
 
@@ -97,6 +102,8 @@ mod tests {
             match (name, &arch) {
                 ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
+                ("PLKSR", GanArch::Plksr(p)) => assert_eq!(p.n_blocks, 1),
+                ("RealPLKSR", GanArch::RealPlksr(p)) => assert_eq!(p.n_blocks, 1),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{rrdbnet, srvgg, ArchConfig, ArchSpec};
+use super::{plksr, rrdbnet, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -45,4 +45,8 @@ architectures! {
     RrdbNet(rrdbnet::RrdbNetParams) => rrdbnet::RrdbNetSpec,
     /// Real-ESRGAN's SRVGGNetCompact (realesr-animevideov3, realesr-general-x4v3).
     Srvgg(srvgg::SrvggParams) => srvgg::SrvggSpec,
+    /// PLKSR (partial large kernel CNN; `channe_mixer`, three mixers, three large kernels).
+    Plksr(plksr::PlksrParams) => plksr::PlksrSpec,
+    /// RealPLKSR (`channel_mixer`; GroupNorm or layer norm; pixel shuffle or DySample).
+    RealPlksr(plksr::RealPlksrParams) => plksr::RealPlksrSpec,
 }
