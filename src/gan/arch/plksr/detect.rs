@@ -98,8 +98,14 @@ fn common(dict: &StateDict, tail_offset: usize) -> Result<Common, Reason> {
         dim,
         feats,
         scale,
-        use_ea: dict.contains_key("feats.1.attn.f.0.weight"),
+        // spandrel reads the weight; either tensor marks EA here, so that a file missing
+        // the other is refused by name rather than run without its attention.
+        use_ea: has_any(dict, &["feats.1.attn.f.0.weight", "feats.1.attn.f.0.bias"]),
     })
+}
+
+fn has_any(dict: &StateDict, keys: &[&str]) -> bool {
+    keys.iter().any(|k| dict.contains_key(*k))
 }
 
 /// `prefix.weight` of `shape` and `prefix.bias` of its output channels.
@@ -238,8 +244,14 @@ pub(super) fn real_plksr_params(dict: &StateDict) -> Result<RealPlksrParams, Rea
     let dim = c.dim;
     let (pdim, kernel_size) = lk_channels(dict, "feats.1.lk.conv.weight", dim)?;
     odd_kernel("feats.1.lk.conv", kernel_size)?;
-    let layer_norm = dict.contains_key("feats.1.layer_norm.bias");
-    let dysample = dict.contains_key("to_img.init_pos");
+    // spandrel tests `feats.1.layer_norm.bias` and `to_img.init_pos`; any of their module's
+    // tensors marks them here, so that a file missing one is refused naming it rather than
+    // run as another variant.
+    let layer_norm = has_any(
+        dict,
+        &["feats.1.layer_norm.bias", "feats.1.layer_norm.weight"],
+    );
+    let dysample = dict.keys().any(|k| k.starts_with("to_img."));
     if !layer_norm && dim % NORM_GROUPS != 0 {
         return Err(format!(
             "RealPLKSR with {dim} features and no layer norm: its GroupNorm needs a multiple \
