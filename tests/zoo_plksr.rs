@@ -39,15 +39,15 @@ fn load(case: &Value) -> Result<GanModel> {
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v[key].as_str().with_context(|| format!("{key}"))
+    v[key].as_str().with_context(|| key.to_string())
 }
 
 fn usize_of(v: &Value, key: &str) -> Result<usize> {
-    Ok(v[key].as_u64().with_context(|| format!("{key}"))? as usize)
+    Ok(v[key].as_u64().with_context(|| key.to_string())? as usize)
 }
 
 fn bool_of(v: &Value, key: &str) -> Result<bool> {
-    v[key].as_bool().with_context(|| format!("{key}"))
+    v[key].as_bool().with_context(|| key.to_string())
 }
 
 fn check_plksr(name: &str, p: &PlksrParams, hp: &Value) -> Result<()> {

@@ -100,17 +100,12 @@ impl RealBlock {
     }
 }
 
-/// The output stage.
-enum ToImg {
-    PixelShuffle,
-    DySample(DySample),
-}
-
 pub struct RealPlksr {
     head: Conv2d,
     blocks: Vec<RealBlock>,
     tail: Conv2d,
-    to_img: ToImg,
+    /// The output stage: DySample, or (`None`) a pixel shuffle.
+    dysample: Option<DySample>,
     scale: usize,
 }
 
@@ -120,26 +115,19 @@ impl RealPlksr {
             .map(|i| RealBlock::new(w, &format!("feats.{i}"), p))
             .collect::<Result<_>>()?;
         let s2 = p.scale * p.scale;
-        let to_img = if p.dysample {
-            let groups = p.dysample_groups();
-            ToImg::DySample(DySample::new(
-                w,
-                "to_img",
-                3 * s2,
-                3,
-                p.scale,
-                groups,
-                p.scale != 1,
-            )?)
-        } else {
-            ToImg::PixelShuffle
-        };
+        let dysample = p
+            .dysample
+            .then(|| {
+                let groups = p.dysample_groups();
+                DySample::new(w, "to_img", 3 * s2, 3, p.scale, groups, p.scale != 1)
+            })
+            .transpose()?;
         Ok(Self {
             head: conv(w, "feats.0", 3, p.dim, 3, 1)?,
             blocks,
             // feats.{n+1} is the Dropout2d.
             tail: conv(w, &format!("feats.{}", p.n_blocks + 2), p.dim, 3 * s2, 3, 1)?,
-            to_img,
+            dysample,
             scale: p.scale,
         })
     }
@@ -152,13 +140,13 @@ impl SrNet for RealPlksr {
             h = block.forward(&h)?;
         }
         let s2 = self.scale * self.scale;
-        match &self.to_img {
-            ToImg::PixelShuffle => {
+        match &self.dysample {
+            None => {
                 let out = self.tail.forward(&h)?;
                 drop(h);
                 pixel_shuffle_add_nearest(&out, x, self.scale)
             }
-            ToImg::DySample(dysample) => {
+            Some(dysample) => {
                 let out = self.tail.forward_add(&h, &repeat_channels(x, s2)?)?;
                 drop(h);
                 dysample.forward(&out)
