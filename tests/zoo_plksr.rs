@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use diffsr::gan::arch::{GanArch, PlksrParams, RealPlksrParams};
+use diffsr::gan::arch::{GanArch, LkType, PlksrParams, RealPlksrParams};
 use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler, StateDict};
 use serde_json::Value;
 
@@ -342,6 +342,40 @@ fn a_misshaped_tensor_is_named_with_both_shapes() -> Result<()> {
                 && err.contains(&format!("{want:?}")),
             "{case_name}: {err}"
         );
+    }
+    Ok(())
+}
+
+/// Half precision where spandrel allows it (`supports_half`: PLKSR, RealPLKSR with layer
+/// norm; bf16 everywhere): the network runs in f16 / bf16 and stays near the reference.
+#[test]
+fn half_precision_runs_where_spandrel_allows_it() -> Result<()> {
+    let t = tensors()?;
+    for case in cases()? {
+        let name = str_of(&case, "name")?;
+        let model = load(&case)?;
+        let input = &t[str_of(&case, "input")?];
+        let want = &t[str_of(&case, "output")?];
+        // candle's CPU matmul has no bf16, which its dilated convolutions (SparsePLK) need.
+        let mut dtypes = vec![];
+        if !matches!(model.arch(), GanArch::Plksr(p) if p.lk_type == LkType::SparsePlk) {
+            dtypes.push(DType::BF16);
+        }
+        if bool_of(&case, "supports_half")? {
+            dtypes.push(DType::F16);
+        }
+        for dtype in dtypes {
+            let net = GanNetwork::new(
+                model.arch(),
+                model.weights(),
+                dtype,
+                &Device::Cpu,
+                model.source(),
+            )?;
+            let got = net.forward(&input.to_dtype(dtype)?)?;
+            let tol = if dtype == DType::F16 { 1e-2 } else { 5e-2 };
+            common::compare(&format!("{name} {dtype:?}"), &got, want, tol)?;
+        }
     }
     Ok(())
 }
