@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{rrdbnet, safmn, span, srvgg};
+    use crate::gan::arch::{plksr, rrdbnet, safmn, span, srvgg, CcmType, LkType};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -77,6 +77,11 @@ mod tests {
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
             ("SPAN", span::synthetic_span(3, 3, 4, 2, true)),
             ("SAFMN", safmn::synthetic_safmn(8, 1, 16, 2)),
+            (
+                "PLKSR",
+                plksr::synthetic_plksr(CcmType::Dccm, LkType::Plk, 1, 4),
+            ),
+            ("RealPLKSR", plksr::synthetic_real_plksr(1, 4, true, true)),
         ]
     }
 
@@ -101,6 +106,8 @@ mod tests {
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
                 ("SPAN", GanArch::Span(p)) => assert_eq!(p.feature_channels, 4),
                 ("SAFMN", GanArch::Safmn(p)) => assert_eq!(p.n_blocks, 1),
+                ("PLKSR", GanArch::Plksr(p)) => assert_eq!(p.n_blocks, 1),
+                ("RealPLKSR", GanArch::RealPlksr(p)) => assert_eq!(p.n_blocks, 1),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

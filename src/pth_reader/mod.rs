@@ -255,14 +255,33 @@ struct Archive {
     entries: HashMap<String, Entry>,
 }
 
+/// The zip archive of a checkpoint. torch.save writes it at the start of the file, so that
+/// offset is tried first: zip 9.4's default search for a prepended archive's offset refuses
+/// some valid torch 2.x files ("Invalid Central Directory header"; e.g. a bare RealPLKSR state
+/// dict of tests/fixtures/zoo/plksr), which a known offset of 0 reads. Other layouts (a zip
+/// with data before it) still get the search.
+fn open_zip(file: File) -> std::result::Result<zip::ZipArchive<BufReader<File>>, String> {
+    let at_start = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    let reopen = file.try_clone();
+    match zip::ZipArchive::with_config(at_start, BufReader::new(file)) {
+        Ok(zip) => Ok(zip),
+        Err(first) => {
+            let file = reopen.map_err(|_| format!("not a readable zip archive: {first}"))?;
+            zip::ZipArchive::new(BufReader::new(file))
+                .map_err(|e| format!("not a readable zip archive: {e}"))
+        }
+    }
+}
+
 /// The archive's `data.pkl` and where each stored entry's data lies.
 fn read_archive(file: File) -> std::result::Result<Archive, String> {
     let file_len = file
         .metadata()
         .map_err(|e| format!("cannot read its size: {e}"))?
         .len();
-    let mut zip = zip::ZipArchive::new(BufReader::new(file))
-        .map_err(|e| format!("not a readable zip archive: {e}"))?;
+    let mut zip = open_zip(file)?;
     let mut entries = HashMap::new();
     let mut pickle_index = None;
     for i in 0..zip.len() {

@@ -16,6 +16,7 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod plksr;
 pub mod rrdbnet;
 pub mod safmn;
 pub mod span;
@@ -23,6 +24,9 @@ pub mod srvgg;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
+pub use plksr::{
+    CcmType, LkType, Plksr, PlksrParams, PlksrSpec, RealPlksr, RealPlksrParams, RealPlksrSpec,
+};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use safmn::{Safmn, SafmnParams, SafmnSpec};

@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{rrdbnet, safmn, span, srvgg, ArchConfig, ArchSpec};
+use super::{plksr, rrdbnet, safmn, span, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -56,4 +56,8 @@ architectures! {
     Span(span::SpanParams) => span::SpanSpec,
     /// SAFMN (Spatially-Adaptive Feature Modulation Network), spandrel's `SAFMN`.
     Safmn(safmn::SafmnParams) => safmn::SafmnSpec,
+    /// PLKSR (partial large kernel CNN; `channe_mixer`, three mixers, three large kernels).
+    Plksr(plksr::PlksrParams) => plksr::PlksrSpec,
+    /// RealPLKSR (`channel_mixer`; GroupNorm or layer norm; pixel shuffle or DySample).
+    RealPlksr(plksr::RealPlksrParams) => plksr::RealPlksrSpec,
 }

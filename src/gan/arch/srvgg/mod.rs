@@ -12,6 +12,8 @@ mod shuffle_add;
 pub use config::{SrvggAct, SrvggParams};
 pub use net::Srvgg;
 pub use output_resize::{output_resize_tensor, OutputResize, ResizeMode, OUTPUT_RESIZE_KEY};
+/// The fused pixel-shuffle-plus-upsampled-input output stage, shared with PLKSR / RealPLKSR.
+pub(crate) use shuffle_add::pixel_shuffle_add_nearest;
 
 #[cfg(test)]
 pub(crate) use detect::synthetic_srvgg;
