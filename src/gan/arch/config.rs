@@ -20,6 +20,8 @@ pub enum InputPadding {
     Reflect,
     /// The edge pixels repeated (PyTorch's `mode="replicate"`).
     Replicate,
+    /// Zeros (PyTorch's `mode="constant"`), as OmniSR's `check_image_size` pads.
+    Zero,
 }
 
 /// The input sides a network takes.
@@ -61,6 +63,7 @@ impl InputSize {
         Ok(match self.padding {
             InputPadding::Reflect => reflect_pad(x, 0, pad_h, 0, pad_w)?,
             InputPadding::Replicate => x.pad_with_same(2, 0, pad_h)?.pad_with_same(3, 0, pad_w)?,
+            InputPadding::Zero => x.pad_with_zeros(2, 0, pad_h)?.pad_with_zeros(3, 0, pad_w)?,
         })
     }
 }

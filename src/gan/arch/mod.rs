@@ -16,11 +16,13 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod omnisr;
 pub mod rrdbnet;
 pub mod srvgg;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
+pub use omnisr::{OmniSr, OmniSrParams, OmniSrSpec};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use spec::{ArchSpec, Detection};
