@@ -32,7 +32,8 @@ pub struct OmniSrParams {
 pub const HEADS: usize = 4;
 
 /// The smallest side ESA's strided conv and 7-wide max pool accept (spandrel's
-/// `SizeRequirements(minimum=16)`): smaller inputs are reflect-padded to it first.
+/// `SizeRequirements(minimum=16)`): smaller inputs are reflect-padded to it first, then
+/// zero-padded to the window.
 pub const MIN_SIDE: usize = 16;
 
 impl OmniSrParams {
@@ -62,6 +63,11 @@ impl ArchConfig for OmniSrParams {
             multiple: self.window_size.max(1),
             padding: InputPadding::Zero,
         }
+    }
+
+    /// ESA's stride-2 conv and 7-wide max pool need 15 pixels; spandrel asks for 16.
+    fn min_input_side(&self) -> usize {
+        MIN_SIDE
     }
 
     /// OmniSR has no finite receptive radius: the grid channel attention normalises and mixes

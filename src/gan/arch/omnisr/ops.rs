@@ -303,13 +303,16 @@ mod tests {
         let d = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "depthwise cpu: {d}");
         // f64 takes the tensor ops.
-        let got = dw.forward(&x.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?;
+        let wts64 = Weights::new(&dict, DType::F64, &dev, path);
+        let dw64 = DepthwiseConv3x3::new(&wts64, "dw", c, true)?;
+        let got = dw64.forward(&x.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?;
         let d = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "depthwise ops: {d}");
         let ln = LayerNorm2d::new(&wts, "ln", c)?;
         let x = (x + 2.0)?;
         let cpu = ln.forward(&x)?;
-        let ops = ln.forward(&x.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?;
+        let ln64 = LayerNorm2d::new(&wts64, "ln", c)?;
+        let ops = ln64.forward(&x.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?;
         let d = (cpu - ops)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "layer norm 2d: {d}");
         Ok(())
