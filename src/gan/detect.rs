@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{omnisr, rrdbnet, srvgg};
+    use crate::gan::arch::{omnisr, rrdbnet, srresnet, srvgg};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -79,6 +79,8 @@ mod tests {
                 "OmniSR",
                 omnisr::synthetic_omnisr(&omnisr::tiny_params(true, true)),
             ),
+            ("SRResNet", srresnet::synthetic_srresnet(2, 4)),
+            ("SRResNet", srresnet::synthetic_srresnet(1, 3)),
         ]
     }
 
@@ -102,6 +104,7 @@ mod tests {
                 ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
                 ("OmniSR", GanArch::OmniSr(p)) => assert_eq!(p.block_num, 1),
+                ("SRResNet", GanArch::SrResNet(p)) => assert!(p.num_block >= 1),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -178,6 +178,13 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
+/// The tolerance of a clamped comparison: 1e-4 relative to the unclamped reference
+/// `want`'s magnitude, as the network comparison allows (the clamp only removes error).
+pub fn clamped_rel(want: &Tensor) -> Result<f64> {
+    let max = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
+    Ok(1e-4 * max.max(1.0))
+}
+
 /// Mean |a − b|.
 pub fn mean_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok((a - b)?.abs()?.mean_all()?.to_scalar::<f32>()?)

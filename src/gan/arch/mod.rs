@@ -18,6 +18,7 @@ mod weights;
 
 pub mod omnisr;
 pub mod rrdbnet;
+pub mod srresnet;
 pub mod srvgg;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
@@ -26,6 +27,7 @@ pub use omnisr::{OmniSr, OmniSrParams, OmniSrSpec};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use spec::{ArchSpec, Detection};
+pub use srresnet::{SrResNet, SrResNetParams, SrResNetSpec};
 pub use srvgg::{
     output_resize_tensor, OutputResize, ResizeMode, Srvgg, SrvggAct, SrvggParams, SrvggSpec,
     OUTPUT_RESIZE_KEY,

@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{omnisr, rrdbnet, srvgg, ArchConfig, ArchSpec};
+use super::{omnisr, rrdbnet, srresnet, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -47,4 +47,7 @@ architectures! {
     Srvgg(srvgg::SrvggParams) => srvgg::SrvggSpec,
     /// OmniSR (Omni Aggregation Networks).
     OmniSr(omnisr::OmniSrParams) => omnisr::OmniSrSpec,
+    /// SRGAN's generator, BasicSR's MSRResNet. Shares conv_first / conv_hr / conv_last with
+    /// RRDBNet; each refuses the other's blocks (`conv_body`), so order does not matter.
+    SrResNet(srresnet::SrResNetParams) => srresnet::SrResNetSpec,
 }
