@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{omnisr, rrdbnet, srresnet, srvgg};
+    use crate::gan::arch::{omnisr, rrdbnet, srcnn, srresnet, srvgg};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -81,6 +81,8 @@ mod tests {
             ),
             ("SRResNet", srresnet::synthetic_srresnet(2, 4)),
             ("SRResNet", srresnet::synthetic_srresnet(1, 3)),
+            ("SRCNN", srcnn::synthetic_srcnn(1, [9, 5, 5])),
+            ("SRCNN", srcnn::synthetic_srcnn(3, [9, 1, 5])),
         ]
     }
 
@@ -105,6 +107,7 @@ mod tests {
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
                 ("OmniSR", GanArch::OmniSr(p)) => assert_eq!(p.block_num, 1),
                 ("SRResNet", GanArch::SrResNet(p)) => assert!(p.num_block >= 1),
+                ("SRCNN", GanArch::Srcnn(p)) => assert_eq!(p.filters, [64, 32]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -118,6 +118,11 @@ pub fn raw_dict(fixture: &str, file: &str) -> Result<StateDict> {
     Ok(map.into_iter().collect())
 }
 
+/// A `.pth` fixture's weights, unwrapped and normalised as `GanModel::load` reads them.
+pub fn raw_dict_pth(fixture: &str, file: &str) -> Result<StateDict> {
+    Ok(GanModel::load(&fixtures(fixture).join(file))?.weights().clone())
+}
+
 /// Scale, channels and parameter count equal what spandrel reported.
 pub fn check_common(model: &GanModel, case: &Value) -> Result<()> {
     let name = case["name"].as_str().context("name")?;

@@ -18,6 +18,7 @@ mod weights;
 
 pub mod omnisr;
 pub mod rrdbnet;
+pub mod srcnn;
 pub mod srresnet;
 pub mod srvgg;
 
@@ -27,6 +28,7 @@ pub use omnisr::{OmniSr, OmniSrParams, OmniSrSpec};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use spec::{ArchSpec, Detection};
+pub use srcnn::{Srcnn, SrcnnParams, SrcnnSpec, SRCNN_SCALE_KEY};
 pub use srresnet::{SrResNet, SrResNetParams, SrResNetSpec};
 pub use srvgg::{
     output_resize_tensor, OutputResize, ResizeMode, Srvgg, SrvggAct, SrvggParams, SrvggSpec,

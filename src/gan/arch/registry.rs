@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{omnisr, rrdbnet, srresnet, srvgg, ArchConfig, ArchSpec};
+use super::{omnisr, rrdbnet, srcnn, srresnet, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -50,4 +50,6 @@ architectures! {
     /// SRGAN's generator, BasicSR's MSRResNet. Shares conv_first / conv_hr / conv_last with
     /// RRDBNet; each refuses the other's blocks (`conv_body`), so order does not matter.
     SrResNet(srresnet::SrResNetParams) => srresnet::SrResNetSpec,
+    /// SRCNN (2015), on Y of a bicubic upscale; the scale is not in the weights.
+    Srcnn(srcnn::SrcnnParams) => srcnn::SrcnnSpec,
 }
