@@ -129,6 +129,6 @@ fn a_missing_or_misshaped_tensor_is_named() -> Result<()> {
     let preset = zoo::raw_dict_pth(FIXTURE, "srcnn_955.pth")?;
     // Kernel sizes are read from the shapes (a [32, 64, 3, 3] conv2 is a 9-3-5 SRCNN), channel
     // counts must chain.
-    zoo::check_bad_tensor(&preset, "conv3.weight", &[1, 31, 5, 5])?;
+    zoo::check_misshaped(&preset, "conv3.weight", &[1, 31, 5, 5])?;
     Ok(())
 }

@@ -225,28 +225,39 @@ pub fn pattern(width: usize, height: usize) -> Result<Tensor> {
 /// `dict` without `tensor` is refused naming it; with `tensor` reshaped to `bad` it is
 /// refused naming it and both shapes.
 pub fn check_bad_tensor(dict: &StateDict, tensor: &str, bad: &[usize]) -> Result<()> {
-    let path = Path::new("bad.safetensors");
-    let good = dict.get(tensor).context("tensor in the fixture")?;
-    let good_shape = format!("{:?}", good.dims());
-    let mut missing = dict.clone();
-    missing.remove(tensor);
-    let err = match GanModel::from_state_dict(missing, path) {
+    check_missing(dict, tensor)?;
+    check_misshaped(dict, tensor, bad)
+}
+
+fn load_error(dict: StateDict) -> String {
+    match GanModel::from_state_dict(dict, Path::new("bad.safetensors")) {
         Ok(m) => format!("loaded as {}", m.arch().describe()),
         Err(e) => e.to_string(),
-    };
+    }
+}
+
+/// `dict` without `tensor` is refused naming it.
+pub fn check_missing(dict: &StateDict, tensor: &str) -> Result<()> {
+    let mut missing = dict.clone();
+    ensure!(missing.remove(tensor).is_some(), "{tensor} not in the fixture");
+    let err = load_error(missing);
     ensure!(
         err.contains(&format!("`{tensor}`")) && err.contains("bad.safetensors"),
         "missing {tensor}: {err}"
     );
+    Ok(())
+}
+
+/// `dict` with `tensor` reshaped to `bad` is refused naming it and both shapes.
+pub fn check_misshaped(dict: &StateDict, tensor: &str, bad: &[usize]) -> Result<()> {
+    let good = dict.get(tensor).context("tensor in the fixture")?;
+    let good_shape = format!("{:?}", good.dims());
     let mut misshaped = dict.clone();
     misshaped.insert(
         tensor.to_string(),
         Tensor::zeros(bad, good.dtype(), &Device::Cpu)?,
     );
-    let err = match GanModel::from_state_dict(misshaped, path) {
-        Ok(m) => format!("loaded as {}", m.arch().describe()),
-        Err(e) => e.to_string(),
-    };
+    let err = load_error(misshaped);
     ensure!(
         err.contains(&format!("`{tensor}`"))
             && err.contains(&format!("{bad:?}"))
