@@ -26,24 +26,45 @@ fn check_arch(model: &GanModel, case: &Value) -> Result<()> {
     };
     let hp = &case["hyperparameters"];
     let int = |k: &str| hp[k].as_u64().map(|v| v as usize);
-    ensure!(Some(p.num_feat) == int("num_feat"), "{name}: num_feat {}", p.num_feat);
-    ensure!(Some(p.block_num) == int("block_num"), "{name}: block_num {}", p.block_num);
-    ensure!(Some(p.res_num) == int("res_num"), "{name}: res_num {}", p.res_num);
+    ensure!(
+        Some(p.num_feat) == int("num_feat"),
+        "{name}: num_feat {}",
+        p.num_feat
+    );
+    ensure!(
+        Some(p.block_num) == int("block_num"),
+        "{name}: block_num {}",
+        p.block_num
+    );
+    ensure!(
+        Some(p.res_num) == int("res_num"),
+        "{name}: res_num {}",
+        p.res_num
+    );
     ensure!(
         Some(p.window_size) == int("window_size"),
         "{name}: window_size {}",
         p.window_size
     );
-    ensure!(Some(p.up_scale) == int("up_scale"), "{name}: up_scale {}", p.up_scale);
+    ensure!(
+        Some(p.up_scale) == int("up_scale"),
+        "{name}: up_scale {}",
+        p.up_scale
+    );
     ensure!(Some(p.in_channels) == int("num_in_ch"), "{name}: num_in_ch");
-    ensure!(Some(p.out_channels) == int("num_out_ch"), "{name}: num_out_ch");
+    ensure!(
+        Some(p.out_channels) == int("num_out_ch"),
+        "{name}: num_out_ch"
+    );
     ensure!(hp["pe"] == p.pe, "{name}: pe {}", p.pe);
     ensure!(hp["bias"] == p.bias, "{name}: bias {}", p.bias);
     let size = model.arch().input_size();
     ensure!(size.multiple == p.window_size, "{name}: input multiple");
     ensure!(
         model.arch().min_input_side() as u64
-            == case["size_requirements"]["minimum"].as_u64().context("minimum")?,
+            == case["size_requirements"]["minimum"]
+                .as_u64()
+                .context("minimum")?,
         "{name}: minimum side"
     );
     Ok(())
@@ -75,7 +96,12 @@ fn the_upscaler_untiled_is_the_clamped_reference() -> Result<()> {
         let want = &t[case["output"].as_str().context("output")?];
         let (got, tiles) = zoo::upscale(&model, input, 0)?;
         ensure!(tiles == 1, "{name}: {tiles} tiles");
-        common::compare(name, &got, &want.clamp(0f32, 1f32)?, zoo::clamped_rel(want)?)?;
+        common::compare(
+            name,
+            &got,
+            &want.clamp(0f32, 1f32)?,
+            zoo::clamped_rel(want)?,
+        )?;
     }
     Ok(())
 }
@@ -105,7 +131,10 @@ fn tiles_differ_no_more_than_the_reference_on_a_crop() -> Result<()> {
     println!("reference on a 96² crop vs the whole 128² image: mean |Δ| {inherent:.3e}");
     for tile in [96, 112] {
         let (tiled, count) = zoo::upscale(&model, &image, tile)?;
-        let (max, mean) = (zoo::max_diff(&tiled, &whole)?, zoo::mean_diff(&tiled, &whole)?);
+        let (max, mean) = (
+            zoo::max_diff(&tiled, &whole)?,
+            zoo::mean_diff(&tiled, &whole)?,
+        );
         println!("tile {tile}: {count} tiles, |tiled - whole| max {max:.3e} mean {mean:.3e}");
         ensure!(count > 1, "tile {tile}: one tile");
         ensure!(tiled.dims() == whole.dims(), "tile {tile}: shape");

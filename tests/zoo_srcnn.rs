@@ -34,8 +34,14 @@ fn check_arch(model: &GanModel, case: &Value) -> Result<()> {
     };
     let hp = &case["hyperparameters"];
     let list = |k: &str| -> Vec<usize> {
-        hp[k].as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect())
+        hp[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     ensure!(
@@ -43,8 +49,16 @@ fn check_arch(model: &GanModel, case: &Value) -> Result<()> {
         "{name}: net channels {}",
         p.net_channels
     );
-    ensure!(p.filters.to_vec() == list("filters"), "{name}: filters {:?}", p.filters);
-    ensure!(p.kernels.to_vec() == list("kernels"), "{name}: kernels {:?}", p.kernels);
+    ensure!(
+        p.filters.to_vec() == list("filters"),
+        "{name}: filters {:?}",
+        p.filters
+    );
+    ensure!(
+        p.kernels.to_vec() == list("kernels"),
+        "{name}: kernels {:?}",
+        p.kernels
+    );
     ensure!(hp["bias"] == p.bias, "{name}: bias {}", p.bias);
     Ok(())
 }
@@ -62,7 +76,12 @@ fn every_case_matches_the_port() -> Result<()> {
         let want = &t[case["output"].as_str().context("output")?];
         common::compare(name, &zoo::forward(&model, input)?, want, 1e-4)?;
         let (got, _) = zoo::upscale(&model, input, 0)?;
-        common::compare(name, &got, &want.clamp(0f32, 1f32)?, zoo::clamped_rel(want)?)?;
+        common::compare(
+            name,
+            &got,
+            &want.clamp(0f32, 1f32)?,
+            zoo::clamped_rel(want)?,
+        )?;
     }
     Ok(())
 }
@@ -74,12 +93,18 @@ fn the_scale_comes_from_the_default_the_entry_or_the_caller() -> Result<()> {
     ensure!(preset.arch().scale() == 2, "default scale");
     let tiny = GanModel::load(&dir.join("tiny_915_x4.safetensors"))?;
     ensure!(tiny.arch().scale() == 4, "diffsr.scale entry");
-    ensure!(tiny.parameter_count() == 8 * 81 + 8 + 4 * 8 + 4 + 4 * 25 + 1, "no entry counted");
+    ensure!(
+        tiny.parameter_count() == 8 * 81 + 8 + 4 * 8 + 4 + 4 * 25 + 1,
+        "no entry counted"
+    );
     // The caller's scale is written as the entry, so a converted file keeps it.
     let x3 = preset.with_scale(3)?;
     ensure!(x3.arch().scale() == 3, "set scale");
     let entry = x3.weights().get(SRCNN_SCALE_KEY).context("entry written")?;
-    ensure!(entry.flatten_all()?.to_vec1::<f32>()? == [3.0], "entry value");
+    ensure!(
+        entry.flatten_all()?.to_vec1::<f32>()? == [3.0],
+        "entry value"
+    );
     let err = x3.clone().with_scale(0).unwrap_err().to_string();
     ensure!(err.contains("scale"), "{err}");
     // Other architectures keep their own scale.
@@ -96,7 +121,10 @@ fn the_scale_comes_from_the_default_the_entry_or_the_caller() -> Result<()> {
     let err = GanModel::from_state_dict(dict, std::path::Path::new("s.safetensors"))
         .unwrap_err()
         .to_string();
-    ensure!(err.contains(SRCNN_SCALE_KEY) && err.contains("1.5"), "{err}");
+    ensure!(
+        err.contains(SRCNN_SCALE_KEY) && err.contains("1.5"),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -25,9 +25,21 @@ fn check_arch(model: &GanModel, case: &Value) -> Result<()> {
     };
     let hp = &case["hyperparameters"];
     let int = |k: &str| hp[k].as_u64().map(|v| v as usize);
-    ensure!(Some(p.num_feat) == int("num_feat"), "{name}: num_feat {}", p.num_feat);
-    ensure!(Some(p.num_block) == int("num_block"), "{name}: num_block {}", p.num_block);
-    ensure!(Some(p.upscale) == int("upscale"), "{name}: upscale {}", p.upscale);
+    ensure!(
+        Some(p.num_feat) == int("num_feat"),
+        "{name}: num_feat {}",
+        p.num_feat
+    );
+    ensure!(
+        Some(p.num_block) == int("num_block"),
+        "{name}: num_block {}",
+        p.num_block
+    );
+    ensure!(
+        Some(p.upscale) == int("upscale"),
+        "{name}: upscale {}",
+        p.upscale
+    );
     Ok(())
 }
 
@@ -45,7 +57,12 @@ fn every_case_matches_basicsr() -> Result<()> {
         common::compare(name, &zoo::forward(&model, input)?, want, 1e-4)?;
         // The upscaler without tiles or pre-padding is the clamped network output.
         let (got, _) = zoo::upscale(&model, input, 0)?;
-        common::compare(name, &got, &want.clamp(0f32, 1f32)?, zoo::clamped_rel(want)?)?;
+        common::compare(
+            name,
+            &got,
+            &want.clamp(0f32, 1f32)?,
+            zoo::clamped_rel(want)?,
+        )?;
     }
     Ok(())
 }

@@ -120,7 +120,9 @@ pub fn raw_dict(fixture: &str, file: &str) -> Result<StateDict> {
 
 /// A `.pth` fixture's weights, unwrapped and normalised as `GanModel::load` reads them.
 pub fn raw_dict_pth(fixture: &str, file: &str) -> Result<StateDict> {
-    Ok(GanModel::load(&fixtures(fixture).join(file))?.weights().clone())
+    Ok(GanModel::load(&fixtures(fixture).join(file))?
+        .weights()
+        .clone())
 }
 
 /// Scale, channels and parameter count equal what spandrel reported.
@@ -128,7 +130,11 @@ pub fn check_common(model: &GanModel, case: &Value) -> Result<()> {
     let name = case["name"].as_str().context("name")?;
     let arch = model.arch();
     let want = |k: &str| case[k].as_u64().map(|v| v as usize).context(k.to_string());
-    ensure!(arch.scale() == want("scale")?, "{name}: scale {}", arch.scale());
+    ensure!(
+        arch.scale() == want("scale")?,
+        "{name}: scale {}",
+        arch.scale()
+    );
     ensure!(
         arch.in_channels() == want("in_channels")?,
         "{name}: in_channels {}",
@@ -239,7 +245,10 @@ fn load_error(dict: StateDict) -> String {
 /// `dict` without `tensor` is refused naming it.
 pub fn check_missing(dict: &StateDict, tensor: &str) -> Result<()> {
     let mut missing = dict.clone();
-    ensure!(missing.remove(tensor).is_some(), "{tensor} not in the fixture");
+    ensure!(
+        missing.remove(tensor).is_some(),
+        "{tensor} not in the fixture"
+    );
     let err = load_error(missing);
     ensure!(
         err.contains(&format!("`{tensor}`")) && err.contains("bad.safetensors"),

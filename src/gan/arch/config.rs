@@ -74,7 +74,10 @@ impl InputSize {
 pub fn pad_to_minimum(x: &Tensor, min: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (pad_h, pad_w) = (min.saturating_sub(h), min.saturating_sub(w));
-    let (rh, rw) = (pad_h.min(h.saturating_sub(1)), pad_w.min(w.saturating_sub(1)));
+    let (rh, rw) = (
+        pad_h.min(h.saturating_sub(1)),
+        pad_w.min(w.saturating_sub(1)),
+    );
     let x = reflect_pad(x, 0, rh, 0, rw)?;
     Ok(x.pad_with_same(2, 0, pad_h - rh)?
         .pad_with_same(3, 0, pad_w - rw)?)

@@ -38,7 +38,10 @@ impl WindowAttention {
         layout: Layout,
     ) -> Result<Self> {
         let linear = |name: &str, out: usize| -> Result<Linear> {
-            Ok(Linear::new(w.get(&format!("{prefix}.fn.{name}"), &[out, dim])?, None))
+            Ok(Linear::new(
+                w.get(&format!("{prefix}.fn.{name}"), &[out, dim])?,
+                None,
+            ))
         };
         let bias = if pe {
             let rows = (2 * window - 1) * (2 * window - 1);
@@ -122,13 +125,16 @@ mod tests {
     fn the_bias_of_a_token_against_itself_is_the_centre_row() -> Result<()> {
         let w = 3;
         let rows = (2 * w - 1) * (2 * w - 1);
-        let table = Tensor::arange(0f32, (rows * HEADS) as f32, &Device::Cpu)?
-            .reshape((rows, HEADS))?;
+        let table =
+            Tensor::arange(0f32, (rows * HEADS) as f32, &Device::Cpu)?.reshape((rows, HEADS))?;
         let bias = gather_bias(&table, w)?;
         assert_eq!(bias.dims(), [HEADS, 9, 9]);
         // Offset (0, 0) is row (w − 1)(2w − 1) + (w − 1) = 12; head 1 reads column 1.
         let centre = 12 * HEADS + 1;
-        assert_eq!(bias.get(1)?.get(4)?.get(4)?.to_scalar::<f32>()?, centre as f32);
+        assert_eq!(
+            bias.get(1)?.get(4)?.get(4)?.to_scalar::<f32>()?,
+            centre as f32
+        );
         // Query (0, 0) against key (2, 2): offset (−2, −2), row 0.
         assert_eq!(bias.get(0)?.get(0)?.get(8)?.to_scalar::<f32>()?, 0.0);
         Ok(())

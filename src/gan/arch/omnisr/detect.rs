@@ -39,7 +39,13 @@ const MAX_SCALE: usize = 16;
 fn seq_len(dict: &StateDict, prefix: &str) -> usize {
     let prefix = format!("{prefix}.");
     dict.keys()
-        .filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|k| {
+            k.strip_prefix(&prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map_or(0, |i| i + 1)
 }
@@ -85,14 +91,13 @@ pub(super) fn omnisr_params(dict: &StateDict) -> Result<OmniSrParams, Reason> {
             "tensor `up.0.weight` has shape {up:?}; expected a 3x3 conv weight"
         ));
     };
-    let (up_scale, out_channels) = scale_and_out_channels(shuffled, in_channels).ok_or_else(
-        || {
+    let (up_scale, out_channels) =
+        scale_and_out_channels(shuffled, in_channels).ok_or_else(|| {
             format!(
                 "the upsampling conv `up.0.weight` has {shuffled} outputs: not 1, 3 or 4 \
                  channels × a square scale up to {MAX_SCALE}²"
             )
-        },
-    )?;
+        })?;
     let res_num = seq_len(dict, "residual_layer");
     let block_num = seq_len(dict, "residual_layer.0.residual_layer").saturating_sub(1);
     if res_num > MAX_DEPTH || block_num > MAX_DEPTH {
@@ -181,7 +186,13 @@ pub(super) fn expected_shapes(p: &OmniSrParams) -> Vec<(String, Vec<usize>)> {
         conv(format!("{group}.esa.conv4"), c, f, 1, true);
     }
     conv("output".into(), c, c, 3, p.bias);
-    conv("up.0".into(), p.out_channels * p.up_scale * p.up_scale, c, 3, p.bias);
+    conv(
+        "up.0".into(),
+        p.out_channels * p.up_scale * p.up_scale,
+        c,
+        3,
+        p.bias,
+    );
     // The non-conv parameters of each block.
     for r in 0..p.res_num {
         for b in 0..p.block_num {
@@ -258,23 +269,20 @@ mod tests {
     fn thop_counters_and_odd_tables_are_handled() {
         let p = tiny_params(true, true);
         let mut dict = synthetic_omnisr(&p);
-        let zero = candle_core::Tensor::zeros(
-            (1,),
-            candle_core::DType::F32,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
+        let zero =
+            candle_core::Tensor::zeros((1,), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
         dict.insert("residual_layer.total_ops".into(), zero.clone());
         assert_eq!(omnisr_params(&dict).unwrap(), p);
-        let bad = candle_core::Tensor::zeros(
-            (50, 4),
-            candle_core::DType::F32,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
+        let bad =
+            candle_core::Tensor::zeros((50, 4), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
         dict.insert(REL_POS_BIAS.into(), bad);
         let err = omnisr_params(&dict).unwrap_err();
-        assert!(err.contains(REL_POS_BIAS) && err.contains("[50, 4]"), "{err}");
+        assert!(
+            err.contains(REL_POS_BIAS) && err.contains("[50, 4]"),
+            "{err}"
+        );
     }
 
     #[test]

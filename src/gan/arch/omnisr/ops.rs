@@ -178,8 +178,7 @@ impl LayerNorm2d {
         let var = centred.sqr()?.mean_keepdim(1)?;
         let y = centred.broadcast_div(&(var + LAYER_NORM_2D_EPS)?.sqrt()?)?;
         let shape = (1, c, 1, 1);
-        Ok(y
-            .broadcast_mul(&self.weight.reshape(shape)?)?
+        Ok(y.broadcast_mul(&self.weight.reshape(shape)?)?
             .broadcast_add(&self.bias.reshape(shape)?)?)
     }
 }
@@ -305,14 +304,18 @@ mod tests {
         // f64 takes the tensor ops.
         let wts64 = Weights::new(&dict, DType::F64, &dev, path);
         let dw64 = DepthwiseConv3x3::new(&wts64, "dw", c, true)?;
-        let got = dw64.forward(&x.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?;
+        let got = dw64
+            .forward(&x.to_dtype(DType::F64)?)?
+            .to_dtype(DType::F32)?;
         let d = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "depthwise ops: {d}");
         let ln = LayerNorm2d::new(&wts, "ln", c)?;
         let x = (x + 2.0)?;
         let cpu = ln.forward(&x)?;
         let ln64 = LayerNorm2d::new(&wts64, "ln", c)?;
-        let ops = ln64.forward(&x.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?;
+        let ops = ln64
+            .forward(&x.to_dtype(DType::F64)?)?
+            .to_dtype(DType::F32)?;
         let d = (cpu - ops)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "layer norm 2d: {d}");
         Ok(())

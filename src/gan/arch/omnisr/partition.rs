@@ -21,8 +21,12 @@ pub(super) fn to_windows(x: &Tensor, w: usize, layout: Layout) -> Result<Tensor>
     let (b, c, h, wd) = x.dims4()?;
     let (gx, gy) = (h / w, wd / w);
     let t = match layout {
-        Layout::Block => x.reshape((b, c, gx, w, gy, w))?.permute((0, 2, 4, 3, 5, 1))?,
-        Layout::Grid => x.reshape((b, c, w, gx, w, gy))?.permute((0, 3, 5, 2, 4, 1))?,
+        Layout::Block => x
+            .reshape((b, c, gx, w, gy, w))?
+            .permute((0, 2, 4, 3, 5, 1))?,
+        Layout::Grid => x
+            .reshape((b, c, w, gx, w, gy))?
+            .permute((0, 3, 5, 2, 4, 1))?,
     };
     Ok(t.contiguous()?.reshape((b * gx * gy, w * w, c))?)
 }
@@ -93,16 +97,22 @@ mod tests {
     #[test]
     fn layouts_round_trip_and_group_the_right_pixels() -> Result<()> {
         let (b, c, h, w) = (2, 4, 6, 9);
-        let x = Tensor::arange(0f32, (b * c * h * w) as f32, &Device::Cpu)?
-            .reshape((b, c, h, w))?;
+        let x =
+            Tensor::arange(0f32, (b * c * h * w) as f32, &Device::Cpu)?.reshape((b, c, h, w))?;
         for layout in [Layout::Block, Layout::Grid] {
             let t = to_windows(&x, 3, layout)?;
             assert_eq!(t.dims(), [2 * 2 * 3, 9, 4]);
             let back = from_windows(&t, (b, c, h, w), 3, layout)?;
-            assert_eq!(back.flatten_all()?.to_vec1::<f32>()?, x.flatten_all()?.to_vec1::<f32>()?);
+            assert_eq!(
+                back.flatten_all()?.to_vec1::<f32>()?,
+                x.flatten_all()?.to_vec1::<f32>()?
+            );
             let g = to_channel_groups(&x, 2, 3, layout)?;
             let back = from_channel_groups(&g, (b, c, h, w), 2, 3, layout)?;
-            assert_eq!(back.flatten_all()?.to_vec1::<f32>()?, x.flatten_all()?.to_vec1::<f32>()?);
+            assert_eq!(
+                back.flatten_all()?.to_vec1::<f32>()?,
+                x.flatten_all()?.to_vec1::<f32>()?
+            );
         }
         // Block window 0 of batch 0 holds pixels (0..3, 0..3); its token 1 is pixel (0, 1).
         let block = to_windows(&x, 3, Layout::Block)?;

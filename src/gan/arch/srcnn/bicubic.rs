@@ -40,8 +40,8 @@ fn axis_taps(len: usize, out: usize) -> AxisTaps {
     // Pillow stretches the kernel by the downscale factor; an upscale keeps it (support 2).
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;
-    let mut index = vec![Vec::with_capacity(out); MAX_TAPS];
-    let mut weight = vec![Vec::with_capacity(out); MAX_TAPS];
+    let mut index: Vec<Vec<u32>> = (0..MAX_TAPS).map(|_| Vec::with_capacity(out)).collect();
+    let mut weight: Vec<Vec<f32>> = (0..MAX_TAPS).map(|_| Vec::with_capacity(out)).collect();
     for x in 0..out {
         let centre = (x as f64 + 0.5) * scale;
         // Pillow's `(int)` truncation; negative starts clamp to 0 either way.

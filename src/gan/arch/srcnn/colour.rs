@@ -54,7 +54,9 @@ mod tests {
         let x = Tensor::new(&[1f32, 0.2, 0.5, 0.0, 0.9, 0.3], &dev)?.reshape((1, 3, 1, 2))?;
         let ycc = rgb_to_ycbcr(DType::F32, &dev)?.forward(&x)?;
         let white = Tensor::ones((1, 3, 1, 1), DType::F32, &dev)?;
-        let y = rgb_to_ycbcr(DType::F32, &dev)?.forward(&white)?.flatten_all()?;
+        let y = rgb_to_ycbcr(DType::F32, &dev)?
+            .forward(&white)?
+            .flatten_all()?;
         let y = y.to_vec1::<f32>()?;
         // The port's coefficients sum to 218.859 / 256: white lands at 234, not BT.601's 235.
         assert!((y[0] * 255.0 - 234.0).abs() < 0.01, "{y:?}");

@@ -69,7 +69,10 @@ impl ArchConfig for SrcnnParams {
         } else {
             "on RGB"
         };
-        format!("SRCNN x{} ({f1}-{f2}-{f3}, {n1}/{n2} filters, {on} after a bicubic upscale)", self.scale)
+        format!(
+            "SRCNN x{} ({f1}-{f2}-{f3}, {n1}/{n2} filters, {on} after a bicubic upscale)",
+            self.scale
+        )
     }
 
     /// All at output size: the bicubic RGB and its YCbCr (6), the two feature maps (n1 + n2),

@@ -130,11 +130,20 @@ mod tests {
                 scale: DEFAULT_SCALE,
             }
         );
-        dict.insert(SRCNN_SCALE_KEY.into(), Tensor::new(&[3f32], &Device::Cpu).unwrap());
+        dict.insert(
+            SRCNN_SCALE_KEY.into(),
+            Tensor::new(&[3f32], &Device::Cpu).unwrap(),
+        );
         assert_eq!(srcnn_params(&dict).unwrap().scale, 3);
-        dict.insert(SRCNN_SCALE_KEY.into(), Tensor::new(&[2.5f32], &Device::Cpu).unwrap());
+        dict.insert(
+            SRCNN_SCALE_KEY.into(),
+            Tensor::new(&[2.5f32], &Device::Cpu).unwrap(),
+        );
         let err = srcnn_params(&dict).unwrap_err();
-        assert!(err.contains(SRCNN_SCALE_KEY) && err.contains("2.5"), "{err}");
+        assert!(
+            err.contains(SRCNN_SCALE_KEY) && err.contains("2.5"),
+            "{err}"
+        );
         let rgb = synthetic_srcnn(3, [9, 5, 5]);
         assert_eq!(srcnn_params(&rgb).unwrap().net_channels, 3);
     }

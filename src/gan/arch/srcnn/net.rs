@@ -43,7 +43,10 @@ impl Srcnn {
         };
         let [f1, f2, f3] = p.kernels;
         let colour = if c == 1 {
-            Some((rgb_to_ycbcr(w.dtype, w.device)?, ycbcr_to_rgb(w.dtype, w.device)?))
+            Some((
+                rgb_to_ycbcr(w.dtype, w.device)?,
+                ycbcr_to_rgb(w.dtype, w.device)?,
+            ))
         } else {
             None
         };

@@ -10,9 +10,14 @@ use crate::gan::StateDict;
 
 /// Whether the dict holds MSRResNet's identifying tensors (and none of RRDBNet's).
 pub(super) fn is_srresnet(dict: &StateDict) -> bool {
-    ["conv_first.weight", "body.0.conv1.weight", "upconv1.weight", "conv_last.weight"]
-        .iter()
-        .all(|k| dict.contains_key(*k))
+    [
+        "conv_first.weight",
+        "body.0.conv1.weight",
+        "upconv1.weight",
+        "conv_last.weight",
+    ]
+    .iter()
+    .all(|k| dict.contains_key(*k))
         && !dict.contains_key("conv_body.weight")
 }
 
@@ -143,6 +148,9 @@ mod tests {
         .unwrap();
         dict.insert("upconv1.weight".into(), odd);
         let err = srresnet_params(&dict).unwrap_err();
-        assert!(err.contains("upconv1.weight") && err.contains("20"), "{err}");
+        assert!(
+            err.contains("upconv1.weight") && err.contains("20"),
+            "{err}"
+        );
     }
 }
