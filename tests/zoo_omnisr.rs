@@ -162,3 +162,11 @@ fn a_missing_or_misshaped_tensor_is_named() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// spandrel runs OmniSR in half precision (`supports_half`); so may diffsr, its reductions
+/// (norms, means, the channel attentions' L2 normalisation and d×d scores) in f32 as torch
+/// accumulates them. Random weights make the nets chaotic (outputs of ±15): about 1.5e-2.
+#[test]
+fn f16_stays_close() -> Result<()> {
+    zoo::check_f16(FIXTURE, 3e-2, |case| zoo::load_case(FIXTURE, case))
+}

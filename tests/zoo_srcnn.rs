@@ -160,3 +160,9 @@ fn a_missing_or_misshaped_tensor_is_named() -> Result<()> {
     zoo::check_misshaped(&preset, "conv3.weight", &[1, 31, 5, 5])?;
     Ok(())
 }
+
+/// Bicubic, colour conversion and three convolutions: f16 within about 2e-3.
+#[test]
+fn f16_stays_close() -> Result<()> {
+    zoo::check_f16(FIXTURE, 1e-2, load)
+}

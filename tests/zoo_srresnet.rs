@@ -97,3 +97,9 @@ fn a_missing_or_misshaped_tensor_is_named() -> Result<()> {
     zoo::check_bad_tensor(&dict, "conv_hr.bias", &[7])?;
     Ok(())
 }
+
+/// Plain convolutions: f16 stays within about 3e-3 of the float64 reference.
+#[test]
+fn f16_stays_close() -> Result<()> {
+    zoo::check_f16(FIXTURE, 1e-2, |case| zoo::load_case(FIXTURE, case))
+}

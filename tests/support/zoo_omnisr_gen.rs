@@ -102,9 +102,13 @@ pub fn load_case(fixture: &str, case: &Value) -> Result<GanModel> {
     }
     let dict = generated_dict(case)?;
     let name = case["name"].as_str().context("name")?;
-    let dir = std::env::temp_dir().join(format!("diffsr-zoo-{fixture}-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("zoo-{fixture}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{name}.safetensors"));
+    // Tests of one binary run in parallel in one process: one file per call.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{name}-{call}.safetensors"));
     let map: HashMap<String, Tensor> = dict.into_iter().collect();
     candle_core::safetensors::save(&map, &path)?;
     let model = GanModel::load(&path);
@@ -164,6 +168,45 @@ pub fn forward(model: &GanModel, input: &Tensor) -> Result<Tensor> {
         model.source(),
     )?;
     Ok(net.forward(input)?)
+}
+
+/// The network's output in f16 on the CPU against the reference: max |Δ| / max(1, max |ref|),
+/// or infinity when the output is not finite.
+pub fn f16_relative(model: &GanModel, input: &Tensor, want: &Tensor) -> Result<f32> {
+    let net = GanNetwork::new(
+        model.arch(),
+        model.weights(),
+        DType::F16,
+        &Device::Cpu,
+        model.source(),
+    )?;
+    let got = net
+        .forward(&input.to_dtype(DType::F16)?)?
+        .to_dtype(DType::F32)?;
+    if !got.sum_all()?.to_scalar::<f32>()?.is_finite() {
+        return Ok(f32::INFINITY);
+    }
+    let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    Ok(max_diff(&got, want)? / scale.max(1.0))
+}
+
+/// Every case of `fixture` in f16 within `tolerance` relative (see [`f16_relative`]).
+pub fn check_f16(
+    fixture: &str,
+    tolerance: f32,
+    load: impl Fn(&Value) -> Result<GanModel>,
+) -> Result<()> {
+    let t = tensors(fixture)?;
+    for case in cases(fixture)? {
+        let name = case["name"].as_str().context("name")?;
+        let model = load(&case)?;
+        let input = &t[case["input"].as_str().context("input")?];
+        let want = &t[case["output"].as_str().context("output")?];
+        let rel = f16_relative(&model, input, want)?;
+        println!("{name}: f16 max |Δ| {rel:.3e} relative");
+        ensure!(rel <= tolerance, "{name}: f16 off by {rel} relative");
+    }
+    Ok(())
 }
 
 /// The upscaler's output of `image` in tiles of `tile` (0: whole) without pre-padding.

@@ -65,9 +65,12 @@ impl ChannelAttention {
         let q = l2_normalize_last(&group(0)?)?;
         let k = l2_normalize_last(&group(1)?)?;
         let v = group(2)?;
-        // (M, heads, d, d), each head scaled by its temperature.
-        let attn = q.matmul(&k.t()?)?.broadcast_mul(&self.temperature)?;
-        let out = softmax_last_dim(&attn)?.matmul(&v)?;
+        // (M, heads, d, d), each head scaled by its temperature; in f32 for half-precision
+        // models (q̂ and k̂ come normalised in f32; the d×d scores are small).
+        let temperature = self.temperature.to_dtype(q.dtype())?;
+        let attn = q.matmul(&k.t()?)?.broadcast_mul(&temperature)?;
+        let attn = softmax_last_dim(&attn)?.to_dtype(v.dtype())?;
+        let out = attn.matmul(&v)?;
         let out = from_channel_groups(&out, dims, HEADS, self.window, self.layout)?;
         Ok(self.project_out.forward_add(&out, x)?)
     }

@@ -98,12 +98,12 @@ impl ArchConfig for OmniSrParams {
     /// The widest live set is inside an OSA block at input resolution: the block input and
     /// residual stream (2 nf), the qkv projection and its split heads (2 × 3 nf), the
     /// attention scores and their softmax (2 × heads × window² per pixel: each pixel's query
-    /// row holds window² scores per head), plus the depthwise convs' padded copies (~3 nf);
-    /// then the tail: the upsampling conv's output and its pixel shuffle (2 × out · scale²).
+    /// row holds window² scores per head), the channel attention's grouped q, k, v copies and
+    /// the depthwise convs' outputs (~6 nf); then the tail: the upsampling conv's output and its pixel shuffle (2 × out · scale²).
     fn bytes_per_input_pixel(&self, dtype: DType) -> usize {
         let w2 = self.window_size * self.window_size;
         let s2 = self.up_scale * self.up_scale;
-        let floats = 11 * self.num_feat + 2 * HEADS * w2 + 2 * self.out_channels * s2;
+        let floats = 14 * self.num_feat + 2 * HEADS * w2 + 2 * self.out_channels * s2;
         floats * dtype.size_in_bytes()
     }
 

@@ -173,10 +173,15 @@ impl LayerNorm2d {
         if let Some(y) = cpu {
             return Ok(y);
         }
-        let mean = x.mean_keepdim(1)?;
-        let centred = x.broadcast_sub(&mean)?;
+        // Statistics in f32 at least, as torch accumulates half-precision reductions.
+        let dtype = x.dtype();
+        let xs = x.to_dtype(wide(dtype))?;
+        let mean = xs.mean_keepdim(1)?;
+        let centred = xs.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(1)?;
-        let y = centred.broadcast_div(&(var + LAYER_NORM_2D_EPS)?.sqrt()?)?;
+        let y = centred
+            .broadcast_div(&(var + LAYER_NORM_2D_EPS)?.sqrt()?)?
+            .to_dtype(dtype)?;
         let shape = (1, c, 1, 1);
         Ok(y.broadcast_mul(&self.weight.reshape(shape)?)?
             .broadcast_add(&self.bias.reshape(shape)?)?)
@@ -266,10 +271,22 @@ impl TokenLayerNorm {
     }
 }
 
-/// `F.normalize(x, dim=-1)`: x / max(‖x‖₂, 1e-12) along the last axis.
+/// `F.normalize(x, dim=-1)`: x / max(‖x‖₂, 1e-12) along the last axis, in f32 at least (the
+/// result is returned in that dtype): a half-precision sum of squares over a long axis (the
+/// grid channel attention's axis runs over every window of the image) would overflow.
 pub(super) fn l2_normalize_last(x: &Tensor) -> Result<Tensor> {
+    let x = x.to_dtype(wide(x.dtype()))?;
     let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
     Ok(x.broadcast_div(&norm)?)
+}
+
+/// The dtype reductions of `dtype` values run in: f32 for the half-precision types, which
+/// torch also accumulates in f32; the dtype itself otherwise.
+pub(super) fn wide(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use candle_nn::Module;
 
 use super::attention::WindowAttention;
 use super::channel_attention::ChannelAttention;
-use super::ops::{conv, DepthwiseConv3x3, LayerNorm2d};
+use super::ops::{conv, wide, DepthwiseConv3x3, LayerNorm2d};
 use super::partition::Layout;
 use crate::error::Result;
 use crate::gan::arch::Weights;
@@ -48,7 +48,12 @@ impl MbConv {
         let h = gelu_erf(&self.expand.forward(x)?)?;
         let h = gelu_erf(&self.depthwise.forward(&h)?)?;
         let (b, c, _, _) = h.dims4()?;
-        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        // The mean over every pixel in f32 at least (a half-precision sum would overflow).
+        let pooled = h
+            .to_dtype(wide(h.dtype()))?
+            .mean(D::Minus1)?
+            .mean(D::Minus1)?
+            .to_dtype(h.dtype())?;
         let gate = candle_nn::ops::silu(&self.squeeze.forward(&pooled)?)?;
         let gate = candle_nn::ops::sigmoid(&self.excite.forward(&gate)?)?;
         let h = h.broadcast_mul(&gate.reshape((b, c, 1, 1))?)?;
