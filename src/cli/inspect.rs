@@ -38,6 +38,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let padding = match size.padding {
         InputPadding::Reflect => "reflect",
         InputPadding::Replicate => "replicate",
+        InputPadding::Zero => "zero",
     };
     let radius = arch.context_radius();
     let overlap = exact_overlap(radius);

@@ -62,7 +62,9 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{plksr, rrdbnet, safmn, span, srvgg, CcmType, LkType};
+    use crate::gan::arch::{
+        omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, CcmType, LkType,
+    };
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -82,6 +84,14 @@ mod tests {
                 plksr::synthetic_plksr(CcmType::Dccm, LkType::Plk, 1, 4),
             ),
             ("RealPLKSR", plksr::synthetic_real_plksr(1, 4, true, true)),
+            (
+                "OmniSR",
+                omnisr::synthetic_omnisr(&omnisr::tiny_params(true, true)),
+            ),
+            ("SRResNet", srresnet::synthetic_srresnet(2, 4)),
+            ("SRResNet", srresnet::synthetic_srresnet(1, 3)),
+            ("SRCNN", srcnn::synthetic_srcnn(1, [9, 5, 5])),
+            ("SRCNN", srcnn::synthetic_srcnn(3, [9, 1, 5])),
         ]
     }
 
@@ -108,6 +118,9 @@ mod tests {
                 ("SAFMN", GanArch::Safmn(p)) => assert_eq!(p.n_blocks, 1),
                 ("PLKSR", GanArch::Plksr(p)) => assert_eq!(p.n_blocks, 1),
                 ("RealPLKSR", GanArch::RealPlksr(p)) => assert_eq!(p.n_blocks, 1),
+                ("OmniSR", GanArch::OmniSr(p)) => assert_eq!(p.block_num, 1),
+                ("SRResNet", GanArch::SrResNet(p)) => assert!(p.num_block >= 1),
+                ("SRCNN", GanArch::Srcnn(p)) => assert_eq!(p.filters, [64, 32]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

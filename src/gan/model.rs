@@ -67,6 +67,38 @@ impl GanModel {
         }
     }
 
+    /// Sets the scale of a model whose weights do not hold it: an SRCNN runs at 2 unless its
+    /// file has a `diffsr.scale` entry ([`super::arch::SRCNN_SCALE_KEY`]); this sets it, and
+    /// writes the entry so that `diffsr convert` keeps it. Other models accept only their own
+    /// scale.
+    pub fn with_scale(mut self, scale: usize) -> Result<Self> {
+        match &mut self.arch {
+            GanArch::Srcnn(p) => {
+                let max = super::arch::srcnn::MAX_SCALE;
+                if !(1..=max).contains(&scale) {
+                    return Err(Error::option(
+                        "scale",
+                        format!("{scale} is outside 1..={max} for SRCNN"),
+                    ));
+                }
+                p.scale = scale;
+                let entry = Tensor::new(&[scale as f32], &candle_core::Device::Cpu)?;
+                self.weights
+                    .insert(super::arch::SRCNN_SCALE_KEY.to_string(), entry);
+                Ok(self)
+            }
+            other if other.scale() == scale => Ok(self),
+            other => Err(Error::option(
+                "scale",
+                format!(
+                    "{} upscales by {} as its weights say; {scale} cannot be chosen",
+                    other.describe(),
+                    other.scale()
+                ),
+            )),
+        }
+    }
+
     pub fn arch(&self) -> &GanArch {
         &self.arch
     }
@@ -149,11 +181,12 @@ impl GanModel {
         crate::output_file::write_output(path, &bytes)
     }
 
-    /// Parameters in all (the output-resize entry of an ncnn x2 / x3 model is no parameter).
+    /// Parameters in all (diffsr's own entries, `diffsr.output_resize` of an ncnn x2 / x3
+    /// model or `diffsr.scale` of an SRCNN, are no parameters).
     pub fn parameter_count(&self) -> usize {
         self.weights
             .iter()
-            .filter(|(k, _)| k.as_str() != super::arch::OUTPUT_RESIZE_KEY)
+            .filter(|(k, _)| !k.starts_with("diffsr."))
             .map(|(_, t)| t.elem_count())
             .sum()
     }

@@ -258,7 +258,7 @@ impl GanUpscaler {
             // Wide enough that every kept pixel saw its full context (exact for SRVGG).
             overlap,
             scale: self.arch.scale(),
-            align: self.arch.input_multiple(),
+            align: self.arch.tile_align(),
             pad: self.pre_pad,
             batch: 1,
         }

@@ -20,6 +20,8 @@ pub enum InputPadding {
     Reflect,
     /// The edge pixels repeated (PyTorch's `mode="replicate"`).
     Replicate,
+    /// Zeros (PyTorch's `mode="constant"`), as OmniSR's `check_image_size` pads.
+    Zero,
 }
 
 /// The input sides a network takes.
@@ -61,8 +63,24 @@ impl InputSize {
         Ok(match self.padding {
             InputPadding::Reflect => reflect_pad(x, 0, pad_h, 0, pad_w)?,
             InputPadding::Replicate => x.pad_with_same(2, 0, pad_h)?.pad_with_same(3, 0, pad_w)?,
+            InputPadding::Zero => x.pad_with_zeros(2, 0, pad_h)?.pad_with_zeros(3, 0, pad_w)?,
         })
     }
+}
+
+/// Pads the bottom and right of `x` (B, C, H, W) so that both sides are at least `min`, as
+/// spandrel's `pad_tensor` does for `SizeRequirements.minimum`: reflected by up to side − 1
+/// pixels, the rest replicated.
+pub fn pad_to_minimum(x: &Tensor, min: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (pad_h, pad_w) = (min.saturating_sub(h), min.saturating_sub(w));
+    let (rh, rw) = (
+        pad_h.min(h.saturating_sub(1)),
+        pad_w.min(w.saturating_sub(1)),
+    );
+    let x = reflect_pad(x, 0, rh, 0, rw)?;
+    Ok(x.pad_with_same(2, 0, pad_h - rh)?
+        .pad_with_same(3, 0, pad_w - rw)?)
 }
 
 /// An architecture's detected hyper-parameters (`RrdbNetParams`, `SrvggParams`, ...).
@@ -80,6 +98,13 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync {
     /// or attends within fixed windows.
     fn input_size(&self) -> InputSize {
         InputSize::ANY
+    }
+
+    /// The smallest side the network takes: smaller inputs are first padded up to it as
+    /// spandrel's `pad_tensor` pads to `SizeRequirements.minimum` (reflected as far as the side
+    /// allows, the rest replicated), before any padding to [`Self::input_size`]. 1 for most.
+    fn min_input_side(&self) -> usize {
+        1
     }
 
     /// The input context, in pixels, a tile needs around what it keeps (see
@@ -126,9 +151,26 @@ impl GanArch {
         self.config().input_size()
     }
 
+    /// The smallest side the network takes (see [`ArchConfig::min_input_side`]).
+    pub fn min_input_side(&self) -> usize {
+        self.config().min_input_side()
+    }
+
     /// Input sides must be multiples of this (pixel-unshuffle input of x2 / x1 RRDBNets).
     pub fn input_multiple(&self) -> usize {
         self.input_size().multiple
+    }
+
+    /// The multiple the tiler brings the image to by mirroring its bottom and right: the input
+    /// multiple when the network itself reflect-pads (Real-ESRGAN's `mod_pad`, SwinIR's
+    /// `check_image_size`), else 1, leaving [`super::GanNetwork::forward`] to pad each tile by
+    /// the network's own policy (OmniSR's zeros), as the reference does.
+    pub fn tile_align(&self) -> usize {
+        let size = self.input_size();
+        match size.padding {
+            InputPadding::Reflect => size.multiple.max(1),
+            InputPadding::Replicate | InputPadding::Zero => 1,
+        }
     }
 
     /// The input context, in pixels, a tile needs around what it keeps (see

@@ -16,14 +16,18 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod omnisr;
 pub mod plksr;
 pub mod rrdbnet;
 pub mod safmn;
 pub mod span;
+pub mod srcnn;
+pub mod srresnet;
 pub mod srvgg;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
+pub use omnisr::{OmniSr, OmniSrParams, OmniSrSpec};
 pub use plksr::{
     CcmType, LkType, Plksr, PlksrParams, PlksrSpec, RealPlksr, RealPlksrParams, RealPlksrSpec,
 };
@@ -32,6 +36,8 @@ pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use safmn::{Safmn, SafmnParams, SafmnSpec};
 pub use span::{Span, SpanParams, SpanSpec};
 pub use spec::{ArchSpec, Detection};
+pub use srcnn::{Srcnn, SrcnnParams, SrcnnSpec, SRCNN_SCALE_KEY};
+pub use srresnet::{SrResNet, SrResNetParams, SrResNetSpec};
 pub use srvgg::{
     output_resize_tensor, OutputResize, ResizeMode, Srvgg, SrvggAct, SrvggParams, SrvggSpec,
     OUTPUT_RESIZE_KEY,

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::config::pad_to_minimum;
 use super::{GanArch, Weights};
 use crate::error::Result;
 use crate::gan::StateDict;
@@ -50,11 +51,17 @@ impl GanNetwork {
     /// cropped back; other inputs go to the network untouched.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let size = self.arch.input_size();
+        let min = self.arch.min_input_side();
         let (_, _, h, w) = x.dims4()?;
-        if size.fits(h, w) {
+        if size.fits(h, w) && h >= min && w >= min {
             return self.net.forward(x);
         }
-        let out = self.net.forward(&size.pad(x)?)?;
+        let x = if h < min || w < min {
+            pad_to_minimum(x, min)?
+        } else {
+            x.clone()
+        };
+        let out = self.net.forward(&size.pad(&x)?)?;
         let s = self.arch.scale();
         Ok(out.narrow(2, 0, h * s)?.narrow(3, 0, w * s)?)
     }

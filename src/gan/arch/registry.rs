@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{plksr, rrdbnet, safmn, span, srvgg, ArchConfig, ArchSpec};
+use super::{omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -60,4 +60,11 @@ architectures! {
     Plksr(plksr::PlksrParams) => plksr::PlksrSpec,
     /// RealPLKSR (`channel_mixer`; GroupNorm or layer norm; pixel shuffle or DySample).
     RealPlksr(plksr::RealPlksrParams) => plksr::RealPlksrSpec,
+    /// OmniSR (Omni Aggregation Networks).
+    OmniSr(omnisr::OmniSrParams) => omnisr::OmniSrSpec,
+    /// SRGAN's generator, BasicSR's MSRResNet. Shares conv_first / conv_hr / conv_last with
+    /// RRDBNet; each refuses the other's blocks (`conv_body`), so order does not matter.
+    SrResNet(srresnet::SrResNetParams) => srresnet::SrResNetSpec,
+    /// SRCNN (2015), on Y of a bicubic upscale; the scale is not in the weights.
+    Srcnn(srcnn::SrcnnParams) => srcnn::SrcnnSpec,
 }
