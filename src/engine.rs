@@ -89,6 +89,10 @@ pub struct EngineConfig {
     /// `pre_pad`); `None`: [`GanOptions::default`]'s 10. 0 with `tile` `Some(0)` gives the
     /// reference's own output (spandrel runs the network on the image as it is).
     pub pre_pad: Option<usize>,
+    /// GAN: the factor of a model whose weights do not hold one (SRCNN, which runs on a bicubic
+    /// upscale: default 2, or the file's `diffsr.scale` entry); other models accept only their
+    /// own ([`GanModel::with_scale`]).
+    pub model_scale: Option<usize>,
     /// What the diffusion engine does when a request carries no settings.
     pub diffusion: DiffusionSettings,
     /// The thread pool both engines run their CPU work in ([`crate::threads::pool`]); `None`:
@@ -111,6 +115,7 @@ impl Default for EngineConfig {
             denoise: None,
             denoise_model: None,
             pre_pad: None,
+            model_scale: None,
             diffusion: DiffusionSettings::default(),
             threads: None,
             #[cfg(feature = "hub")]
@@ -314,6 +319,12 @@ fn load_diffusion(config: &EngineConfig, spec: ModelSpec) -> Result<SelectedEngi
             "applies to the GAN engine, not to diffusion (which pads nothing)",
         ));
     }
+    if config.model_scale.is_some() {
+        return Err(Error::option(
+            "--model-scale",
+            "applies to GAN models whose weights hold no scale (SRCNN), not to diffusion",
+        ));
+    }
     let load = LoadOptions {
         device: config.device.clone(),
         dtype: config.dtype.unwrap_or(DType::F32),
@@ -363,6 +374,10 @@ fn load_gan(config: &EngineConfig, spec: Option<&ModelSpec>) -> Result<SelectedE
                     .into(),
             })
         }
+    };
+    let model = match config.model_scale {
+        Some(scale) => model.with_scale(scale)?,
+        None => model,
     };
     let model = match config.denoise {
         None => model,

@@ -391,3 +391,36 @@ fn models_inspect_reports_what_the_weights_say() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// `--model-scale` sets the factor of a model whose weights hold none (SRCNN) and is refused
+/// for a model whose weights fix it.
+#[test]
+fn model_scale_sets_srcnn_and_is_refused_where_the_weights_decide() -> Result<()> {
+    let dir = scratch("model-scale")?;
+    let srcnn = fixtures().join("zoo/srcnn/srcnn_955.pth");
+    let (w, h) = size(&photo())?;
+    for (scale, want) in [(None, 2), (Some("3"), 3)] {
+        let out_path = dir.join(format!("srcnn-{want}.png"));
+        let mut args = vec!["--model", srcnn.to_str().unwrap()];
+        if let Some(s) = scale {
+            args.extend(["--model-scale", s]);
+        }
+        let out = upscale_photo(&dir, &out_path, &args)?;
+        ensure!(out.status.success(), "{}", stderr(&out));
+        ensure!(
+            size(&out_path)? == (w * want, h * want),
+            "{:?}",
+            size(&out_path)?
+        );
+    }
+    let rrdb = fixtures().join("gan/rrdb_x4.safetensors");
+    let out = upscale_photo(
+        &dir,
+        &dir.join("x.png"),
+        &["--model", rrdb.to_str().unwrap(), "--model-scale", "2"],
+    )?;
+    ensure!(out.status.code() == Some(2), "{}", stderr(&out));
+    ensure!(stderr(&out).contains("--model-scale"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -20,6 +20,7 @@ fn flag_of(option: &str) -> Option<&'static str> {
         "dtype" => "--dtype",
         "denoise" => "--denoise",
         "pre_pad" => "--pre-pad",
+        "model_scale" => "--model-scale",
         "max_memory" | "max-memory" => "--max-memory",
         "plan" => "--plan",
         "color_fix" => "--color-fix",

@@ -116,6 +116,10 @@ pub struct UpscaleArgs {
     /// as Real-ESRGAN; 0 with --tile 0 gives the reference model's own output).
     #[arg(long, value_name = "N")]
     pre_pad: Option<usize>,
+    /// GAN: the factor of a model whose weights hold none (SRCNN: default 2, or its file's
+    /// diffsr.scale entry); other models accept only their own.
+    #[arg(long, value_name = "N")]
+    model_scale: Option<usize>,
     /// No download or run progress, no device or engine line (failures and the summary are
     /// still printed).
     #[arg(short, long)]
@@ -362,16 +366,20 @@ fn upscale(args: UpscaleArgs, reporter: &mut Reporter) -> Result<()> {
         denoise: args.denoise,
         denoise_model: args.denoise_model.clone(),
         pre_pad: args.pre_pad,
+        model_scale: args.model_scale,
         diffusion: defaults.diffusion.clone(),
         threads,
         hub: Some(hub),
     };
     // Everything that needs no model, before the model loads (once, exit 2).
     config.validate().map_err(flag_usage)?;
+    // load_engine adds no context: a library error comes back as it is, its options renamed
+    // to the flags that set them.
     let loaded =
-        load_engine(&config, args.quiet).map_err(|e| match e.downcast_ref::<diffsr::Error>() {
-            Some(inner) if is_unusable_model(inner) => usage(format!("{e:#}")),
-            _ => e,
+        load_engine(&config, args.quiet).map_err(|e| match e.downcast::<diffsr::Error>() {
+            Ok(inner) if is_unusable_model(&inner) => usage(with_flag_names(inner)),
+            Ok(inner) => inner.into(),
+            Err(e) => e,
         })?;
     let upscaler = loaded.planned(args.plan);
     if upscaler.scale() != PLANNED_SCALE {

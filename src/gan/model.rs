@@ -77,7 +77,7 @@ impl GanModel {
                 let max = super::arch::srcnn::MAX_SCALE;
                 if !(1..=max).contains(&scale) {
                     return Err(Error::option(
-                        "scale",
+                        "model_scale",
                         format!("{scale} is outside 1..={max} for SRCNN"),
                     ));
                 }
@@ -89,7 +89,7 @@ impl GanModel {
             }
             other if other.scale() == scale => Ok(self),
             other => Err(Error::option(
-                "scale",
+                "model_scale",
                 format!(
                     "{} upscales by {} as its weights say; {scale} cannot be chosen",
                     other.describe(),
