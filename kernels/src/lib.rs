@@ -46,7 +46,7 @@ pub mod pixel_shuffle;
 pub mod shared_library;
 pub mod softmax;
 pub mod transpose;
-pub mod winograd;
 pub mod window_attention;
+pub mod winograd;
 
 pub use epilogue::{Activation, Epilogue};

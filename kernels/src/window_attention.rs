@@ -106,7 +106,10 @@ pub fn window_attention(
         shift,
     } = s;
     assert!(window > 0 && height % window == 0 && width % window == 0);
-    assert!(shift < window, "shift {shift} not below the window {window}");
+    assert!(
+        shift < window,
+        "shift {shift} not below the window {window}"
+    );
     let (c, n) = (s.channels(), s.tokens());
     let pixels = height * width;
     assert_eq!(qkv.len(), batch * pixels * 3 * c);
@@ -153,8 +156,8 @@ pub fn window_attention(
                 let x = (xs + shift) % width;
                 let t = i * window + j;
                 sc.rows[t] = b * pixels + y * width + x;
-                sc.labels[t] = 3 * region(ys, height, window, shift)
-                    + region(xs, width, window, shift);
+                sc.labels[t] =
+                    3 * region(ys, height, window, shift) + region(xs, width, window, shift);
             }
         }
         for (t, &row) in sc.rows.iter().enumerate() {
@@ -317,9 +320,8 @@ mod tests {
                             // Roll back: shifted (py, px) is image ((py + s) % H, (px + s) % W).
                             let (y, x) = ((py + shift) % hh, (px + shift) % ww);
                             for k in 0..d {
-                                let v: f64 = (0..n)
-                                    .map(|q| scores[q] / z * vec_of(q, 2 * c)[k])
-                                    .sum();
+                                let v: f64 =
+                                    (0..n).map(|q| scores[q] / z * vec_of(q, 2 * c)[k]).sum();
                                 rolled_out[((b * hh + y) * ww + x) * c + h * d + k] = v;
                             }
                         }
@@ -340,7 +342,9 @@ mod tests {
     fn matches_roll_partition_attend_reverse() {
         let scales = [3.0f32, 7.5];
         for (batch, height, width, heads, head_dim, window, shift, cosine, threads) in [
-            (1usize, 8usize, 8usize, 2usize, 3usize, 4usize, 0usize, false, 2usize),
+            (
+                1usize, 8usize, 8usize, 2usize, 3usize, 4usize, 0usize, false, 2usize,
+            ),
             (2, 8, 12, 2, 4, 4, 2, false, 3),
             (1, 12, 8, 2, 3, 4, 2, true, 1),
             // One window: the shift wraps within it.

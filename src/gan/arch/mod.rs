@@ -18,6 +18,8 @@ mod weights;
 
 pub mod rrdbnet;
 pub mod srvgg;
+pub mod swin;
+pub mod swinir;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
@@ -28,4 +30,5 @@ pub use srvgg::{
     output_resize_tensor, OutputResize, ResizeMode, Srvgg, SrvggAct, SrvggParams, SrvggSpec,
     OUTPUT_RESIZE_KEY,
 };
+pub use swinir::{SwinIr, SwinIrParams, SwinIrSpec};
 pub use weights::Weights;
