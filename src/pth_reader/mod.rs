@@ -256,7 +256,15 @@ fn read_archive(file: File) -> std::result::Result<Archive, String> {
         .metadata()
         .map_err(|e| format!("cannot read its size: {e}"))?
         .len();
-    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+    // torch.save writes the archive at offset 0. zip 9.4's default offset detection trusts the
+    // start implied by the central directory's size, which lands on the second header when the
+    // first one (46 bytes + `NAME/data.pkl`, i.e. a 21-character file stem) is exactly as long
+    // as the zip64 end records torch writes after the directory (76 bytes): such files failed
+    // with "Invalid Central Directory header".
+    let config = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    let mut zip = zip::ZipArchive::with_config(config, BufReader::new(file))
         .map_err(|e| format!("not a readable zip archive: {e}"))?;
     let mut entries = HashMap::new();
     let mut pickle_index = None;
