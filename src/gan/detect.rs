@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{rrdbnet, srvgg, swin, swinir};
+    use crate::gan::arch::{rrdbnet, srvgg, swin, swin2sr, swinir};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -75,6 +75,13 @@ mod tests {
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(3, 2)),
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(12, 2)),
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
+            (
+                "Swin2SR",
+                swin2sr::synthetic_swin2sr(&swin2sr::tiny_swin2sr(
+                    swin2sr::Swin2SrUpsampler::PixelShuffleAux,
+                    2,
+                )),
+            ),
             (
                 "SwinIR",
                 swinir::synthetic_swinir(&swinir::tiny_params(
@@ -106,6 +113,7 @@ mod tests {
                 ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
                 ("SwinIR", GanArch::SwinIr(p)) => assert_eq!(p.depths, [2, 1]),
+                ("Swin2SR", GanArch::Swin2Sr(p)) => assert_eq!(p.depths, [1, 2]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

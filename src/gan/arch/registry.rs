@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{rrdbnet, srvgg, swinir, ArchConfig, ArchSpec};
+use super::{rrdbnet, srvgg, swin2sr, swinir, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -45,6 +45,8 @@ architectures! {
     RrdbNet(rrdbnet::RrdbNetParams) => rrdbnet::RrdbNetSpec,
     /// Real-ESRGAN's SRVGGNetCompact (realesr-animevideov3, realesr-general-x4v3).
     Srvgg(srvgg::SrvggParams) => srvgg::SrvggSpec,
+    /// Swin2SR (SwinV2 blocks); before SwinIR, whose identifying keys it also holds.
+    Swin2Sr(swin2sr::Swin2SrParams) => swin2sr::Swin2SrSpec,
     /// SwinIR (classical, lightweight, real-world, denoising, JPEG).
     SwinIr(swinir::SwinIrParams) => swinir::SwinIrSpec,
 }

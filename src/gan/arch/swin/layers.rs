@@ -1,8 +1,9 @@
 //! The small layers around Swin's window attention (spandrel 0.4.2
 //! `architectures/SwinIR/__arch/SwinIR.py`: `nn.LayerNorm`, `Mlp`, `PatchEmbed` /
-//! `PatchUnEmbed`), read from a state dict through [`Weights`].
+//! `PatchUnEmbed`), read from a state dict through [`Weights`], and the image mean the
+//! networks subtract.
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Conv2dConfig, Module};
 
 use crate::error::Result;
@@ -10,6 +11,20 @@ use crate::gan::arch::Weights;
 use crate::models::layers::conv::Conv2d;
 use crate::models::layers::layer_norm::layer_norm;
 use crate::models::layers::linear::Linear;
+
+/// The DIV2K RGB mean SwinIR subtracts from 3-channel inputs (others: none).
+const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
+
+/// The image mean of a network with `channels` input channels, (1, C, 1, 1) (RGB) or a zero
+/// (1, 1, 1, 1).
+pub fn image_mean(channels: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mean = if channels == 3 {
+        Tensor::from_slice(&RGB_MEAN, (1, 3, 1, 1), device)?
+    } else {
+        Tensor::zeros((1, 1, 1, 1), DType::F32, device)?
+    };
+    Ok(mean.to_dtype(dtype)?)
+}
 
 /// `nn.LayerNorm(dim)` over the last axis (eps 1e-5).
 #[derive(Debug, Clone)]

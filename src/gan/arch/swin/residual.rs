@@ -4,6 +4,7 @@
 //! 1×1, leaky ReLU 0.2, 3×3 back (keys `.0`, `.2`, `.4`).
 
 use candle_core::Tensor;
+use candle_nn::Module;
 
 use super::layers::conv1x1;
 use crate::error::Result;
@@ -75,6 +76,18 @@ impl ResiConv {
                     ],
                     lrelu: ChannelSlopes::uniform(0.2, q, w.dtype, w.device)?,
                 }
+            }
+        })
+    }
+
+    /// conv(x), x (B, C, H, W).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::One(conv) => conv.forward(x)?,
+            Self::Three { convs, lrelu } => {
+                let y = convs[0].forward_rectified(x, lrelu)?;
+                let y = convs[1].forward_rectified(&y, lrelu)?;
+                convs[2].forward(&y)?
             }
         })
     }

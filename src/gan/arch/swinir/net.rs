@@ -5,30 +5,16 @@
 //! added. The input sides are multiples of the window (`GanNetwork` pads them as the
 //! reference's `check_image_size` does).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use candle_nn::Module;
 
 use super::detect::{block_dims, tail_dims};
 use super::SwinIrParams;
 use crate::error::Result;
-use crate::gan::arch::swin::layers::{to_image, to_tokens, LayerNorm};
+use crate::gan::arch::swin::layers::{image_mean, to_image, to_tokens, LayerNorm};
 use crate::gan::arch::swin::{ResiConv, SwinBlock, Tail};
 use crate::gan::arch::{SrNet, Weights};
 use crate::models::layers::conv::Conv2d;
-
-/// The DIV2K RGB mean SwinIR subtracts from 3-channel inputs (others: none).
-const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
-
-/// The image mean of a network with `channels` input channels, (1, C, 1, 1) (RGB) or a zero
-/// (1, 1, 1, 1).
-pub(crate) fn image_mean(channels: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mean = if channels == 3 {
-        Tensor::from_slice(&RGB_MEAN, (1, 3, 1, 1), device)?
-    } else {
-        Tensor::zeros((1, 1, 1, 1), DType::F32, device)?
-    };
-    Ok(mean.to_dtype(dtype)?)
-}
 
 /// A residual Swin stage (RSTB).
 struct Rstb {
