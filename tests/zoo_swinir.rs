@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::{GanArch, SwinIrParams};
 use diffsr::gan::load::read_model_file;
 use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/swinir")
@@ -57,71 +57,40 @@ fn swinir(model: &GanModel) -> Result<&SwinIrParams> {
 fn check_params(name: &str, model: &GanModel, c: &Value) -> Result<()> {
     let arch = model.arch();
     let p = swinir(model)?;
-    let hp = &c["hyperparameters"];
-    let usize_of = |v: &Value| v.as_u64().map(|x| x as usize);
-    let list = |v: &Value| -> Option<Vec<usize>> {
-        v.as_array()?.iter().map(usize_of).collect::<Option<_>>()
-    };
-    ensure!(c["architecture"] == "SwinIR", "{name}: architecture");
-    ensure!(Some(arch.scale()) == usize_of(&c["scale"]), "{name}: scale");
-    ensure!(
-        Some(arch.in_channels()) == usize_of(&c["in_channels"]),
-        "{name}: in"
-    );
-    ensure!(
-        Some(arch.out_channels()) == usize_of(&c["out_channels"]),
-        "{name}: out"
-    );
-    ensure!(
-        Some(p.in_channels) == usize_of(&hp["in_chans"]),
-        "{name}: in_chans"
-    );
-    ensure!(
-        Some(p.embed_dim) == usize_of(&hp["embed_dim"]),
-        "{name}: embed_dim"
-    );
-    ensure!(
-        Some(&p.depths) == list(&hp["depths"]).as_ref(),
-        "{name}: depths"
-    );
-    ensure!(
-        Some(&p.num_heads) == list(&hp["num_heads"]).as_ref(),
-        "{name}: heads"
-    );
-    ensure!(
-        Some(p.window_size) == usize_of(&hp["window_size"]),
-        "{name}: window"
-    );
-    ensure!(
-        Some(p.img_size) == usize_of(&hp["img_size"]),
-        "{name}: img_size"
-    );
-    ensure!(
-        Some(p.upscale) == usize_of(&hp["upscale"]),
-        "{name}: upscale"
-    );
-    ensure!(
-        Some(p.start_unshuffle) == usize_of(&hp["start_unshuffle"]),
-        "{name}: start_unshuffle"
-    );
-    ensure!(
-        Some(p.mlp_ratio()) == hp["mlp_ratio"].as_f64(),
-        "{name}: mlp_ratio"
-    );
-    ensure!(
-        Some(p.img_range) == hp["img_range"].as_f64(),
-        "{name}: img_range"
-    );
-    ensure!(hp["upsampler"] == p.upsampler.name(), "{name}: upsampler");
-    ensure!(
-        hp["resi_connection"] == p.resi_connection.name(),
-        "{name}: resi"
-    );
-    ensure!(
-        Some(model.parameter_count()) == usize_of(&c["params"]),
-        "{name}: {} parameters",
-        model.parameter_count()
-    );
+    let reported = json!({
+        "architecture": "SwinIR",
+        "scale": arch.scale(),
+        "in_channels": arch.in_channels(),
+        "out_channels": arch.out_channels(),
+        "params": model.parameter_count(),
+    });
+    let hyperparameters = json!({
+        "in_chans": p.in_channels,
+        "embed_dim": p.embed_dim,
+        "depths": p.depths,
+        "num_heads": p.num_heads,
+        "window_size": p.window_size,
+        "img_size": p.img_size,
+        "upscale": p.upscale,
+        "start_unshuffle": p.start_unshuffle,
+        "mlp_ratio": p.mlp_ratio(),
+        "img_range": p.img_range,
+        "upsampler": p.upsampler.name(),
+        "resi_connection": p.resi_connection.name(),
+    });
+    common_fields(name, &reported, c)?;
+    common_fields(name, &hyperparameters, &c["hyperparameters"])
+}
+
+/// Each field of `got` equals the same field of `want`.
+fn common_fields(name: &str, got: &Value, want: &Value) -> Result<()> {
+    for (key, value) in got.as_object().context("object")? {
+        ensure!(
+            &want[key] == value,
+            "{name}: {key} detected {value}, spandrel {}",
+            want[key]
+        );
+    }
     Ok(())
 }
 

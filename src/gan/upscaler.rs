@@ -253,7 +253,12 @@ impl GanUpscaler {
             // Wide enough that every kept pixel saw its full context (exact for SRVGG).
             overlap,
             scale: self.arch.scale(),
-            align: self.arch.input_multiple(),
+            // Whole images only need the input multiple; tiles stay on the network's grid.
+            align: if tile == 0 {
+                self.arch.input_multiple()
+            } else {
+                self.arch.tile_alignment()
+            },
             pad: self.pre_pad,
             batch: 1,
         }

@@ -82,6 +82,13 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync {
         InputSize::ANY
     }
 
+    /// The multiple tiles start at and span when an image is cut into tiles: the input
+    /// multiple, unless the network pads its input itself (see [`InputSize::ANY`]) yet
+    /// computes on a grid (Swin2SR's aux model: any size whole, tiles on the window grid).
+    fn tile_alignment(&self) -> usize {
+        self.input_size().multiple
+    }
+
     /// The input context, in pixels, a tile needs around what it keeps (see
     /// [`crate::tiling`]): the exact receptive radius where it is small, an effective one
     /// (what leaves no visible seam once tiles are blended) where it is not.
@@ -122,6 +129,11 @@ impl GanArch {
     /// Input sides must be multiples of this (pixel-unshuffle input of x2 / x1 RRDBNets).
     pub fn input_multiple(&self) -> usize {
         self.input_size().multiple
+    }
+
+    /// The multiple tiles start at and span (see [`ArchConfig::tile_alignment`]).
+    pub fn tile_alignment(&self) -> usize {
+        self.config().tile_alignment()
     }
 
     /// The input context, in pixels, a tile needs around what it keeps (see

@@ -90,6 +90,11 @@ impl ArchConfig for Swin2SrParams {
         }
     }
 
+    /// Tiles on the window grid, so that a tile's windows are the whole image's.
+    fn tile_alignment(&self) -> usize {
+        self.window_size
+    }
+
     /// As SwinIR's (the same windows and shifts): two windows and the convolutions' pixels.
     fn context_radius(&self) -> usize {
         2 * self.window_size + 4
