@@ -21,8 +21,8 @@ fn resample_axis(x: &Tensor, dim: usize, out: usize) -> Result<Tensor> {
     let len = x.dim(dim)?;
     let scale = len as f64 / out as f64;
     let last = len as i64 - 1;
-    let mut taps = vec![Vec::with_capacity(out); 4];
-    let mut weights = vec![Vec::with_capacity(out); 4];
+    let mut taps: [Vec<u32>; 4] = std::array::from_fn(|_| Vec::with_capacity(out));
+    let mut weights: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(out));
     for o in 0..out {
         let src = (o as f64 + 0.5) * scale - 0.5;
         let floor = src.floor();
