@@ -324,6 +324,24 @@ mod tests {
     }
 
     #[test]
+    fn unshuffled_inputs_are_read_from_conv_first_1() {
+        let want = SwinIrParams {
+            start_unshuffle: 2,
+            first_conv_nested: true,
+            ..tiny_params(Upsampler::PixelShuffle, ResiConnection::OneConv, 4)
+        };
+        let dict = synthetic_swinir(&want);
+        assert!(
+            dict.contains_key("conv_first.1.weight") && !dict.contains_key("conv_first.weight")
+        );
+        assert!(is_swinir(&dict));
+        let got = swinir_params(&dict).unwrap();
+        assert_eq!(got, want);
+        use crate::gan::arch::ArchConfig;
+        assert_eq!((got.scale(), got.input_size().multiple), (2, 8));
+    }
+
+    #[test]
     fn missing_and_misshaped_tensors_are_named() {
         let p = tiny_params(Upsampler::PixelShuffle, ResiConnection::ThreeConv, 2);
         let mut dict = synthetic_swinir(&p);

@@ -101,3 +101,50 @@ impl SrNet for SwinIr {
         Ok(out.broadcast_add(&self.mean)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use candle_core::{DType, Device};
+
+    use super::*;
+    use crate::gan::arch::swin::{ResiConnection, Upsampler};
+    use crate::gan::arch::swinir::{synthetic_swinir, tiny_params};
+    use crate::gan::arch::GanNetwork;
+    use crate::gan::StateDict;
+
+    /// Every variant runs and makes the reference's output size, on odd inputs too.
+    #[test]
+    fn every_variant_runs_at_its_scale() -> Result<()> {
+        let unshuffled = SwinIrParams {
+            start_unshuffle: 2,
+            first_conv_nested: true,
+            ..tiny_params(Upsampler::NearestConv, ResiConnection::OneConv, 4)
+        };
+        for p in [
+            tiny_params(Upsampler::PixelShuffle, ResiConnection::ThreeConv, 3),
+            tiny_params(Upsampler::None, ResiConnection::OneConv, 1),
+            unshuffled,
+        ] {
+            let dict: StateDict = synthetic_swinir(&p)
+                .into_iter()
+                .map(|(k, t)| {
+                    let t = match t.dtype() {
+                        DType::F32 => Tensor::randn(0f32, 0.2, t.dims(), &Device::Cpu)?,
+                        _ => t,
+                    };
+                    Ok((k, t))
+                })
+                .collect::<Result<_>>()?;
+            let arch = crate::gan::arch::GanArch::from(p.clone());
+            let path = Path::new("model.safetensors");
+            let net = GanNetwork::new(&arch, &dict, DType::F32, &Device::Cpu, path)?;
+            let x = Tensor::rand(0f32, 1.0, (1, 3, 13, 10), &Device::Cpu)?;
+            let y = net.forward(&x)?;
+            let s = p.upscale / p.start_unshuffle;
+            assert_eq!(y.dims(), [1, 3, 13 * s, 10 * s], "{p:?}");
+        }
+        Ok(())
+    }
+}
