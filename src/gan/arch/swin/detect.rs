@@ -13,6 +13,22 @@ pub const MAX_WINDOW: usize = 32;
 /// and 6 heads.
 pub const MAX_COUNT: usize = 64;
 
+/// Most relative-position bias values one block may hold (heads · window⁴): 64 Mi, 256 MB in
+/// f32. Released models hold at most 6 heads × 16⁴ (0.4 Mi).
+pub const MAX_BIAS_VALUES: usize = 1 << 26;
+
+/// Refuses a stage whose bias (heads, window², window²) would exceed [`MAX_BIAS_VALUES`].
+pub fn check_bias_size(window: usize, heads: usize) -> Result<(), Reason> {
+    let n = window * window;
+    if heads.saturating_mul(n).saturating_mul(n) > MAX_BIAS_VALUES {
+        return Err(format!(
+            "{heads} heads in windows of {window}: a bias of {heads}·{n}² values is more than \
+             the {MAX_BIAS_VALUES} supported"
+        ));
+    }
+    Ok(())
+}
+
 /// spandrel's `get_seq_len`: one past the largest N among keys `prefix.N.…`, 0 when none.
 pub fn seq_len(dict: &StateDict, prefix: &str) -> usize {
     let prefix = format!("{prefix}.");
@@ -61,6 +77,7 @@ pub fn window_from_index(dict: &StateDict, name: &str) -> Result<usize, Reason> 
 /// spandrel's `int(sqrt(shape[0]) * window)`; `default` when there is none.
 pub fn img_size_from_mask(dict: &StateDict, name: &str, window: usize, default: usize) -> usize {
     match dict.get(name).and_then(|t| t.dims().first().copied()) {
+        // In floats: a damaged file's count may be near usize::MAX.
         Some(windows) => ((windows as f64).sqrt() * window as f64) as usize,
         None => default,
     }

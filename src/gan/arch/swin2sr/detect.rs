@@ -5,7 +5,9 @@
 use super::block::swin2_block_tensors;
 use super::{Swin2SrParams, Swin2SrUpsampler};
 use crate::gan::arch::shapes::{conv3x3_dims, dims, Reason, MAX_CHANNELS};
-use crate::gan::arch::swin::detect::{check_optional, check_tensors, count, window_from_index};
+use crate::gan::arch::swin::detect::{
+    check_bias_size, check_optional, check_tensors, count, window_from_index,
+};
 use crate::gan::arch::swin::geometry::block_shift;
 use crate::gan::arch::swin::{
     shuffle_stages, tail_tensors, BlockDims, ResiConnection, TailDims, Upsampler,
@@ -229,11 +231,14 @@ pub(super) fn swin2sr_params(dict: &StateDict) -> Result<Swin2SrParams, Reason> 
     if window_size < 2 {
         return Err("Swin2SR with a 1-pixel window: its coordinate table divides by zero".into());
     }
+    for &heads in &num_heads {
+        check_bias_size(window_size, heads)?;
+    }
     // As spandrel: the training size from blocks.1's mask (patches = √(windows · window²)),
     // else from the position embedding, else one window.
     let img_size = if let Some(t) = dict.get("layers.0.residual_group.blocks.1.attn_mask") {
         let windows = t.dims().first().copied().unwrap_or(0);
-        ((windows * window_size * window_size) as f64).sqrt() as usize
+        (windows as f64 * (window_size * window_size) as f64).sqrt() as usize
     } else if ape {
         let patches = dims(dict, "absolute_pos_embed")?
             .get(1)
@@ -268,7 +273,7 @@ pub(super) fn swin2sr_params(dict: &StateDict) -> Result<Swin2SrParams, Reason> 
 /// The buffers a checkpoint may carry (diffsr recomputes them) must fit the configuration.
 fn check_buffers(dict: &StateDict, p: &Swin2SrParams) -> Result<(), Reason> {
     let (w, n) = (p.window_size, p.window_size * p.window_size);
-    let windows = (p.img_size / w).pow(2);
+    let windows = (p.img_size / w).saturating_pow(2);
     for (i, &depth) in p.depths.iter().enumerate() {
         for j in 0..depth {
             let attn = format!("layers.{i}.residual_group.blocks.{j}.attn");

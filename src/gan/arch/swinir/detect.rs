@@ -5,7 +5,7 @@
 use super::SwinIrParams;
 use crate::gan::arch::shapes::{conv3x3_dims, dims, Reason, MAX_CHANNELS};
 use crate::gan::arch::swin::detect::{
-    check_optional, check_tensors, count, img_size_from_mask, window_from_index,
+    check_bias_size, check_optional, check_tensors, count, img_size_from_mask, window_from_index,
 };
 use crate::gan::arch::swin::geometry::block_shift;
 use crate::gan::arch::swin::{
@@ -189,6 +189,7 @@ pub(super) fn swinir_params(dict: &StateDict) -> Result<SwinIrParams, Reason> {
                 ))
             }
         };
+        check_bias_size(window_size, heads)?;
         num_heads.push(heads);
     }
     let resi_connection = if has("conv_after_body.weight") {
@@ -240,7 +241,7 @@ pub(super) fn swinir_params(dict: &StateDict) -> Result<SwinIrParams, Reason> {
 /// The buffers a checkpoint may carry (diffsr recomputes them) must fit the configuration.
 fn check_buffers(dict: &StateDict, p: &SwinIrParams) -> Result<(), Reason> {
     let n = p.window_size * p.window_size;
-    let windows = (p.img_size / p.window_size).pow(2);
+    let windows = (p.img_size / p.window_size).saturating_pow(2);
     for (i, &depth) in p.depths.iter().enumerate() {
         for j in 0..depth {
             let block = format!("layers.{i}.residual_group.blocks.{j}");
