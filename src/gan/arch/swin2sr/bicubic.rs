@@ -20,7 +20,7 @@ fn cubic_weights(t: f64) -> [f64; 4] {
 fn resample_axis(x: &Tensor, dim: usize, out: usize) -> Result<Tensor> {
     let len = x.dim(dim)?;
     let scale = len as f64 / out as f64;
-    let last = len as i64 - 1;
+    let last = (len as i64 - 1).max(0);
     let mut taps: [Vec<u32>; 4] = std::array::from_fn(|_| Vec::with_capacity(out));
     let mut weights: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(out));
     for o in 0..out {
