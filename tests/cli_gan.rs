@@ -424,3 +424,20 @@ fn model_scale_sets_srcnn_and_is_refused_where_the_weights_decide() -> Result<()
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// `diffsr models architectures` lists every registry entry with the tensors it is recognised by.
+#[test]
+fn models_architectures_lists_the_registry() -> Result<()> {
+    let dir = scratch("architectures")?;
+    let out = diffsr(&dir, &["models", "architectures"])?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for spec in diffsr::gan::arch::REGISTRY {
+        ensure!(
+            text.contains(spec.name()) && text.contains(spec.expected_keys()),
+            "{text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! - [`winograd`]: 3×3 convolutions by Winograd's F(2×2, 3×3) and F(4×4, 3×3);
 //! - [`linear`]: `x Wᵀ + b` in one GEMM, or in column bands for few rows;
 //! - [`attention`]: softmax(q kᵀ) v over many small (batch × head) slices;
+//! - [`window_attention`]: Swin's shifted-window attention, roll and partition by indexing;
 //! - [`group_norm`], [`layer_norm`], [`softmax`], [`elementwise`] (GEGLU, GELU, PReLU);
 //! - [`pixel_shuffle`]: the compact GAN's pixel shuffle + nearest upsampled input, in one pass;
 //! - [`transpose`]: blocked (rows, cols) → (cols, rows) for weight layouts;
@@ -45,6 +46,7 @@ pub mod pixel_shuffle;
 pub mod shared_library;
 pub mod softmax;
 pub mod transpose;
+pub mod window_attention;
 pub mod winograd;
 
 pub use epilogue::{Activation, Epilogue};

@@ -1,7 +1,7 @@
 //! `diffsr models inspect FILE`: what a GAN-family model file is, read from its weights alone
 //! (the registry's detection, as `upscale` does): architecture, scale, channels, the input
 //! sizes it takes, hyper-parameters, parameter count, stored dtypes, and the tile overlap and
-//! per-pixel memory the planner will use.
+//! per-pixel memory the planner will use. Also `diffsr models architectures`, the registry.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -21,6 +21,14 @@ pub struct InspectArgs {
     /// One JSON object instead of lines of text.
     #[arg(long)]
     json: bool,
+}
+
+/// `diffsr models architectures`: the registry, in detection order.
+pub fn architectures() {
+    for spec in diffsr::gan::arch::REGISTRY {
+        println!("{}: {}", spec.name(), spec.description());
+        println!("    recognised by {}", spec.expected_keys());
+    }
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {

@@ -38,6 +38,8 @@ pub enum ModelsCommand {
     /// What a GAN-family model file is: architecture, scale, hyper-parameters, parameters,
     /// dtype, tile overlap (read from the weights, as `upscale` detects them).
     Inspect(super::inspect::InspectArgs),
+    /// The GAN-family architectures diffsr detects, with the tensors each is recognised by.
+    Architectures,
 }
 
 /// Parses a hub repo argument (never a local path).
@@ -102,8 +104,12 @@ fn human(bytes: u64) -> String {
 
 pub fn run(command: ModelsCommand) -> Result<()> {
     match command {
-        // A local file: no hub settings needed.
+        // Local files and the registry: no hub settings needed.
         ModelsCommand::Inspect(args) => super::inspect::run(args),
+        ModelsCommand::Architectures => {
+            super::inspect::architectures();
+            Ok(())
+        }
         hub_command => run_hub(hub_command),
     }
 }
@@ -113,6 +119,7 @@ fn run_hub(command: ModelsCommand) -> Result<()> {
     let cache = HubCache::new(options.cache_dir.clone());
     match command {
         ModelsCommand::Inspect(args) => super::inspect::run(args)?,
+        ModelsCommand::Architectures => super::inspect::architectures(),
         ModelsCommand::Pull { repo, dtype, quiet } => {
             let (repo, revision) = parse_repo(&repo)?;
             let options = HubOptions {

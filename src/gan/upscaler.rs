@@ -258,7 +258,13 @@ impl GanUpscaler {
             // Wide enough that every kept pixel saw its full context (exact for SRVGG).
             overlap,
             scale: self.arch.scale(),
-            align: self.arch.tile_align(),
+            // Whole images only need the multiple the network mirrors to; tiles stay on the
+            // network's grid.
+            align: if tile == 0 {
+                self.arch.input_size().mirrored_multiple()
+            } else {
+                self.arch.tile_alignment()
+            },
             pad: self.pre_pad,
             batch: 1,
         }

@@ -49,6 +49,15 @@ impl InputSize {
         }
     }
 
+    /// The multiple the tiler may bring an image to by mirroring: the input multiple when the
+    /// network reflect-pads, else 1 (the network pads by its own policy).
+    pub fn mirrored_multiple(&self) -> usize {
+        match self.padding {
+            InputPadding::Reflect => self.multiple.max(1),
+            InputPadding::Replicate | InputPadding::Zero => 1,
+        }
+    }
+
     /// Whether an `h` × `w` input needs no padding.
     pub fn fits(&self, h: usize, w: usize) -> bool {
         let m = self.multiple.max(1);
@@ -107,6 +116,16 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync {
         1
     }
 
+    /// The multiple tiles start at and span, and that the tiler brings the image to by
+    /// mirroring its bottom and right: the input multiple when the network itself reflect-pads
+    /// (Real-ESRGAN's `mod_pad`, SwinIR's `check_image_size`), else 1, leaving
+    /// [`super::GanNetwork::forward`] to pad each tile by the network's own policy (OmniSR's
+    /// zeros), as the reference does. Swin2SR's aux model overrides it: it pads its own input
+    /// (any size whole) yet computes on the window grid, so its tiles sit on that grid.
+    fn tile_alignment(&self) -> usize {
+        self.input_size().mirrored_multiple()
+    }
+
     /// The input context, in pixels, a tile needs around what it keeps (see
     /// [`crate::tiling`]): the exact receptive radius where it is small, an effective one
     /// (what leaves no visible seam once tiles are blended) where it is not.
@@ -161,16 +180,9 @@ impl GanArch {
         self.input_size().multiple
     }
 
-    /// The multiple the tiler brings the image to by mirroring its bottom and right: the input
-    /// multiple when the network itself reflect-pads (Real-ESRGAN's `mod_pad`, SwinIR's
-    /// `check_image_size`), else 1, leaving [`super::GanNetwork::forward`] to pad each tile by
-    /// the network's own policy (OmniSR's zeros), as the reference does.
-    pub fn tile_align(&self) -> usize {
-        let size = self.input_size();
-        match size.padding {
-            InputPadding::Reflect => size.multiple.max(1),
-            InputPadding::Replicate | InputPadding::Zero => 1,
-        }
+    /// The multiple tiles start at and span (see [`ArchConfig::tile_alignment`]).
+    pub fn tile_alignment(&self) -> usize {
+        self.config().tile_alignment()
     }
 
     /// The input context, in pixels, a tile needs around what it keeps (see

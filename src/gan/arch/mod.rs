@@ -24,6 +24,9 @@ pub mod span;
 pub mod srcnn;
 pub mod srresnet;
 pub mod srvgg;
+pub mod swin;
+pub mod swin2sr;
+pub mod swinir;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
@@ -42,4 +45,6 @@ pub use srvgg::{
     output_resize_tensor, OutputResize, ResizeMode, Srvgg, SrvggAct, SrvggParams, SrvggSpec,
     OUTPUT_RESIZE_KEY,
 };
+pub use swin2sr::{Swin2Sr, Swin2SrParams, Swin2SrSpec, Swin2SrUpsampler};
+pub use swinir::{SwinIr, SwinIrParams, SwinIrSpec};
 pub use weights::Weights;

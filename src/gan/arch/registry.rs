@@ -7,7 +7,10 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, ArchConfig, ArchSpec};
+use super::{
+    omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
+    ArchSpec,
+};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -67,4 +70,8 @@ architectures! {
     SrResNet(srresnet::SrResNetParams) => srresnet::SrResNetSpec,
     /// SRCNN (2015), on Y of a bicubic upscale; the scale is not in the weights.
     Srcnn(srcnn::SrcnnParams) => srcnn::SrcnnSpec,
+    /// Swin2SR (SwinV2 blocks); before SwinIR, whose identifying keys it also holds.
+    Swin2Sr(swin2sr::Swin2SrParams) => swin2sr::Swin2SrSpec,
+    /// SwinIR (classical, lightweight, real-world, denoising, JPEG).
+    SwinIr(swinir::SwinIrParams) => swinir::SwinIrSpec,
 }

@@ -41,6 +41,11 @@ impl<'a> Weights<'a> {
         }
     }
 
+    /// Whether the dict holds tensor `name` (buffers a checkpoint may or may not carry).
+    pub fn has(&self, name: &str) -> bool {
+        self.dict.contains_key(name)
+    }
+
     /// The tensor `name`, which must have shape `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.dict.get(name).ok_or_else(|| Error::Weights {
