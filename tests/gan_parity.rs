@@ -74,6 +74,7 @@ fn check_arch(name: &str, arch: &GanArch, v: &Value) -> Result<()> {
             ensure!(Some(p.num_conv) == want("num_conv"), "{name}: num_conv");
             ensure!(v["act"] == p.act.name(), "{name}: act {}", p.act.name());
         }
+        other => anyhow::bail!("{name}: detected as {}", other.describe()),
     }
     Ok(())
 }

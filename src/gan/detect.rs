@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{rrdbnet, srvgg};
+    use crate::gan::arch::{dat, rrdbnet, srvgg};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -75,6 +75,7 @@ mod tests {
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(3, 2)),
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(12, 2)),
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
+            ("DAT", dat::synthetic_dat(&dat::tiny_params()).unwrap()),
         ]
     }
 
@@ -97,6 +98,7 @@ mod tests {
             match (name, &arch) {
                 ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
+                ("DAT", GanArch::Dat(p)) => assert_eq!(p.depth, [2]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -19,12 +19,23 @@ pub fn read_pth(path: &Path) -> Result<StateDict> {
     let mut dict = StateDict::new();
     for name in names {
         match reader.dtype(name) {
-            Some(DType::F16 | DType::BF16 | DType::F32 | DType::F64) => {}
+            // Integer tensors are buffers: the transformers' `relative_position_index`,
+            // batch norm's `num_batches_tracked`.
+            Some(
+                DType::F16
+                | DType::BF16
+                | DType::F32
+                | DType::F64
+                | DType::I64
+                | DType::I32
+                | DType::I16
+                | DType::U8,
+            ) => {}
             other => {
                 return Err(Error::Weights {
                     path: path.to_path_buf(),
                     message: format!(
-                        "tensor `{name}` is {other:?}; expected floating-point weights"
+                        "tensor `{name}` is {other:?}; expected floating-point weights or integer buffers"
                     ),
                 })
             }

@@ -16,10 +16,12 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod dat;
 pub mod rrdbnet;
 pub mod srvgg;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
+pub use dat::{DatParams, DatSpec};
 pub use net::{GanNetwork, SrNet};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};

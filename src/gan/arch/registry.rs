@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{rrdbnet, srvgg, ArchConfig, ArchSpec};
+use super::{dat, rrdbnet, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -41,6 +41,8 @@ macro_rules! architectures {
 }
 
 architectures! {
+    /// DAT (Dual Aggregation Transformer): DAT-light, DAT-S, DAT, DAT-2.
+    Dat(dat::DatParams) => dat::DatSpec,
     /// ESRGAN / Real-ESRGAN's RRDBNet, including the pixel-unshuffle x2 / x1 variants.
     RrdbNet(rrdbnet::RrdbNetParams) => rrdbnet::RrdbNetSpec,
     /// Real-ESRGAN's SRVGGNetCompact (realesr-animevideov3, realesr-general-x4v3).
