@@ -64,9 +64,7 @@ impl ChannelAttention {
         };
         let q = normalise(rows(0)?)?;
         let k = normalise(rows(1)?)?;
-        let scores = q
-            .matmul(&k.t()?)?
-            .broadcast_mul(&self.temperature)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_mul(&self.temperature)?;
         let probs = softmax_last_dim(&scores)?;
         let attention = probs
             .matmul(&rows(2)?)?

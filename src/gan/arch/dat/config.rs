@@ -178,9 +178,7 @@ impl ArchConfig for DatParams {
     }
 
     fn describe(&self) -> String {
-        let preset = self
-            .preset()
-            .map_or_else(String::new, |p| format!("{p}: "));
+        let preset = self.preset().map_or_else(String::new, |p| format!("{p}: "));
         format!(
             "DAT x{} ({preset}embed {}, depth {:?}, heads {:?}, split {}x{}, ffn {} (x{}), {}, \
              {}{}, {}→{} channels)",

@@ -121,7 +121,11 @@ pub(super) fn dat_params(dict: &StateDict) -> Result<DatParams, Reason> {
     let img_size = match dict.get(MASK).map(|t| t.dims().to_vec()) {
         Some(d) => match d.as_slice() {
             [x, y, _] => ((x * y) as f64).sqrt() as usize,
-            _ => return Err(format!("tensor `{MASK}` has shape {d:?}; expected 3 dimensions")),
+            _ => {
+                return Err(format!(
+                    "tensor `{MASK}` has shape {d:?}; expected 3 dimensions"
+                ))
+            }
         },
         None => 64,
     };
@@ -288,7 +292,9 @@ fn check_heads(p: &DatParams) -> Result<(), Reason> {
         }
     }
     if pos_dim(c) == 0 {
-        return Err(format!("DAT with embed_dim {c}: no position-bias MLP width"));
+        return Err(format!(
+            "DAT with embed_dim {c}: no position-bias MLP width"
+        ));
     }
     Ok(())
 }
@@ -377,10 +383,16 @@ mod tests {
         let mut dict = synthetic_dat(&p)?;
         dict.insert(name.into(), zero.broadcast_as(7)?);
         let err = dat_params(&dict).unwrap_err();
-        assert!(err.contains(name) && err.contains("[7]") && err.contains("[32]"), "{err}");
+        assert!(
+            err.contains(name) && err.contains("[7]") && err.contains("[32]"),
+            "{err}"
+        );
         // 3×2 windows: the longer side is no multiple of the shorter.
         let mut dict = synthetic_dat(&p)?;
-        dict.insert(RPE_BIASES.into(), super::super::pos_bias::offsets_table(3, 2)?);
+        dict.insert(
+            RPE_BIASES.into(),
+            super::super::pos_bias::offsets_table(3, 2)?,
+        );
         let err = dat_params(&dict).unwrap_err();
         assert!(err.contains("3x2"), "{err}");
         // An optional buffer that is there must have its shape.
@@ -407,7 +419,11 @@ mod tests {
         let got = dat_params(&dict).expect("DAT-light detected");
         assert_eq!(got.preset(), Some("DAT-light"));
         assert_eq!(got.size_tag(), "light");
-        assert!(got.describe().starts_with("DAT x2 (DAT-light:"), "{}", got.describe());
+        assert!(
+            got.describe().starts_with("DAT x2 (DAT-light:"),
+            "{}",
+            got.describe()
+        );
         Ok(())
     }
 }

@@ -38,7 +38,10 @@ impl DepthwiseConv3x3 {
             .contiguous()?;
         let bias32 = bias.to_dtype(DType::F32)?;
         Ok(Self {
-            taps_host: taps32.flatten_all()?.to_device(&candle_core::Device::Cpu)?.to_vec1()?,
+            taps_host: taps32
+                .flatten_all()?
+                .to_device(&candle_core::Device::Cpu)?
+                .to_vec1()?,
             bias_host: bias32.to_device(&candle_core::Device::Cpu)?.to_vec1()?,
             taps: taps32.to_dtype(like.dtype())?.to_device(like.device())?,
             bias: bias32.to_dtype(like.dtype())?.to_device(like.device())?,

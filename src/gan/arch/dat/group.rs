@@ -83,7 +83,11 @@ impl ResidualGroup {
         }
         let (b, l, c) = y.dims3()?;
         let map = y.transpose(1, 2)?.reshape((b, c, h, w))?;
-        let conv = self.conv.forward(&map)?.reshape((b, c, l))?.transpose(1, 2)?;
+        let conv = self
+            .conv
+            .forward(&map)?
+            .reshape((b, c, l))?
+            .transpose(1, 2)?;
         Ok((conv + x)?)
     }
 }

@@ -95,12 +95,28 @@ impl Builder {
         self.layer(&format!("{a}.proj"), &[c, c], true);
         self.layer(&format!("{a}.dwconv.0"), &[c, 1, 3, 3], true);
         self.batch_norm(&format!("{a}.dwconv.1"), c);
-        self.layer(&format!("{a}.channel_interaction.1"), &[c / 8, c, 1, 1], true);
+        self.layer(
+            &format!("{a}.channel_interaction.1"),
+            &[c / 8, c, 1, 1],
+            true,
+        );
         self.batch_norm(&format!("{a}.channel_interaction.2"), c / 8);
-        self.layer(&format!("{a}.channel_interaction.4"), &[c, c / 8, 1, 1], true);
-        self.layer(&format!("{a}.spatial_interaction.0"), &[c / 16, c, 1, 1], true);
+        self.layer(
+            &format!("{a}.channel_interaction.4"),
+            &[c, c / 8, 1, 1],
+            true,
+        );
+        self.layer(
+            &format!("{a}.spatial_interaction.0"),
+            &[c / 16, c, 1, 1],
+            true,
+        );
         self.batch_norm(&format!("{a}.spatial_interaction.1"), c / 16);
-        self.layer(&format!("{a}.spatial_interaction.3"), &[1, c / 16, 1, 1], true);
+        self.layer(
+            &format!("{a}.spatial_interaction.3"),
+            &[1, c / 16, 1, 1],
+            true,
+        );
     }
 
     /// One window orientation's `Spatial_Attention` (`{a}.attns.{idx}`): its position tables
@@ -180,7 +196,11 @@ impl DatParams {
                 let nf = self.num_feat;
                 b.layer("conv_before_upsample.0", &[nf, c, 3, 3], true);
                 for (k, r) in upsample_steps(self.upscale).into_iter().enumerate() {
-                    b.layer(&format!("upsample.{}", 2 * k), &[r * r * nf, nf, 3, 3], true);
+                    b.layer(
+                        &format!("upsample.{}", 2 * k),
+                        &[r * r * nf, nf, 3, 3],
+                        true,
+                    );
                 }
                 b.layer("conv_last", &[self.in_channels, nf, 3, 3], true);
             }

@@ -73,7 +73,8 @@ pub(super) fn fold_batch_norm(
 ) -> Result<(Tensor, Tensor)> {
     let out = bias.dims1()?;
     let get = |name: &str| -> Result<Tensor> {
-        Ok(w.get(&format!("{bn}.{name}"), &[out])?.to_dtype(DType::F32)?)
+        Ok(w.get(&format!("{bn}.{name}"), &[out])?
+            .to_dtype(DType::F32)?)
     };
     let (gamma, beta) = (get("weight")?, get("bias")?);
     let (mean, var) = (get("running_mean")?, get("running_var")?);

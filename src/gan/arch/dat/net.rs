@@ -62,7 +62,12 @@ impl Dat {
                 let steps = upsample_steps(p.upscale)
                     .into_iter()
                     .enumerate()
-                    .map(|(k, r)| Ok((conv(w, &format!("upsample.{}", 2 * k), nf, r * r * nf, 3)?, r)))
+                    .map(|(k, r)| {
+                        Ok((
+                            conv(w, &format!("upsample.{}", 2 * k), nf, r * r * nf, 3)?,
+                            r,
+                        ))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 Reconstruction::PixelShuffle {
                     before: conv(w, "conv_before_upsample.0", c, nf, 3)?,

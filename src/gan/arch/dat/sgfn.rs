@@ -42,7 +42,9 @@ impl Sgfn {
     ) -> Result<Tensor> {
         let (b, l, _) = xn.dims3()?;
         let hidden = self.fc1.forward_gelu_erf(xn)?;
-        let gate = self.norm.forward(&hidden.narrow(2, self.half, self.half)?)?;
+        let gate = self
+            .norm
+            .forward(&hidden.narrow(2, self.half, self.half)?)?;
         let gate = self
             .conv
             .forward(&gate.reshape((b, h, w, self.half))?)?

@@ -73,7 +73,10 @@ impl SpatialAttention {
             .common
             .conv_branch(&qkv.narrow(2, 2 * c, c)?.reshape((b, h, w, c))?)?
             .reshape((b, l, c))?;
-        let (hp, wp) = (h.next_multiple_of(self.multiple), w.next_multiple_of(self.multiple));
+        let (hp, wp) = (
+            h.next_multiple_of(self.multiple),
+            w.next_multiple_of(self.multiple),
+        );
         // (B, H, W, 3, 2, C/2): q, k, v of both orientations; zero tokens fill the padding,
         // as the reference pads after the projection.
         let mut qkv = qkv.reshape((b, h, w, 3, 2, half))?;

@@ -124,12 +124,10 @@ impl WindowAttention {
             .reshape((b * windows, heads, n, n))?
             .broadcast_add(&self.bias)?;
         let scores = match labels {
-            Some(l) => scores
-                .reshape((b, windows, heads, n, n))?
-                .broadcast_add(
-                    &l.matrix(scores.dtype(), scores.device())?
-                        .reshape((1, windows, 1, n, n))?,
-                )?,
+            Some(l) => scores.reshape((b, windows, heads, n, n))?.broadcast_add(
+                &l.matrix(scores.dtype(), scores.device())?
+                    .reshape((1, windows, 1, n, n))?,
+            )?,
             None => scores,
         };
         Ok(scores.reshape((b * windows * heads, n, n))?)
