@@ -105,10 +105,14 @@ fn check_params(name: &str, p: &DatParams, r: &Value) -> Result<()> {
 }
 
 fn network(model: &GanModel) -> Result<GanNetwork> {
+    network_in(model, DType::F32)
+}
+
+fn network_in(model: &GanModel, dtype: DType) -> Result<GanNetwork> {
     Ok(GanNetwork::new(
         model.arch(),
         model.weights(),
-        DType::F32,
+        dtype,
         &Device::Cpu,
         model.source(),
     )?)
@@ -236,6 +240,29 @@ fn every_case_matches_spandrel() -> Result<()> {
         let want = &t[case["output"].as_str().context("output")?];
         let got = network(&model)?.forward(input)?;
         common::compare(name, &got, want, 1e-4)?;
+    }
+    Ok(())
+}
+
+/// In f64 every layer takes candle's tensor ops instead of the CPU kernels (the path GPUs
+/// take: the shift mask as a matrix, the depthwise convs as shifted views, the position bias
+/// broadcast), and the result is the reference's to float64 rounding; bf16, which spandrel
+/// also runs DAT in, stays near it.
+#[test]
+fn the_tensor_op_path_matches_too() -> Result<()> {
+    let m = manifest()?;
+    let t = tensors()?;
+    for case in cases(&m)? {
+        let name = case["name"].as_str().context("name")?;
+        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let input = &t[case["input"].as_str().context("input")?];
+        let want = &t[case["output"].as_str().context("output")?];
+        let got = network_in(&model, DType::F64)?.forward(&input.to_dtype(DType::F64)?)?;
+        common::compare(&format!("{name} f64"), &got, want, 1e-6)?;
+        if name == "dat_tiny_x2" {
+            let got = network_in(&model, DType::BF16)?.forward(&input.to_dtype(DType::BF16)?)?;
+            common::compare(&format!("{name} bf16"), &got, want, 0.02)?;
+        }
     }
     Ok(())
 }

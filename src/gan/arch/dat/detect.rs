@@ -120,7 +120,7 @@ pub(super) fn dat_params(dict: &StateDict) -> Result<DatParams, Reason> {
     }
     let img_size = match dict.get(MASK).map(|t| t.dims().to_vec()) {
         Some(d) => match d.as_slice() {
-            [x, y, _] => ((x * y) as f64).sqrt() as usize,
+            [x, y, _] => (x.saturating_mul(*y) as f64).sqrt() as usize,
             _ => {
                 return Err(format!(
                     "tensor `{MASK}` has shape {d:?}; expected 3 dimensions"
@@ -208,7 +208,10 @@ fn read_split(dict: &StateDict) -> Result<[usize; 2], Reason> {
         let ok = v.fract() == 0.0 && (0.0..MAX_SPLIT as f64).contains(&v);
         ok.then_some(v as usize + 1)
     };
-    let (Some(s0), Some(s1)) = (side(last[0]), side(last[1])) else {
+    let (Some(s0), Some(s1)) = (match last.as_slice() {
+        [a, b] => (side(*a), side(*b)),
+        _ => (None, None),
+    }) else {
         return Err(bad(&format!(
             "its last row {last:?} is not (rows − 1, columns − 1) of a window of 1 to \
              {MAX_SPLIT} pixels a side"
