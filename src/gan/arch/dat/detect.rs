@@ -146,12 +146,48 @@ pub(super) fn dat_params(dict: &StateDict) -> Result<DatParams, Reason> {
         img_size,
     };
     check_heads(&params)?;
-    for entry in params.state_dict_layout() {
+    let layout = params.state_dict_layout();
+    for entry in &layout {
         if entry.role == TensorRole::Weight || dict.contains_key(&entry.name) {
             expect_shape(dict, &entry.name, &entry.shape)?;
         }
     }
+    // As spandrel's strict `load_state_dict`: a tensor the layout lacks means the file is not
+    // what its shapes say (a qkv bias in some blocks only, a stray group).
+    if dict.len() > layout.len() || layout.iter().any(|e| !dict.contains_key(&e.name)) {
+        let known: std::collections::HashSet<&str> =
+            layout.iter().map(|e| e.name.as_str()).collect();
+        let mut extra: Vec<&str> = dict
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !known.contains(k))
+            .collect();
+        extra.sort_unstable();
+        if let Some(first) = extra.first() {
+            return Err(format!(
+                "unexpected tensor `{first}` ({} in all) for DAT with {}: the reference would \
+                 not load it either",
+                extra.len(),
+                summary(&params)
+            ));
+        }
+    }
     Ok(params)
+}
+
+/// The hyper-parameters that decide which tensors exist, for messages.
+fn summary(p: &DatParams) -> String {
+    format!(
+        "depth {:?}, {}, {}, {}",
+        p.depth,
+        if p.qkv_bias {
+            "qkv bias"
+        } else {
+            "no qkv bias"
+        },
+        p.resi_connection.name(),
+        p.upsampler.name()
+    )
 }
 
 /// Heads of group `i` (`depth` blocks): the channel block's temperatures when there is one,
@@ -287,9 +323,14 @@ fn check_heads(p: &DatParams) -> Result<(), Reason> {
         let window_ok = (c / 2) % (heads / 2) == 0;
         let channel_ok = depth < 2 || c % heads == 0;
         if !window_ok || !channel_ok {
+            let source = if depth >= 2 {
+                format!("layers.{i}.blocks.1.attn.temperature")
+            } else {
+                format!("layers.{i}.blocks.0.attn.attns.0.pos.pos3.2.weight")
+            };
             return Err(format!(
-                "DAT group layers.{i}: {heads} heads do not divide embed_dim {c} (half of them \
-                 over {} channels per window orientation)",
+                "DAT group layers.{i}: the {heads} heads of tensor `{source}` do not divide \
+                 embed_dim {c} (half of them over {} channels per window orientation)",
                 c / 2
             ));
         }
@@ -398,12 +439,79 @@ mod tests {
         );
         let err = dat_params(&dict).unwrap_err();
         assert!(err.contains("3x2"), "{err}");
+        // A tensor the hyper-parameters do not make (spandrel's strict load refuses it).
+        let mut dict = synthetic_dat(&p)?;
+        dict.insert("layers.0.blocks.0.attn.extra".into(), zero.clone());
+        let err = dat_params(&dict).unwrap_err();
+        assert!(
+            err.contains("unexpected tensor `layers.0.blocks.0.attn.extra`"),
+            "{err}"
+        );
         // An optional buffer that is there must have its shape.
         let mut dict = synthetic_dat(&p)?;
         let mask = "layers.0.blocks.0.attn.attns.1.relative_position_index";
         dict.insert(mask.into(), zero.broadcast_as((3, 3))?);
         let err = dat_params(&dict).unwrap_err();
         assert!(err.contains(mask), "{err}");
+        Ok(())
+    }
+
+    /// Every tensor of the layout, left out or grown by one along its first dimension: a
+    /// weight is refused by name either way, a buffer may be left out but not misshapen.
+    #[test]
+    fn every_tensor_is_checked() -> crate::error::Result<()> {
+        let mut p = tiny_params();
+        p.depth = vec![3];
+        p.img_size = 16;
+        let zero = candle_core::Tensor::zeros((), DType::F32, &candle_core::Device::Cpu)?;
+        for entry in p.state_dict_layout() {
+            let mut dict = synthetic_dat(&p)?;
+            dict.remove(&entry.name);
+            let identifying = IDENTIFYING.contains(&entry.name.as_str());
+            match (entry.role, identifying) {
+                (_, true) => assert!(!is_dat(&dict), "{}", entry.name),
+                (TensorRole::Weight, false) => {
+                    // Named, or (where its absence changes what the shapes say: a qkv bias,
+                    // `conv_last`, `conv_after_body`) refused for the tensors that no longer fit.
+                    let err = dat_params(&dict).unwrap_err();
+                    assert!(err.contains("tensor `"), "{}: {err}", entry.name);
+                    if !["qkv.bias", "conv_last.weight", "conv_after_body.weight"]
+                        .iter()
+                        .any(|k| entry.name.ends_with(k))
+                    {
+                        assert!(err.contains(&entry.name), "{}: {err}", entry.name);
+                    }
+                }
+                (TensorRole::Buffer, false) if entry.name == RPE_BIASES => {
+                    assert!(dat_params(&dict).unwrap_err().contains(RPE_BIASES));
+                }
+                (TensorRole::Buffer, false) if entry.name == MASK => {
+                    // img_size falls back to 64, which the other masks (of 16) contradict, as
+                    // they would in spandrel's strict load.
+                    let err = dat_params(&dict).unwrap_err();
+                    assert!(
+                        err.contains("attn_mask_1") && err.contains("[512, 8, 8]"),
+                        "{err}"
+                    );
+                }
+                (TensorRole::Buffer, false) => {
+                    assert_eq!(dat_params(&dict), Ok(p.clone()), "{}", entry.name);
+                }
+            }
+            let mut shape = entry.shape.clone();
+            match shape.first_mut() {
+                Some(d) => *d += 1,
+                None => shape.push(2),
+            }
+            let mut dict = synthetic_dat(&p)?;
+            dict.insert(entry.name.clone(), zero.broadcast_as(shape.as_slice())?);
+            let err = dat_params(&dict).unwrap_err();
+            assert!(
+                err.contains(&entry.name) || entry.name == RPE_BIASES,
+                "{}: {err}",
+                entry.name
+            );
+        }
         Ok(())
     }
 
