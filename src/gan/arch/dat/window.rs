@@ -4,11 +4,12 @@
 //! dynamic relative position bias and, for shifted windows, the region mask added to the
 //! scores.
 //!
-//! All windows and heads go through one batched matmul for the scores and one for the
-//! output: q, k and v are partitioned together by a single permuting copy into (3, windows ×
-//! heads, N, head_dim). On the CPU in f32 the bias and the mask are added to the scores in
-//! place, the mask only on the windows whose tokens come from different regions (the last
-//! window row and column of a shifted map).
+//! q, k and v are partitioned together by a single permuting copy into (3, windows × heads,
+//! N, head_dim); all windows and heads then go through one batched matmul for the scores and
+//! one for the output (on the CPU in f32, one per chunk of slices, the chunks spread over the
+//! threads: see [`WindowAttention::attend_cpu`]). On the CPU in f32 the bias and the mask are
+//! added to the scores in place, the mask only on the windows whose tokens come from
+//! different regions (the last window row and column of a shifted map).
 
 use candle_core::{CpuStorage, DType, Layout, Tensor};
 use rayon::prelude::*;
@@ -17,6 +18,7 @@ use super::mask::{ShiftLabels, MASKED};
 use super::pos_bias::window_bias;
 use crate::error::Result;
 use crate::gan::arch::Weights;
+use crate::models::layers::cpu_dispatch::on_cpu_f32;
 use crate::models::layers::softmax::softmax_last_dim;
 
 /// One orientation's windows, heads and position bias.
@@ -87,10 +89,16 @@ impl WindowAttention {
             .contiguous()?
             .reshape((three, groups, n, hd))?;
         let (q, k, v) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
-        let scores = q.matmul(&k.t()?)?;
-        let scores = self.add_bias_and_mask(scores, labels, (b, windows))?;
-        let probs = softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?;
+        let out = match &self.bias_host {
+            Some(bias) if q.device().is_cpu() && q.dtype() == DType::F32 => {
+                self.attend_cpu(bias, [&q, &k, &v], labels)?
+            }
+            _ => {
+                let scores = q.matmul(&k.t()?)?;
+                let scores = self.add_bias_and_mask(scores, labels, (b, windows))?;
+                softmax_last_dim(&scores)?.matmul(&v)?
+            }
+        };
         // (B·nh, nw, heads, h_sp, w_sp, hd) → (B·nh, h_sp, nw, w_sp, heads, hd)
         Ok(out
             .reshape(vec![b * nh, nw, heads, h_sp, w_sp, hd])?
@@ -99,8 +107,47 @@ impl WindowAttention {
             .reshape((b, hp, wp, c))?)
     }
 
-    /// scores (B·windows·heads, N, N) + bias (per head) + mask (per window): in place on the
-    /// CPU in f32, in tensor ops elsewhere.
+    /// softmax(q kᵀ + bias + mask) v on the CPU in f32, for q, k, v (windows·heads, N, hd):
+    /// candle's batched matmul runs its slices one after another, each too small to spread
+    /// over threads, so the slices are cut into a few chunks per thread, each chunk one
+    /// batched matmul for the scores, the bias and mask added in place, a single-threaded
+    /// softmax and one batched matmul for the output, the chunks spread over the threads. Only
+    /// the chunks in flight hold scores, not the whole map's.
+    fn attend_cpu(
+        &self,
+        bias: &[f32],
+        [q, k, v]: [&Tensor; 3],
+        labels: Option<&ShiftLabels>,
+    ) -> Result<Tensor> {
+        let n = self.h_sp * self.w_sp;
+        let groups = q.dim(0)?;
+        let per = groups.div_ceil(4 * rayon::current_num_threads()).max(1);
+        let chunks: Vec<Tensor> = (0..groups.div_ceil(per))
+            .into_par_iter()
+            .map(|c| -> Result<Tensor> {
+                let (first, len) = (c * per, per.min(groups - c * per));
+                let scores = q
+                    .narrow(0, first, len)?
+                    .matmul(&k.narrow(0, first, len)?.t()?)?;
+                scores.inplace_op1(&AddBiasMask {
+                    bias,
+                    labels,
+                    heads: self.heads,
+                    tokens: n,
+                    first,
+                })?;
+                let probs = on_cpu_f32([&scores], [], scores.shape(), |[x], []| {
+                    diffsr_kernels::softmax::softmax_last_dim(x, n, 1)
+                })?
+                .ok_or_else(|| candle_core::Error::Msg("f32 CPU scores expected".into()))?;
+                Ok(probs.matmul(&v.narrow(0, first, len)?)?)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Tensor::cat(&chunks, 0)?)
+    }
+
+    /// scores (B·windows·heads, N, N) + bias (per head) + mask (per window), in tensor ops
+    /// (the path of other devices and dtypes).
     fn add_bias_and_mask(
         &self,
         scores: Tensor,
@@ -108,17 +155,6 @@ impl WindowAttention {
         (b, windows): (usize, usize),
     ) -> Result<Tensor> {
         let n = self.h_sp * self.w_sp;
-        if let (Some(bias), true) = (&self.bias_host, scores.device().is_cpu()) {
-            if scores.dtype() == DType::F32 && scores.is_contiguous() {
-                scores.inplace_op1(&AddBiasMask {
-                    bias,
-                    labels,
-                    heads: self.heads,
-                    tokens: n,
-                })?;
-                return Ok(scores);
-            }
-        }
         let heads = self.heads;
         let scores = scores
             .reshape((b * windows, heads, n, n))?
@@ -135,13 +171,14 @@ impl WindowAttention {
 }
 
 /// scores += bias[head] (+ −100 between tokens of different regions), in place, for
-/// contiguous f32 scores (B·windows·heads, N, N) on the CPU, (window, head) blocks spread over
-/// the threads.
+/// contiguous f32 scores on the CPU: (count, N, N) blocks of slices `first`, `first + 1`, …
+/// of (B·windows·heads) (slice g is head g mod heads of window (g / heads) mod windows).
 struct AddBiasMask<'a> {
     bias: &'a [f32],
     labels: Option<&'a ShiftLabels>,
     heads: usize,
     tokens: usize,
+    first: usize,
 }
 
 impl candle_core::InplaceOp1 for AddBiasMask<'_> {
@@ -164,9 +201,9 @@ impl candle_core::InplaceOp1 for AddBiasMask<'_> {
         }
         let n = self.tokens;
         data[start..end]
-            .par_chunks_mut(nn)
-            .enumerate()
-            .for_each(|(g, block)| {
+            .chunks_exact_mut(nn)
+            .zip(self.first..)
+            .for_each(|(block, g)| {
                 let head = g % self.heads;
                 for (s, b) in block.iter_mut().zip(&self.bias[head * nn..][..nn]) {
                     *s += b;
