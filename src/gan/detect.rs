@@ -67,6 +67,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
+    use crate::gan::arch::dat;
     use crate::gan::arch::{
         omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, CcmType, LkType,
     };
@@ -113,6 +114,7 @@ mod tests {
                     2,
                 )),
             ),
+            ("DAT", dat::synthetic_dat(&dat::tiny_params()).unwrap()),
         ]
     }
 
@@ -144,6 +146,7 @@ mod tests {
                 ("SRCNN", GanArch::Srcnn(p)) => assert_eq!(p.filters, [64, 32]),
                 ("SwinIR", GanArch::SwinIr(p)) => assert_eq!(p.depths, [2, 1]),
                 ("Swin2SR", GanArch::Swin2Sr(p)) => assert_eq!(p.depths, [1, 2]),
+                ("DAT", GanArch::Dat(p)) => assert_eq!(p.depth, [2]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }
@@ -207,7 +210,10 @@ mod tests {
         let rrdb: &dyn ArchSpec = &rrdbnet::RrdbNetSpec;
         let compact: &dyn ArchSpec = &srvgg::SrvggSpec;
         assert_eq!(known(&[rrdb, compact]), "RRDBNet or SRVGGNetCompact");
-        assert_eq!(known(&[rrdb, compact, rrdb]), "RRDBNet, SRVGGNetCompact or RRDBNet");
+        assert_eq!(
+            known(&[rrdb, compact, rrdb]),
+            "RRDBNet, SRVGGNetCompact or RRDBNet"
+        );
         assert_eq!(known(&[compact]), "SRVGGNetCompact");
         assert!(detect_in(&[], &StateDict::new(), Path::new("x"))
             .unwrap_err()

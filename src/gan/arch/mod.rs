@@ -16,6 +16,7 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod dat;
 pub mod omnisr;
 pub mod plksr;
 pub mod rrdbnet;
@@ -29,6 +30,7 @@ pub mod swin2sr;
 pub mod swinir;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
+pub use dat::{DatParams, DatSpec};
 pub use net::{GanNetwork, SrNet};
 pub use omnisr::{OmniSr, OmniSrParams, OmniSrSpec};
 pub use plksr::{

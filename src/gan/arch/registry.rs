@@ -8,7 +8,7 @@
 //! first entry that claims a state dict, so more specific patterns come first.
 
 use super::{
-    omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
+    dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
     ArchSpec,
 };
 
@@ -51,6 +51,8 @@ macro_rules! architectures {
 }
 
 architectures! {
+    /// DAT (Dual Aggregation Transformer): DAT-light, DAT-S, DAT, DAT-2.
+    Dat(dat::DatParams) => dat::DatSpec,
     /// ESRGAN / Real-ESRGAN's RRDBNet, including the pixel-unshuffle x2 / x1 variants.
     RrdbNet(rrdbnet::RrdbNetParams) => rrdbnet::RrdbNetSpec,
     /// Real-ESRGAN's SRVGGNetCompact (realesr-animevideov3, realesr-general-x4v3).

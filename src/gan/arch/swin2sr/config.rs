@@ -68,6 +68,11 @@ impl Swin2SrParams {
 }
 
 impl ArchConfig for Swin2SrParams {
+    /// f32: spandrel marks it `supports_half = False` (its attention overflows f16).
+    fn gpu_dtype(&self) -> DType {
+        DType::F32
+    }
+
     fn scale(&self) -> usize {
         self.upscale
     }

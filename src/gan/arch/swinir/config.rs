@@ -63,6 +63,11 @@ impl SwinIrParams {
 }
 
 impl ArchConfig for SwinIrParams {
+    /// f32: spandrel marks it `supports_half = False` (its attention overflows f16).
+    fn gpu_dtype(&self) -> DType {
+        DType::F32
+    }
+
     fn scale(&self) -> usize {
         self.upscale / self.start_unshuffle.max(1)
     }
