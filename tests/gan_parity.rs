@@ -74,6 +74,8 @@ fn check_arch(name: &str, arch: &GanArch, v: &Value) -> Result<()> {
             ensure!(Some(p.num_conv) == want("num_conv"), "{name}: num_conv");
             ensure!(v["act"] == p.act.name(), "{name}: act {}", p.act.name());
         }
+        // The zoo's architectures have their own fixtures (tests/zoo_*.rs).
+        other => anyhow::bail!("{name}: detected {}", other.describe()),
     }
     Ok(())
 }

@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{rrdbnet, srvgg};
+    use crate::gan::arch::{realcugan, rrdbnet, srvgg};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -75,6 +75,16 @@ mod tests {
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(3, 2)),
             ("RRDBNet", rrdbnet::synthetic_rrdbnet(12, 2)),
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
+            (
+                "RealCUGAN",
+                realcugan::synthetic_realcugan(&realcugan::RealCuganParams {
+                    variant: realcugan::Variant::Up3x,
+                    in_channels: 3,
+                    out_channels: 3,
+                    pro: true,
+                    se: true,
+                }),
+            ),
         ]
     }
 
@@ -97,6 +107,7 @@ mod tests {
             match (name, &arch) {
                 ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
+                ("RealCUGAN", GanArch::RealCugan(p)) => assert!(p.pro && p.variant == realcugan::Variant::Up3x),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

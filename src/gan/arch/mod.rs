@@ -16,11 +16,13 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod realcugan;
 pub mod rrdbnet;
 pub mod srvgg;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
+pub use realcugan::{RealCugan, RealCuganParams, RealCuganSpec};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use spec::{ArchSpec, Detection};

@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{rrdbnet, srvgg, ArchConfig, ArchSpec};
+use super::{realcugan, rrdbnet, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -45,4 +45,6 @@ architectures! {
     RrdbNet(rrdbnet::RrdbNetParams) => rrdbnet::RrdbNetSpec,
     /// Real-ESRGAN's SRVGGNetCompact (realesr-animevideov3, realesr-general-x4v3).
     Srvgg(srvgg::SrvggParams) => srvgg::SrvggSpec,
+    /// Real-CUGAN's UpCunet 2x / 3x / 4x / 2x-fast, se, pro and no-SE.
+    RealCugan(realcugan::RealCuganParams) => realcugan::RealCuganSpec,
 }
