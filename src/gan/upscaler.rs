@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::arch::{GanArch, GanNetwork};
+use super::arch::{GanArch, GanNetwork, InputPadding};
 use super::memory_plan::{plan_gan_memory, Budget, Finish, GanFootprint, GanMemoryPlan};
 use super::model::GanModel;
 use crate::color_fix::ColorFix;
@@ -253,9 +253,21 @@ impl GanUpscaler {
             // Wide enough that every kept pixel saw its full context (exact for SRVGG).
             overlap,
             scale: self.arch.scale(),
-            align: self.arch.input_multiple(),
+            align: self.align(tile),
             pad: self.pre_pad,
             batch: 1,
+        }
+    }
+
+    /// The multiple tiles start on and the padded image is brought to: the network's input
+    /// multiple, except for a whole-image run of a network that pads inside its own forward
+    /// (Real-CUGAN), which then sees the image exactly as its reference does.
+    fn align(&self, tile: usize) -> usize {
+        let size = self.arch.input_size();
+        if tile == 0 && size.padding == InputPadding::Inside {
+            1
+        } else {
+            size.multiple
         }
     }
 

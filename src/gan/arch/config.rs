@@ -20,6 +20,11 @@ pub enum InputPadding {
     Reflect,
     /// The edge pixels repeated (PyTorch's `mode="replicate"`).
     Replicate,
+    /// None from outside: the network pads inside its own forward, as its reference module
+    /// does (Real-CUGAN's reflect padding of 14 to 38 pixels plus the rest of the multiple),
+    /// and takes any size. The multiple then only aligns tiles, so that the network's strided
+    /// levels see every tile on the whole image's grid.
+    Inside,
 }
 
 /// The input sides a network takes.
@@ -50,7 +55,7 @@ impl InputSize {
     /// Whether an `h` × `w` input needs no padding.
     pub fn fits(&self, h: usize, w: usize) -> bool {
         let m = self.multiple.max(1);
-        h % m == 0 && w % m == 0
+        self.padding == InputPadding::Inside || (h % m == 0 && w % m == 0)
     }
 
     /// Pads the bottom and right of `x` (B, C, H, W) up to the next multiples, by the policy.
@@ -61,6 +66,7 @@ impl InputSize {
         Ok(match self.padding {
             InputPadding::Reflect => reflect_pad(x, 0, pad_h, 0, pad_w)?,
             InputPadding::Replicate => x.pad_with_same(2, 0, pad_h)?.pad_with_same(3, 0, pad_w)?,
+            InputPadding::Inside => x.clone(),
         })
     }
 }
@@ -176,6 +182,11 @@ mod tests {
             [[0., 1., 2., 2.], [3., 4., 5., 5.]]
         );
         assert!(InputSize::ANY.fits(7, 5));
+        let inside = InputSize {
+            multiple: 4,
+            padding: InputPadding::Inside,
+        };
+        assert!(inside.fits(2, 3) && inside.pad(&x)?.dims() == x.dims());
         assert_eq!(InputSize::ANY.pad(&x)?.dims(), x.dims());
         Ok(())
     }

@@ -11,7 +11,8 @@ use crate::gan::arch::shapes::{conv3x3_dims, dims, expect_shape, Reason, MAX_CHA
 use crate::gan::StateDict;
 
 /// The tensors Real-CUGAN is recognised by (the first conv of each U-Net).
-pub(super) const IDENTIFYING: [&str; 2] = ["unet1.conv1.conv.0.weight", "unet2.conv1.conv.0.weight"];
+pub(super) const IDENTIFYING: [&str; 2] =
+    ["unet1.conv1.conv.0.weight", "unet2.conv1.conv.0.weight"];
 
 /// The entry spandrel uses to mark a pro model (a 1-element buffer; its value is unused).
 pub const PRO_KEY: &str = "pro";
@@ -54,7 +55,13 @@ impl Layer {
 /// classes (the order of a PyTorch state dict, and of the layers of an ncnn export).
 pub fn layers(p: &RealCuganParams) -> Vec<Layer> {
     let mut out = Vec::new();
-    let mut add = |prefix: String, kind, shape| out.push(Layer { prefix, kind, shape });
+    let mut add = |prefix: String, kind, shape| {
+        out.push(Layer {
+            prefix,
+            kind,
+            shape,
+        })
+    };
     let conv = |co, ci, k| [co, ci, k, k];
     let (c1_in, c1_out, bottom_k) = match p.variant {
         Variant::Up2x => (p.in_channels, p.out_channels, 4),
@@ -68,32 +75,71 @@ pub fn layers(p: &RealCuganParams) -> Vec<Layer> {
         Variant::Up2x | Variant::Up3x => (p.in_channels, p.out_channels),
         Variant::Up4x | Variant::Up2xFast => (64, 64),
     };
-    let unet_conv = |add: &mut dyn FnMut(String, LayerKind, [usize; 4]), name: &str, (ci, mid, co), se: bool| {
+    let unet_conv = |add: &mut dyn FnMut(String, LayerKind, [usize; 4]),
+                     name: &str,
+                     (ci, mid, co),
+                     se: bool| {
         add(format!("{name}.conv.0"), LayerKind::Conv, conv(mid, ci, 3));
         add(format!("{name}.conv.2"), LayerKind::Conv, conv(co, mid, 3));
         if se {
-            add(format!("{name}.seblock.conv1"), LayerKind::Squeeze, conv(co / 8, co, 1));
-            add(format!("{name}.seblock.conv2"), LayerKind::Squeeze, conv(co, co / 8, 1));
+            add(
+                format!("{name}.seblock.conv1"),
+                LayerKind::Squeeze,
+                conv(co / 8, co, 1),
+            );
+            add(
+                format!("{name}.seblock.conv2"),
+                LayerKind::Squeeze,
+                conv(co, co / 8, 1),
+            );
         }
     };
     unet_conv(&mut add, "unet1.conv1", (c1_in, 32, 64), false);
     add("unet1.conv1_down".into(), LayerKind::Conv, conv(64, 64, 2));
     unet_conv(&mut add, "unet1.conv2", (64, 128, 64), p.se);
-    add("unet1.conv2_up".into(), LayerKind::Transposed, conv(64, 64, 2));
+    add(
+        "unet1.conv2_up".into(),
+        LayerKind::Transposed,
+        conv(64, 64, 2),
+    );
     add("unet1.conv3".into(), LayerKind::Conv, conv(64, 64, 3));
-    add("unet1.conv_bottom".into(), LayerKind::Transposed, [64, c1_out, bottom_k, bottom_k]);
+    add(
+        "unet1.conv_bottom".into(),
+        LayerKind::Transposed,
+        [64, c1_out, bottom_k, bottom_k],
+    );
     unet_conv(&mut add, "unet2.conv1", (c2_in, 32, 64), false);
     add("unet2.conv1_down".into(), LayerKind::Conv, conv(64, 64, 2));
     unet_conv(&mut add, "unet2.conv2", (64, 64, 128), p.se);
-    add("unet2.conv2_down".into(), LayerKind::Conv, conv(128, 128, 2));
+    add(
+        "unet2.conv2_down".into(),
+        LayerKind::Conv,
+        conv(128, 128, 2),
+    );
     unet_conv(&mut add, "unet2.conv3", (128, 256, 128), p.se);
-    add("unet2.conv3_up".into(), LayerKind::Transposed, conv(128, 128, 2));
+    add(
+        "unet2.conv3_up".into(),
+        LayerKind::Transposed,
+        conv(128, 128, 2),
+    );
     unet_conv(&mut add, "unet2.conv4", (128, 64, 64), p.se);
-    add("unet2.conv4_up".into(), LayerKind::Transposed, conv(64, 64, 2));
+    add(
+        "unet2.conv4_up".into(),
+        LayerKind::Transposed,
+        conv(64, 64, 2),
+    );
     add("unet2.conv5".into(), LayerKind::Conv, conv(64, 64, 3));
-    add("unet2.conv_bottom".into(), LayerKind::Conv, conv(c2_out, 64, 3));
+    add(
+        "unet2.conv_bottom".into(),
+        LayerKind::Conv,
+        conv(c2_out, 64, 3),
+    );
     if matches!(p.variant, Variant::Up4x | Variant::Up2xFast) {
-        add("conv_final".into(), LayerKind::Conv, conv(4 * p.out_channels, 64, 3));
+        add(
+            "conv_final".into(),
+            LayerKind::Conv,
+            conv(4 * p.out_channels, 64, 3),
+        );
     }
     out
 }

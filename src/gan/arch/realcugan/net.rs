@@ -5,8 +5,9 @@
 //! 19 or 38 pixels, plus the bottom and right up to the multiple its levels need), the crops,
 //! and the residuals (UNet1's output added to UNet2's; the nearest-upsampled input for the ×4
 //! and fast models). Also spandrel's `ModelDescriptor.__call__` size requirement: inputs
-//! narrower than 32 pixels (40 for the fast model) are padded at the bottom and right, by
-//! reflection as far as it reaches and by repetition beyond, and the output cropped back.
+//! narrower than 32 pixels (40 for the fast model, whose sides must also be multiples of 4) are
+//! padded at the bottom and right, by reflection as far as it reaches and by repetition beyond,
+//! and the output cropped back.
 
 use candle_core::Tensor;
 use candle_nn::{Conv2dConfig, Module};
@@ -48,7 +49,11 @@ impl RealCugan {
                 )
             }
             Variant::Up4x | Variant::Up2xFast => {
-                let c1 = if p.variant == Variant::Up2xFast { 4 * cin } else { cin };
+                let c1 = if p.variant == Variant::Up2xFast {
+                    4 * cin
+                } else {
+                    cin
+                };
                 let weight = w.get("conv_final.weight", &[4 * cout, 64, 3, 3])?;
                 let bias = w.get("conv_final.bias", &[4 * cout])?;
                 (
@@ -70,10 +75,11 @@ impl RealCugan {
     /// The module's `forward` on an input that meets the size requirement.
     fn module_forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
+        // Contiguous: a tile arrives as a view, and the padding gathers rows by index.
         let x = if self.pro {
             x.affine(PRO_GAIN, PRO_OFFSET)?
         } else {
-            x.clone()
+            x.contiguous()?
         };
         let (pad, multiple) = self.variant.padding();
         let (ph, pw) = (h.next_multiple_of(multiple), w.next_multiple_of(multiple));
@@ -120,14 +126,19 @@ impl SrNet for RealCugan {
                 format!("Real-CUGAN cannot upscale an empty {w}x{h} input"),
             ));
         }
-        let min = self.variant.min_side();
-        if h >= min && w >= min {
+        // spandrel's `SizeRequirements`: at least `minimum`, then up to `multiple_of`.
+        let (min, multiple) = self.variant.size_requirements();
+        let (th, tw) = (
+            h.max(min).next_multiple_of(multiple),
+            w.max(min).next_multiple_of(multiple),
+        );
+        if (th, tw) == (h, w) {
             return self.module_forward(x);
         }
-        let (pad_h, pad_w) = (min.saturating_sub(h), min.saturating_sub(w));
+        let (pad_h, pad_w) = (th - h, tw - w);
         // spandrel's `pad_tensor`: reflect by at most side − 1, repeat the edge for the rest.
         let (reflect_h, reflect_w) = (pad_h.min(h - 1), pad_w.min(w - 1));
-        let padded = reflect_pad(x, 0, reflect_h, 0, reflect_w)?
+        let padded = reflect_pad(&x.contiguous()?, 0, reflect_h, 0, reflect_w)?
             .pad_with_same(2, 0, pad_h - reflect_h)?
             .pad_with_same(3, 0, pad_w - reflect_w)?;
         let s = self.variant.scale();

@@ -34,7 +34,13 @@ pub(super) struct StridedConv {
 }
 
 impl StridedConv {
-    pub(super) fn new(w: &Weights, prefix: &str, ci: usize, co: usize, factor: usize) -> Result<Self> {
+    pub(super) fn new(
+        w: &Weights,
+        prefix: &str,
+        ci: usize,
+        co: usize,
+        factor: usize,
+    ) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"), &[co, ci, factor, factor])?;
         let bias = w.get(&format!("{prefix}.bias"), &[co])?;
         let weight = weight.reshape((co, ci * factor * factor, 1, 1))?;
@@ -187,7 +193,10 @@ fn phase_weights(weight: &Tensor, bias: &Tensor, ph: &Phases) -> Result<(Tensor,
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    let b = bias.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let b = bias
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
     let out_ch = co * s * s;
     let mut dst = vec![0f32; out_ch * ci * taps * taps];
     let mut dst_bias = Vec::with_capacity(out_ch);
@@ -224,7 +233,14 @@ mod tests {
     use crate::gan::StateDict;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]

@@ -54,12 +54,19 @@ impl SeBlock {
     fn new(w: &Weights, prefix: &str, c: usize) -> Result<Self> {
         let r = c / 8;
         let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            Ok(w.get(&format!("{prefix}.{name}"), shape)?.to_dtype(DType::F32)?)
+            Ok(w.get(&format!("{prefix}.{name}"), shape)?
+                .to_dtype(DType::F32)?)
         };
         Ok(Self {
-            w1: get("conv1.weight", &[r, c, 1, 1])?.reshape((r, c))?.t()?.contiguous()?,
+            w1: get("conv1.weight", &[r, c, 1, 1])?
+                .reshape((r, c))?
+                .t()?
+                .contiguous()?,
             b1: get("conv1.bias", &[r])?.unsqueeze(0)?,
-            w2: get("conv2.weight", &[c, r, 1, 1])?.reshape((c, r))?.t()?.contiguous()?,
+            w2: get("conv2.weight", &[c, r, 1, 1])?
+                .reshape((c, r))?
+                .t()?
+                .contiguous()?,
             b2: get("conv2.bias", &[c])?.unsqueeze(0)?,
         })
     }
@@ -83,7 +90,12 @@ struct UNetConv {
 }
 
 impl UNetConv {
-    fn new(w: &Weights, prefix: &str, (ci, mid, co): (usize, usize, usize), se: bool) -> Result<Self> {
+    fn new(
+        w: &Weights,
+        prefix: &str,
+        (ci, mid, co): (usize, usize, usize),
+        se: bool,
+    ) -> Result<Self> {
         Ok(Self {
             conv0: ConvLrelu::new(w, &format!("{prefix}.conv.0"), ci, mid)?,
             conv2: ConvLrelu::new(w, &format!("{prefix}.conv.2"), mid, co)?,
@@ -138,14 +150,25 @@ pub(super) struct UNet1 {
 }
 
 impl UNet1 {
-    pub(super) fn new(w: &Weights, (ci, co): (usize, usize), bottom: Bottom, se: bool) -> Result<Self> {
+    pub(super) fn new(
+        w: &Weights,
+        (ci, co): (usize, usize),
+        bottom: Bottom,
+        se: bool,
+    ) -> Result<Self> {
         Ok(Self {
             conv1: UNetConv::new(w, "unet1.conv1", (ci, 32, 64), false)?,
             conv1_down: StridedConv::new(w, "unet1.conv1_down", 64, 64, 2)?,
             conv2: UNetConv::new(w, "unet1.conv2", (64, 128, 64), se)?,
             conv2_up: TransposedConv::new(w, "unet1.conv2_up", (64, 64), (2, 2, 0), true)?,
             conv3: ConvLrelu::new(w, "unet1.conv3", 64, 64)?,
-            conv_bottom: TransposedConv::new(w, "unet1.conv_bottom", (64, co), bottom.geometry(), false)?,
+            conv_bottom: TransposedConv::new(
+                w,
+                "unet1.conv_bottom",
+                (64, co),
+                bottom.geometry(),
+                false,
+            )?,
         })
     }
 
