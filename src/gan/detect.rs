@@ -107,7 +107,9 @@ mod tests {
             match (name, &arch) {
                 ("RRDBNet", GanArch::RrdbNet(p)) => assert_eq!(p.num_block, 1),
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
-                ("RealCUGAN", GanArch::RealCugan(p)) => assert!(p.pro && p.variant == realcugan::Variant::Up3x),
+                ("RealCUGAN", GanArch::RealCugan(p)) => {
+                    assert!(p.pro && p.variant == realcugan::Variant::Up3x)
+                }
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }
