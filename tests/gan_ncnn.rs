@@ -443,7 +443,7 @@ fn malformed_param() -> Result<()> {
             "blob `nowhere`",
         ),
         (
-            good.replacen("Convolution conv1", "Deconvolution conv1", 1),
+            good.replacen("Convolution conv1", "ConvolutionDepthWise conv1", 1),
             "unsupported layer type",
         ),
     ];

@@ -47,6 +47,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         InputPadding::Reflect => "reflect",
         InputPadding::Replicate => "replicate",
         InputPadding::Zero => "zero",
+        InputPadding::Inside => "by the network itself",
     };
     let radius = arch.context_radius();
     let overlap = exact_overlap(radius);

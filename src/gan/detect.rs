@@ -68,6 +68,7 @@ mod tests {
 
     use super::*;
     use crate::gan::arch::dat;
+    use crate::gan::arch::realcugan;
     use crate::gan::arch::{
         omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, CcmType, LkType,
     };
@@ -115,6 +116,16 @@ mod tests {
                 )),
             ),
             ("DAT", dat::synthetic_dat(&dat::tiny_params()).unwrap()),
+            (
+                "RealCUGAN",
+                realcugan::synthetic_realcugan(&realcugan::RealCuganParams {
+                    variant: realcugan::Variant::Up3x,
+                    in_channels: 3,
+                    out_channels: 3,
+                    pro: true,
+                    se: true,
+                }),
+            ),
         ]
     }
 
@@ -147,6 +158,9 @@ mod tests {
                 ("SwinIR", GanArch::SwinIr(p)) => assert_eq!(p.depths, [2, 1]),
                 ("Swin2SR", GanArch::Swin2Sr(p)) => assert_eq!(p.depths, [1, 2]),
                 ("DAT", GanArch::Dat(p)) => assert_eq!(p.depth, [2]),
+                ("RealCUGAN", GanArch::RealCugan(p)) => {
+                    assert!(p.pro && p.variant == realcugan::Variant::Up3x)
+                }
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -22,6 +22,11 @@ pub enum InputPadding {
     Replicate,
     /// Zeros (PyTorch's `mode="constant"`), as OmniSR's `check_image_size` pads.
     Zero,
+    /// None from outside: the network pads inside its own forward, as its reference module
+    /// does (Real-CUGAN's reflect padding of 14 to 38 pixels plus the rest of the multiple),
+    /// and takes any size. The multiple then only aligns tiles, so that the network's strided
+    /// levels see every tile on the whole image's grid.
+    Inside,
 }
 
 /// The input sides a network takes.
@@ -54,6 +59,16 @@ impl InputSize {
     pub fn mirrored_multiple(&self) -> usize {
         match self.padding {
             InputPadding::Reflect => self.multiple.max(1),
+            InputPadding::Replicate | InputPadding::Zero | InputPadding::Inside => 1,
+        }
+    }
+
+    /// The multiple tiles start on and span by default: the input multiple where the network
+    /// reflect-pads to it or pads inside its own forward (its strided levels must see every
+    /// tile on the whole image's grid), else 1.
+    pub fn tile_multiple(&self) -> usize {
+        match self.padding {
+            InputPadding::Reflect | InputPadding::Inside => self.multiple.max(1),
             InputPadding::Replicate | InputPadding::Zero => 1,
         }
     }
@@ -61,7 +76,7 @@ impl InputSize {
     /// Whether an `h` × `w` input needs no padding.
     pub fn fits(&self, h: usize, w: usize) -> bool {
         let m = self.multiple.max(1);
-        h % m == 0 && w % m == 0
+        self.padding == InputPadding::Inside || (h % m == 0 && w % m == 0)
     }
 
     /// Pads the bottom and right of `x` (B, C, H, W) up to the next multiples, by the policy.
@@ -73,6 +88,7 @@ impl InputSize {
             InputPadding::Reflect => reflect_pad(x, 0, pad_h, 0, pad_w)?,
             InputPadding::Replicate => x.pad_with_same(2, 0, pad_h)?.pad_with_same(3, 0, pad_w)?,
             InputPadding::Zero => x.pad_with_zeros(2, 0, pad_h)?.pad_with_zeros(3, 0, pad_w)?,
+            InputPadding::Inside => x.clone(),
         })
     }
 }
@@ -123,7 +139,7 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync {
     /// zeros), as the reference does. Swin2SR's aux model overrides it: it pads its own input
     /// (any size whole) yet computes on the window grid, so its tiles sit on that grid.
     fn tile_alignment(&self) -> usize {
-        self.input_size().mirrored_multiple()
+        self.input_size().tile_multiple()
     }
 
     /// The input context, in pixels, a tile needs around what it keeps (see
@@ -242,6 +258,11 @@ mod tests {
             [[0., 1., 2., 2.], [3., 4., 5., 5.]]
         );
         assert!(InputSize::ANY.fits(7, 5));
+        let inside = InputSize {
+            multiple: 4,
+            padding: InputPadding::Inside,
+        };
+        assert!(inside.fits(2, 3) && inside.pad(&x)?.dims() == x.dims());
         assert_eq!(InputSize::ANY.pad(&x)?.dims(), x.dims());
         Ok(())
     }

@@ -19,6 +19,7 @@ mod weights;
 pub mod dat;
 pub mod omnisr;
 pub mod plksr;
+pub mod realcugan;
 pub mod rrdbnet;
 pub mod safmn;
 pub mod span;
@@ -36,6 +37,7 @@ pub use omnisr::{OmniSr, OmniSrParams, OmniSrSpec};
 pub use plksr::{
     CcmType, LkType, Plksr, PlksrParams, PlksrSpec, RealPlksr, RealPlksrParams, RealPlksrSpec,
 };
+pub use realcugan::{RealCugan, RealCuganParams, RealCuganSpec};
 pub use registry::{GanArch, REGISTRY};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use safmn::{Safmn, SafmnParams, SafmnSpec};

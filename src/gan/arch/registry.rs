@@ -7,6 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
+use super::realcugan;
 use super::{
     dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
     ArchSpec,
@@ -76,4 +77,6 @@ architectures! {
     Swin2Sr(swin2sr::Swin2SrParams) => swin2sr::Swin2SrSpec,
     /// SwinIR (classical, lightweight, real-world, denoising, JPEG).
     SwinIr(swinir::SwinIrParams) => swinir::SwinIrSpec,
+    /// Real-CUGAN's UpCunet 2x / 3x / 4x / 2x-fast, se, pro and no-SE.
+    RealCugan(realcugan::RealCuganParams) => realcugan::RealCuganSpec,
 }

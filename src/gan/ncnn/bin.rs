@@ -1,7 +1,8 @@
 //! Reader for ncnn's `.bin` weights, laid out as `ncnn::ModelBinFromDataReader` reads them:
 //! the weights of each layer back to back, in the layer order of the `.param`, with no header
 //! and no padding between layers. Only `Convolution` and `PReLU` (the layers of the
-//! Real-ESRGAN family) are read; other layers that store weights are refused.
+//! Real-ESRGAN family) and `Deconvolution` and `InnerProduct` (Real-CUGAN's transposed convs
+//! and squeeze-and-excitation) are read; other layers that store weights are refused.
 //!
 //! A convolution's kernel is a "type 0" blob: a 4-byte flag says how the values are stored
 //! (fp16, int8, raw f32, or an 8-bit index into a 256-entry f32 table). Biases and PReLU slopes
@@ -54,7 +55,9 @@ const WEIGHTLESS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub enum LayerWeights {
     None,
-    /// Kernel `[out, in, kh, kw]` in its stored dtype, bias `[out]` f32.
+    /// Kernel `[out, in, kh, kw]` in its stored dtype, bias `[out]` f32. A `Deconvolution`'s
+    /// kernel is stored in this order too (PyTorch's `ConvTranspose2d` holds `[in, out, kh,
+    /// kw]`); an `InnerProduct`'s `[out, in]` is read as `[out, in, 1, 1]`.
     Conv {
         weight: Tensor,
         bias: Option<Tensor>,
@@ -68,10 +71,10 @@ pub enum LayerWeights {
 pub fn max_len(param: &Path, layers: &[Layer]) -> Result<u64> {
     let mut total: u64 = 0;
     for layer in layers {
-        let bytes = match layer.kind.as_str() {
-            "Convolution" => {
-                let n = layer.count(param, 6, 0)? as u64;
-                let bias = if layer.int(param, 5, 0)? != 0 {
+        let bytes = match weighted_ids(&layer.kind) {
+            Some((bias_id, size_id)) => {
+                let n = layer.count(param, size_id, 0)? as u64;
+                let bias = if layer.int(param, bias_id, 0)? != 0 {
                     layer.count(param, 0, 0)? as u64
                 } else {
                     0
@@ -84,12 +87,22 @@ pub fn max_len(param: &Path, layers: &[Layer]) -> Result<u64> {
                     .saturating_add(4)
                     .saturating_add(bias.saturating_mul(4))
             }
-            "PReLU" => (layer.count(param, 0, 0)? as u64).saturating_mul(4),
-            _ => 0,
+            None if layer.kind == "PReLU" => (layer.count(param, 0, 0)? as u64).saturating_mul(4),
+            None => 0,
         };
         total = total.saturating_add(bytes);
     }
     Ok(total)
+}
+
+/// The ids of the `bias_term` and `weight_data_size` params of a layer type that stores a
+/// kernel and a bias.
+fn weighted_ids(kind: &str) -> Option<(u32, u32)> {
+    match kind {
+        "Convolution" | "Deconvolution" => Some((5, 6)),
+        "InnerProduct" => Some((1, 2)),
+        _ => None,
+    }
 }
 
 /// Reads the weights of every layer from `data` (the `.bin` file's bytes), one entry per layer;
@@ -103,7 +116,8 @@ pub fn read(param: &Path, bin: &Path, data: &[u8], layers: &[Layer]) -> Result<V
     let mut out = Vec::with_capacity(layers.len());
     for layer in layers {
         let weights = match layer.kind.as_str() {
-            "Convolution" => read_conv(param, &mut reader, layer)?,
+            "Convolution" | "Deconvolution" => read_conv(param, &mut reader, layer)?,
+            "InnerProduct" => read_inner_product(param, &mut reader, layer)?,
             "PReLU" => {
                 let n = layer.count(param, 0, 0)?;
                 if n == 0 {
@@ -121,9 +135,10 @@ pub fn read(param: &Path, bin: &Path, data: &[u8], layers: &[Layer]) -> Result<V
                     param,
                     layer,
                     &format!(
-                    "unsupported layer type {kind}: diffsr reads the weights of Convolution and \
-                         PReLU layers only (the Real-ESRGAN family)"
-                ),
+                        "unsupported layer type {kind}: diffsr reads the weights of Convolution, \
+                         PReLU, Deconvolution and InnerProduct layers only (the Real-ESRGAN and \
+                         Real-CUGAN families)"
+                    ),
                 ))
             }
         };
@@ -157,11 +172,21 @@ fn read_conv(param: &Path, reader: &mut Reader, layer: &Layer) -> Result<LayerWe
             "is int8-quantised (param 8): int8-quantised ncnn models are not supported",
         ));
     }
-    if layer.int(param, 19, 0)? != 0 {
+    // dynamic_weight: param 19 of Convolution, 28 of Deconvolution (whose 19 is an output
+    // padding, which the layer's own geometry accounts for).
+    let dynamic = if layer.kind == "Deconvolution" {
+        28
+    } else {
+        19
+    };
+    if layer.int(param, dynamic, 0)? != 0 {
         return Err(layer_error(
             param,
             layer,
-            "takes its kernel as an input (dynamic_weight, param 19), which is not supported",
+            &format!(
+                "takes its kernel as an input (dynamic_weight, param {dynamic}), which is not \
+                 supported"
+            ),
         ));
     }
     if num_output == 0 || kernel_w == 0 || kernel_h == 0 || data_size == 0 {
@@ -191,6 +216,39 @@ fn read_conv(param: &Path, reader: &mut Reader, layer: &Layer) -> Result<LayerWe
         }
     };
     let shape = [num_output, in_channels, kernel_h, kernel_w];
+    let weight = reader.kernel(layer, data_size, &shape)?;
+    let bias = if bias_term {
+        Some(reader.f32s(layer, num_output)?)
+    } else {
+        None
+    };
+    Ok(LayerWeights::Conv { weight, bias })
+}
+
+/// An `InnerProduct` (a fully connected layer: ncnn's export of a 1×1 convolution applied to a
+/// pooled map) as a `[out, in, 1, 1]` kernel and its bias.
+fn read_inner_product(param: &Path, reader: &mut Reader, layer: &Layer) -> Result<LayerWeights> {
+    let num_output = layer.count(param, 0, 0)?;
+    let bias_term = layer.int(param, 1, 0)? != 0;
+    let data_size = layer.count(param, 2, 0)?;
+    if layer.int(param, 8, 0)? != 0 {
+        return Err(layer_error(
+            param,
+            layer,
+            "is int8-quantised (param 8): int8-quantised ncnn models are not supported",
+        ));
+    }
+    if num_output == 0 || data_size == 0 || data_size % num_output != 0 {
+        return Err(layer_error(
+            param,
+            layer,
+            &format!(
+                "has num_output {num_output} and weight_data_size {data_size}: expected a \
+                 nonzero multiple of num_output"
+            ),
+        ));
+    }
+    let shape = [num_output, data_size / num_output, 1, 1];
     let weight = reader.kernel(layer, data_size, &shape)?;
     let bias = if bias_term {
         Some(reader.f32s(layer, num_output)?)

@@ -1,11 +1,11 @@
-//! Recognises which Real-ESRGAN architecture an ncnn graph is and names its tensors as the
-//! PyTorch state dict of basicsr's architectures does (`SRVGGNetCompact` in
-//! `basicsr/archs/srvgg_arch.py`, `RRDBNet` in `basicsr/archs/rrdbnet_arch.py`), so that an
-//! ncnn model loads through the same path as a `.pth` or safetensors file.
+//! Recognises which architecture an ncnn graph is and names its tensors as the PyTorch state
+//! dict does (`SRVGGNetCompact` in `basicsr/archs/srvgg_arch.py`, `RRDBNet` in
+//! `basicsr/archs/rrdbnet_arch.py`, Real-CUGAN's `UpCunet` as spandrel has it), so that an ncnn
+//! model loads through the same path as a `.pth` or safetensors file.
 //!
 //! ncnn files carry no module names, only the layer order of the ONNX export, so the names
 //! follow from the order of the weighted layers once the structure has been checked. The
-//! per-architecture checks live in `srvgg.rs` and `rrdb.rs`; this file holds the dispatch, the
+//! per-architecture checks live in `srvgg.rs`, `rrdb.rs` and `cugan.rs`; this file holds the dispatch, the
 //! error and the graph helpers they share.
 
 use std::collections::HashMap;
@@ -40,6 +40,10 @@ pub fn to_state_dict(
         Ok(dict) => return Ok(dict),
         Err(reason) => reason,
     };
+    let cugan = match graph.cugan() {
+        Ok(dict) => return Ok(dict),
+        Err(reason) => reason,
+    };
     Err(weights_error(
         param,
         format!(
@@ -47,7 +51,9 @@ pub fn to_state_dict(
              (Convolution/PReLU chain, PixelShuffle, nearest Interp of the input, BinaryOp add) \
              or RRDBNet (conv_first, 15 Convolutions with Concat/Eltwise per RRDB block, \
              conv_body, a Convolution after each of 2 or 3 nearest x2 Interps, conv_hr, \
-             conv_last). Not SRVGGNetCompact: {srvgg}. Not RRDBNet: {rrdb}",
+             conv_last) or Real-CUGAN (two U-Nets of Convolution / Deconvolution layers, with \
+             Pooling + InnerProduct squeeze-and-excitation or without). Not SRVGGNetCompact: \
+             {srvgg}. Not RRDBNet: {rrdb}. Not Real-CUGAN: {cugan}",
             file_name(param),
             layer_census(layers)
         ),

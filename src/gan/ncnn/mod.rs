@@ -2,12 +2,14 @@
 //!
 //! Follows ncnn's own model format (`Net::load_param` for the text `.param`,
 //! `ModelBinFromDataReader` for the `.bin`) and turns the graph into the PyTorch state dict of
-//! Real-ESRGAN's basicsr architectures, so the GAN path loads these files like any other:
-//! [`param`] (with [`value`]) parses the graph, [`bin`] reads the weights, [`convert`]
-//! recognises the architecture (`srvgg`, `rrdb`) and names the tensors.
+//! Real-ESRGAN's basicsr architectures (and of Real-CUGAN, as realcugan-ncnn-vulkan ships it),
+//! so the GAN path loads these files like any other: [`param`] (with [`value`]) parses the
+//! graph, [`bin`] reads the weights, [`convert`] recognises the architecture (`srvgg`, `rrdb`,
+//! `cugan`) and names the tensors.
 
 pub mod bin;
 pub mod convert;
+mod cugan;
 pub mod param;
 mod rrdb;
 mod srvgg;
