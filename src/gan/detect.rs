@@ -62,7 +62,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::{rrdbnet, safmn, span, srvgg};
+    use crate::gan::arch::{rgt, rrdbnet, safmn, span, srvgg};
 
     fn detect(dict: &StateDict) -> Result<GanArch> {
         detect_arch(dict, Path::new("model.safetensors"))
@@ -77,6 +77,7 @@ mod tests {
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
             ("SPAN", span::synthetic_span(3, 3, 4, 2, true)),
             ("SAFMN", safmn::synthetic_safmn(8, 1, 16, 2)),
+            ("RGT", rgt::synthetic_rgt(&rgt::small_params(48, vec![2], 2))),
         ]
     }
 
@@ -101,6 +102,7 @@ mod tests {
                 ("SRVGGNetCompact", GanArch::Srvgg(p)) => assert_eq!(p.num_conv, 1),
                 ("SPAN", GanArch::Span(p)) => assert_eq!(p.feature_channels, 4),
                 ("SAFMN", GanArch::Safmn(p)) => assert_eq!(p.n_blocks, 1),
+                ("RGT", GanArch::Rgt(p)) => assert_eq!(p.depth, [2]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

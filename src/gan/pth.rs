@@ -20,6 +20,9 @@ pub fn read_pth(path: &Path) -> Result<StateDict> {
     for name in names {
         match reader.dtype(name) {
             Some(DType::F16 | DType::BF16 | DType::F32 | DType::F64) => {}
+            // Integer buffers saved with the weights (the Swin networks'
+            // `relative_position_index`): kept, in their dtype; detection reads their shapes.
+            Some(DType::I64 | DType::I32 | DType::I16 | DType::U8) => {}
             other => {
                 return Err(Error::Weights {
                     path: path.to_path_buf(),

@@ -16,6 +16,7 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod rgt;
 pub mod rrdbnet;
 pub mod safmn;
 pub mod span;
@@ -24,6 +25,7 @@ pub mod srvgg;
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use net::{GanNetwork, SrNet};
 pub use registry::{GanArch, REGISTRY};
+pub use rgt::{Rgt, RgtParams, RgtSpec};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use safmn::{Safmn, SafmnParams, SafmnSpec};
 pub use span::{Span, SpanParams, SpanSpec};

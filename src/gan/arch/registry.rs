@@ -7,7 +7,7 @@
 //! Order matters where key patterns overlap: [`crate::gan::detect::detect_arch`] takes the
 //! first entry that claims a state dict, so more specific patterns come first.
 
-use super::{rrdbnet, safmn, span, srvgg, ArchConfig, ArchSpec};
+use super::{rgt, rrdbnet, safmn, span, srvgg, ArchConfig, ArchSpec};
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
 /// config union [`GanArch`], its `From` conversions, its dispatch to [`ArchConfig`], and the
@@ -56,4 +56,6 @@ architectures! {
     Span(span::SpanParams) => span::SpanSpec,
     /// SAFMN (Spatially-Adaptive Feature Modulation Network), spandrel's `SAFMN`.
     Safmn(safmn::SafmnParams) => safmn::SafmnSpec,
+    /// RGT and RGT-S (Recursive Generalization Transformer), spandrel's `RGT`.
+    Rgt(rgt::RgtParams) => rgt::RgtSpec,
 }

@@ -1,0 +1,192 @@
+//! RGT's hyper-parameters (spandrel 0.4.2 `architectures/RGT/__arch/rgt.py`: `RGT(in_chans,
+//! embed_dim, depth, num_heads, mlp_ratio, qkv_bias, upscale, img_range, resi_connection,
+//! split_size, c_ratio)`, 64 features before the upsampler) and what tiling and memory
+//! planning need of them.
+
+use candle_core::DType;
+
+use super::Rgt;
+use crate::error::Result;
+use crate::gan::arch::{ArchConfig, InputSize, SrNet, Weights};
+
+/// The reconstruction's width, fixed in the reference (`num_feat = 64`).
+pub const NUM_FEAT: usize = 64;
+/// The RGB mean subtracted from 3-channel inputs (`rgb_mean`); other inputs subtract 0.
+pub const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
+/// `img_range`: not in the weights; every released model uses 1.
+pub const IMG_RANGE: f64 = 1.0;
+/// The smallest side the reference takes (spandrel's `SizeRequirements(minimum=16)`): RG-SA
+/// divides the side by 16 before taking its logarithm. Smaller inputs are padded up to it.
+pub const MIN_SIDE: usize = 16;
+/// The tile context. Every RG-SA block attends from each pixel to a 16×-reduced copy of the
+/// whole input, so no finite overlap makes tiles equal the whole image; the window attention
+/// reaches half a window (4 × 16 pixels for split 8×32) further per shifted block. Measured
+/// on the RGT-S preset with random weights (tests/zoo_rgt.rs), beyond 32 pixels of context the
+/// output moves by a few 1e-3 of its range: window-scale context, kept at one long window side.
+const MAX_CONTEXT: usize = 32;
+
+/// The convolution at the end of each residual group and of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResiConnection {
+    /// One 3×3 conv (`conv`, `conv_after_body`).
+    OneConv,
+    /// 3×3 to dim/4, leaky ReLU 0.2, 1×1, leaky ReLU 0.2, 3×3 back (`conv.0/2/4`).
+    ThreeConv,
+}
+
+impl ResiConnection {
+    /// spandrel's name, `1conv` / `3conv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OneConv => "1conv",
+            Self::ThreeConv => "3conv",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgtParams {
+    /// Image channels in and out (`in_chans`).
+    pub in_chans: usize,
+    pub embed_dim: usize,
+    /// Blocks per residual group; blocks alternate Rwin-SA (even) and RG-SA (odd).
+    pub depth: Vec<usize>,
+    /// Heads per residual group: RG-SA's; each Rwin-SA branch has half.
+    pub num_heads: Vec<usize>,
+    /// `fc1.out / fc1.in` as spandrel reads it; the MLP is `int(embed_dim · mlp_ratio)` wide.
+    pub mlp_ratio: f64,
+    pub qkv_bias: bool,
+    pub upscale: usize,
+    pub resi_connection: ResiConnection,
+    /// The rectangle window `[split_size[0], split_size[1]]` (height × width in the first
+    /// Rwin-SA branch, transposed in the second).
+    pub split_size: [usize; 2],
+    /// RG-SA's channel reduction as spandrel reads it (`conv.out / conv.in`, 0.5 where no
+    /// group has an RG-SA block); its width is `int(embed_dim · c_ratio)`.
+    pub c_ratio: f64,
+}
+
+impl RgtParams {
+    /// The MLP's hidden width, `int(dim · mlp_ratio)` as the reference computes it.
+    pub fn mlp_hidden(&self) -> usize {
+        (self.embed_dim as f64 * self.mlp_ratio) as usize
+    }
+
+    /// RG-SA's reduced width `cr`, `int(dim · c_ratio)` as the reference computes it.
+    pub fn reduced_dim(&self) -> usize {
+        (self.embed_dim as f64 * self.c_ratio) as usize
+    }
+
+    /// Tokens per window.
+    pub fn window_tokens(&self) -> usize {
+        self.split_size[0] * self.split_size[1]
+    }
+}
+
+impl ArchConfig for RgtParams {
+    fn scale(&self) -> usize {
+        self.upscale
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_chans
+    }
+
+    fn out_channels(&self) -> usize {
+        self.in_chans
+    }
+
+    /// Any size: the reference pads nothing before the network (sides below 16 aside, which
+    /// the network pads itself); each Rwin-SA block zero-pads its q, k, v to a multiple of the
+    /// longer window side and crops its output, as the reference does.
+    fn input_size(&self) -> InputSize {
+        InputSize::ANY
+    }
+
+    /// See [`MAX_CONTEXT`]: one long window side.
+    fn context_radius(&self) -> usize {
+        MAX_CONTEXT.max(self.split_size[0].max(self.split_size[1]))
+    }
+
+    fn describe(&self) -> String {
+        let depth: Vec<String> = self.depth.iter().map(|d| d.to_string()).collect();
+        format!(
+            "RGT x{} (dim {}, depths [{}], heads {:?}, window {}x{}, mlp ratio {}, c ratio {}, {})",
+            self.upscale,
+            self.embed_dim,
+            depth.join(", "),
+            self.num_heads,
+            self.split_size[0],
+            self.split_size[1],
+            self.mlp_ratio,
+            self.c_ratio,
+            self.resi_connection.name()
+        )
+    }
+
+    /// Peak live maps per input pixel, in a Rwin-SA block: the block's input and its norm
+    /// (2·dim), the qkv projection (3·dim), its gathered windows (3·dim / 2 per branch),
+    /// the other branch's output and the depthwise-conv output (dim each), and a chunk of
+    /// scores, biased scores and probabilities ([`SCORE_FLOATS_PER_PIXEL`] each); the MLP
+    /// (hidden + hidden / 2 + dim) and RG-SA (q, its head-major copy, the output and its
+    /// copy: cr + cr + 2·dim) stay below that. Around the body: the shallow features and the
+    /// residual group's input (2·dim), and the 64-channel reconstruction with its upsampled
+    /// copies (64 · 4 per ×2 stage, 64 · 9 at ×3) and the output (C · scale²).
+    fn bytes_per_input_pixel(&self, dtype: DType) -> usize {
+        let d = self.embed_dim;
+        let attention = 2 * d + 3 * d + 3 * d / 2 + 2 * d + 3 * SCORE_FLOATS_PER_PIXEL;
+        let mlp = 2 * d + self.mlp_hidden() * 3 / 2 + d;
+        let body = 2 * d + attention.max(mlp);
+        let s2 = self.upscale * self.upscale;
+        let tail = d + NUM_FEAT * (1 + 2 * s2) + self.in_chans * s2;
+        body.max(tail) * dtype.size_in_bytes()
+    }
+
+    /// f32: spandrel marks RGT `supports_half = False` (unverified there, so not risked).
+    fn gpu_dtype(&self) -> DType {
+        DType::F32
+    }
+
+    fn build(&self, weights: &Weights<'_>) -> Result<Box<dyn SrNet>> {
+        Ok(Box::new(Rgt::new(self, weights)?))
+    }
+}
+
+/// Score values per input pixel that one chunk of the attention may hold (scores, biased
+/// scores, probabilities: three such tensors at most are alive). The window attention and
+/// RG-SA work through their windows / queries in chunks of at most this many scores per
+/// pixel of the input (at least one window: heads · window² values), so the estimate holds
+/// whatever the window and the head count.
+pub(crate) const SCORE_FLOATS_PER_PIXEL: usize = 128;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_widths_truncate_as_the_reference() {
+        let p = RgtParams {
+            in_chans: 3,
+            embed_dim: 180,
+            depth: vec![6; 6],
+            num_heads: vec![6; 6],
+            mlp_ratio: 2.0,
+            qkv_bias: true,
+            upscale: 2,
+            resi_connection: ResiConnection::OneConv,
+            split_size: [8, 32],
+            c_ratio: 0.5,
+        };
+        assert_eq!((p.mlp_hidden(), p.reduced_dim()), (360, 90));
+        assert_eq!(p.context_radius(), 32);
+        assert!(p.describe().starts_with("RGT x2 (dim 180"), "{}", p.describe());
+        assert_eq!(p.gpu_dtype(), DType::F32);
+        // 63 / 64: int(64 · 0.984375) = 63.
+        let q = RgtParams {
+            embed_dim: 64,
+            mlp_ratio: 63.0 / 64.0,
+            ..p
+        };
+        assert_eq!(q.mlp_hidden(), 63);
+    }
+}
