@@ -77,7 +77,10 @@ mod tests {
             ("SRVGGNetCompact", srvgg::synthetic_srvgg(1, 4, true)),
             ("SPAN", span::synthetic_span(3, 3, 4, 2, true)),
             ("SAFMN", safmn::synthetic_safmn(8, 1, 16, 2)),
-            ("RGT", rgt::synthetic_rgt(&rgt::small_params(48, vec![2], 2))),
+            (
+                "RGT",
+                rgt::synthetic_rgt(&rgt::small_params(48, vec![2], 2)),
+            ),
         ]
     }
 

@@ -71,7 +71,9 @@ impl Mlp {
     /// MLP(x) + residual for x (B, h·w, dim).
     fn forward_add(&self, x: &Tensor, hw: (usize, usize), residual: &Tensor) -> Result<Tensor> {
         let hidden = self.fc1.forward_gelu_erf(x)?;
-        let normed = self.gate_norm.forward(&hidden.narrow(2, self.half, self.half)?)?;
+        let normed = self
+            .gate_norm
+            .forward(&hidden.narrow(2, self.half, self.half)?)?;
         let gated = self
             .gate_conv
             .forward(&normed, 0, hw, Epilogue::Mul(&hidden, 0))?;

@@ -118,12 +118,7 @@ impl Depthwise {
             ))));
         }
         let src = Grid { b, h, w, c: cx };
-        let dst = Grid {
-            b,
-            h: ho,
-            w: wo,
-            c,
-        };
+        let dst = Grid { b, h: ho, w: wo, c };
         if let Some(taps) = &self.taps {
             let (mul, mul_start, add) = match epilogue {
                 Epilogue::None => (None, 0, None),
@@ -141,7 +136,9 @@ impl Depthwise {
                         gate(&mut out, m, mul_c, mul_start, c);
                     }
                     if let Some(a) = add {
-                        out.par_iter_mut().zip(a.par_iter()).for_each(|(o, &a)| *o += a);
+                        out.par_iter_mut()
+                            .zip(a.par_iter())
+                            .for_each(|(o, &a)| *o += a);
                     }
                     out
                 },
@@ -178,8 +175,7 @@ impl Depthwise {
                     o.copy_from_slice(bias);
                     for dy in 0..k {
                         // Input row oy·s + dy − p; rows outside are the zero padding.
-                        let Some(sy) = (oy * s + dy).checked_sub(p).filter(|&y| y < src.h)
-                        else {
+                        let Some(sy) = (oy * s + dy).checked_sub(p).filter(|&y| y < src.h) else {
                             continue;
                         };
                         for dx in 0..k {
@@ -202,9 +198,7 @@ impl Depthwise {
     /// The same convolution in tensor ops (any device and dtype).
     fn tensor_path(&self, x: &Tensor, start: usize, src: Grid, dst: Grid) -> Result<Tensor> {
         let (k, c) = (self.k, dst.c);
-        let img = x
-            .narrow(2, start, c)?
-            .reshape((src.b, src.h, src.w, c))?;
+        let img = x.narrow(2, start, c)?.reshape((src.b, src.h, src.w, c))?;
         let taps = self.weight.reshape((c, k * k))?.t()?;
         let y = if self.stride == 1 {
             let p = self.pad;
@@ -267,7 +261,13 @@ mod tests {
 
     /// The convolution as torch computes it: transposed to (B, C, H, W), candle's grouped
     /// conv2d, back to tokens.
-    fn reference(x: &Tensor, start: usize, c: usize, hw: (usize, usize), conv: &Depthwise) -> Result<Tensor> {
+    fn reference(
+        x: &Tensor,
+        start: usize,
+        c: usize,
+        hw: (usize, usize),
+        conv: &Depthwise,
+    ) -> Result<Tensor> {
         let (b, _, _) = x.dims3()?;
         let img = x
             .narrow(2, start, c)?
@@ -285,9 +285,15 @@ mod tests {
         let dev = Device::Cpu;
         let c = 5;
         let dict: StateDict = [
-            ("d3.weight".to_string(), Tensor::randn(0f32, 0.3, (c, 1, 3, 3), &dev)?),
+            (
+                "d3.weight".to_string(),
+                Tensor::randn(0f32, 0.3, (c, 1, 3, 3), &dev)?,
+            ),
             ("d3.bias".to_string(), Tensor::randn(0f32, 0.1, c, &dev)?),
-            ("d4.weight".to_string(), Tensor::randn(0f32, 0.3, (c, 1, 4, 4), &dev)?),
+            (
+                "d4.weight".to_string(),
+                Tensor::randn(0f32, 0.3, (c, 1, 4, 4), &dev)?,
+            ),
             ("d4.bias".to_string(), Tensor::randn(0f32, 0.1, c, &dev)?),
         ]
         .into();

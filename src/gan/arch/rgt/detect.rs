@@ -58,7 +58,13 @@ pub(super) fn is_rgt(dict: &StateDict) -> bool {
 fn seq_len(dict: &StateDict, prefix: &str) -> usize {
     let prefix = format!("{prefix}.");
     dict.keys()
-        .filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|k| {
+            k.strip_prefix(&prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map_or(0, |n| n + 1)
 }
@@ -118,7 +124,11 @@ fn pixelshuffle_scale(dict: &StateDict) -> Result<usize, Reason> {
         let Some(t) = dict.get(&name) else { break };
         match t.dims() {
             [out, inp, ..] if *inp > 0 => scale = scale.saturating_mul((out / inp).isqrt()),
-            d => return Err(format!("tensor `{name}` has shape {d:?}; expected a conv weight")),
+            d => {
+                return Err(format!(
+                    "tensor `{name}` has shape {d:?}; expected a conv weight"
+                ))
+            }
         }
     }
     Ok(scale)
@@ -181,15 +191,20 @@ pub(super) fn rgt_shapes(p: &RgtParams) -> Vec<(String, Vec<usize>)> {
             biased(&mut add, format!("{b}.norm2"), vec![c]);
             biased(&mut add, format!("{b}.mlp.fc1"), vec![hidden, c]);
             biased(&mut add, format!("{b}.mlp.sg.norm"), vec![hidden / 2]);
-            biased(&mut add, format!("{b}.mlp.sg.conv"), vec![hidden / 2, 1, 3, 3]);
+            biased(
+                &mut add,
+                format!("{b}.mlp.sg.conv"),
+                vec![hidden / 2, 1, 3, 3],
+            );
             biased(&mut add, format!("{b}.mlp.fc2"), vec![c, hidden / 2]);
             biased(&mut add, format!("{b}.attn.proj"), vec![c, c]);
-            let linear = |add: &mut dyn FnMut(String, Vec<usize>), name: &str, o: usize, i: usize| {
-                add(format!("{b}.attn.{name}.weight"), vec![o, i]);
-                if p.qkv_bias {
-                    add(format!("{b}.attn.{name}.bias"), vec![o]);
-                }
-            };
+            let linear =
+                |add: &mut dyn FnMut(String, Vec<usize>), name: &str, o: usize, i: usize| {
+                    add(format!("{b}.attn.{name}.weight"), vec![o, i]);
+                    if p.qkv_bias {
+                        add(format!("{b}.attn.{name}.bias"), vec![o]);
+                    }
+                };
             if j % 2 == 0 {
                 linear(&mut add, "qkv", 3 * c, c);
                 biased(&mut add, format!("{b}.attn.get_v"), vec![c, 1, 3, 3]);
@@ -218,7 +233,11 @@ pub(super) fn rgt_shapes(p: &RgtParams) -> Vec<(String, Vec<usize>)> {
     }
     biased(&mut add, "norm".into(), vec![c]);
     resi(&mut add, "conv_after_body");
-    biased(&mut add, "conv_before_upsample.0".into(), vec![NUM_FEAT, c, 3, 3]);
+    biased(
+        &mut add,
+        "conv_before_upsample.0".into(),
+        vec![NUM_FEAT, c, 3, 3],
+    );
     for (i, factor) in upsample_stages(p.upscale).into_iter().enumerate() {
         biased(
             &mut add,
@@ -226,7 +245,11 @@ pub(super) fn rgt_shapes(p: &RgtParams) -> Vec<(String, Vec<usize>)> {
             vec![factor * factor * NUM_FEAT, NUM_FEAT, 3, 3],
         );
     }
-    biased(&mut add, "conv_last".into(), vec![p.in_chans, NUM_FEAT, 3, 3]);
+    biased(
+        &mut add,
+        "conv_last".into(),
+        vec![p.in_chans, NUM_FEAT, 3, 3],
+    );
     shapes
 }
 
@@ -263,7 +286,9 @@ fn check_buildable(p: &RgtParams) -> Result<(), Reason> {
         ));
     }
     if p.resi_connection == ResiConnection::ThreeConv && c < 4 {
-        return Err(format!("RGT embed_dim {c} is too small for the 3conv residual"));
+        return Err(format!(
+            "RGT embed_dim {c} is too small for the 3conv residual"
+        ));
     }
     let hidden = p.mlp_hidden();
     if hidden < 2 || hidden % 2 != 0 {
@@ -395,7 +420,10 @@ pub(super) fn rgt_params(dict: &StateDict) -> Result<RgtParams, Reason> {
 pub(crate) fn synthetic_rgt(p: &RgtParams) -> StateDict {
     use candle_core::{DType, Device, Tensor};
     let zeros = |s: Vec<usize>| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
-    let mut dict: StateDict = rgt_shapes(p).into_iter().map(|(k, s)| (k, zeros(s))).collect();
+    let mut dict: StateDict = rgt_shapes(p)
+        .into_iter()
+        .map(|(k, s)| (k, zeros(s)))
+        .collect();
     let [a, b] = p.split_size;
     let tokens = a * b;
     let positions = (2 * a - 1) * (2 * b - 1);
@@ -521,7 +549,10 @@ mod tests {
             bad,
         );
         let err = rgt_params(&dict).unwrap_err();
-        assert!(err.contains("[64, 64]") && err.contains("[256, 256]"), "{err}");
+        assert!(
+            err.contains("[64, 64]") && err.contains("[256, 256]"),
+            "{err}"
+        );
     }
 
     #[test]

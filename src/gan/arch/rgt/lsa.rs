@@ -56,7 +56,10 @@ impl Lsa {
             )
         };
         Ok(Self {
-            qkv: Linear::new(w.get(&format!("{prefix}.qkv.weight"), &[3 * dim, dim])?, qkv_bias),
+            qkv: Linear::new(
+                w.get(&format!("{prefix}.qkv.weight"), &[3 * dim, dim])?,
+                qkv_bias,
+            ),
             proj: Linear::new(
                 w.get(&format!("{prefix}.proj.weight"), &[dim, dim])?,
                 Some(w.get(&format!("{prefix}.proj.bias"), &[dim])?),
@@ -77,7 +80,11 @@ impl Lsa {
         let side = self.attns[0].hs.max(self.attns[0].ws);
         let (hp, wp) = (h.next_multiple_of(side), w.next_multiple_of(side));
         self.attns.each_ref().map(|a| {
-            let (sh, sw) = if self.shifted { (a.hs / 2, a.ws / 2) } else { (0, 0) };
+            let (sh, sw) = if self.shifted {
+                (a.hs / 2, a.ws / 2)
+            } else {
+                (0, 0)
+            };
             Geometry {
                 hs: a.hs,
                 ws: a.ws,
@@ -92,7 +99,12 @@ impl Lsa {
     }
 
     /// `proj(attention + get_v(v)) + residual` for the normed tokens x (B, h·w, dim).
-    pub(super) fn forward_add(&self, x: &Tensor, (h, w): (usize, usize), residual: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward_add(
+        &self,
+        x: &Tensor,
+        (h, w): (usize, usize),
+        residual: &Tensor,
+    ) -> Result<Tensor> {
         let c = self.dim;
         let qkv = self.qkv.forward(x)?;
         let geo = self.geometry(h, w);
@@ -115,25 +127,30 @@ impl Lsa {
         let d = half / heads;
         let [g0, g1] = *geo;
         let (h, w, n) = (g0.h, g0.w, g0.tokens());
-        let fast = on_cpu_f32([outs[0], outs[1], lcm], [], (b, l, c), |[o0, o1, lcm], []| {
-            let mut out = lcm.to_vec();
-            out.par_chunks_mut(c).enumerate().for_each(|(bp, row)| {
-                let (image, p) = (bp / l, bp % l);
-                let (y, x) = (p / w, p % w);
-                for (i, (o, g)) in [(o0, g0), (o1, g1)].into_iter().enumerate() {
-                    let (win, t) = g.dest(y, x);
-                    let bw = image * g.windows() + win;
-                    for hd in 0..heads {
-                        let src = &o[((bw * heads + hd) * n + t) * d..][..d];
-                        let dst = &mut row[i * half + hd * d..][..d];
-                        for (o, &s) in dst.iter_mut().zip(src) {
-                            *o += s;
+        let fast = on_cpu_f32(
+            [outs[0], outs[1], lcm],
+            [],
+            (b, l, c),
+            |[o0, o1, lcm], []| {
+                let mut out = lcm.to_vec();
+                out.par_chunks_mut(c).enumerate().for_each(|(bp, row)| {
+                    let (image, p) = (bp / l, bp % l);
+                    let (y, x) = (p / w, p % w);
+                    for (i, (o, g)) in [(o0, g0), (o1, g1)].into_iter().enumerate() {
+                        let (win, t) = g.dest(y, x);
+                        let bw = image * g.windows() + win;
+                        for hd in 0..heads {
+                            let src = &o[((bw * heads + hd) * n + t) * d..][..d];
+                            let dst = &mut row[i * half + hd * d..][..d];
+                            for (o, &s) in dst.iter_mut().zip(src) {
+                                *o += s;
+                            }
                         }
                     }
-                }
-            });
-            out
-        })?;
+                });
+                out
+            },
+        )?;
         if let Some(y) = fast {
             return Ok(y);
         }

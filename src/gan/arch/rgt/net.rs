@@ -178,7 +178,11 @@ impl Rgt {
             Some(mean) => x.broadcast_sub(mean)?,
             None => x.clone(),
         };
-        let x = if IMG_RANGE == 1.0 { x } else { x.affine(IMG_RANGE, 0.0)? };
+        let x = if IMG_RANGE == 1.0 {
+            x
+        } else {
+            x.affine(IMG_RANGE, 0.0)?
+        };
         let shallow = self.conv_first.forward(&x)?;
         let mut t = self.before_rg.forward(&to_tokens(&shallow)?)?;
         for layer in &self.layers {
@@ -188,12 +192,18 @@ impl Rgt {
         drop(t);
         let body = self.conv_after_body.forward_add(&deep, &shallow)?;
         drop((deep, shallow));
-        let mut y = self.conv_before_upsample.forward_rectified(&body, &self.leaky)?;
+        let mut y = self
+            .conv_before_upsample
+            .forward_rectified(&body, &self.leaky)?;
         for (conv, r) in &self.upsample {
             y = candle_nn::ops::pixel_shuffle(&conv.forward(&y)?, *r)?;
         }
         let y = self.conv_last.forward(&y)?;
-        let y = if IMG_RANGE == 1.0 { y } else { y.affine(1.0 / IMG_RANGE, 0.0)? };
+        let y = if IMG_RANGE == 1.0 {
+            y
+        } else {
+            y.affine(1.0 / IMG_RANGE, 0.0)?
+        };
         Ok(match &self.mean {
             Some(mean) => y.broadcast_add(mean)?,
             None => y,
@@ -207,9 +217,13 @@ impl Rgt {
 fn pad_to_minimum(x: &Tensor, min: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (pad_h, pad_w) = (min.saturating_sub(h), min.saturating_sub(w));
-    let (rh, rw) = (pad_h.min(h.saturating_sub(1)), pad_w.min(w.saturating_sub(1)));
+    let (rh, rw) = (
+        pad_h.min(h.saturating_sub(1)),
+        pad_w.min(w.saturating_sub(1)),
+    );
     let x = reflect_pad(x, 0, rh, 0, rw)?;
-    Ok(x.pad_with_same(2, 0, pad_h - rh)?.pad_with_same(3, 0, pad_w - rw)?)
+    Ok(x.pad_with_same(2, 0, pad_h - rh)?
+        .pad_with_same(3, 0, pad_w - rw)?)
 }
 
 impl SrNet for Rgt {

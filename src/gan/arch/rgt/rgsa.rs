@@ -78,7 +78,10 @@ impl RgSa {
             reduction1: Depthwise::new(w, &format!("{prefix}.reduction1"), dim, 4, 4, 0)?,
             dwconv: Depthwise::same3x3(w, &format!("{prefix}.dwconv"), dim)?,
             conv: Linear::new(conv, Some(get("conv.bias", &[cr])?)),
-            norm: (get("norm_act.0.weight", &[cr])?, get("norm_act.0.bias", &[cr])?),
+            norm: (
+                get("norm_act.0.weight", &[cr])?,
+                get("norm_act.0.bias", &[cr])?,
+            ),
             q: linear("q", cr, dim)?,
             k: linear("k", cr, cr)?,
             v: linear("v", dim, cr)?,
@@ -93,16 +96,25 @@ impl RgSa {
     }
 
     /// `proj(attention) + residual` for the normed tokens x (B, h·w, dim).
-    pub(super) fn forward_add(&self, x: &Tensor, (h, w): (usize, usize), residual: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward_add(
+        &self,
+        x: &Tensor,
+        (h, w): (usize, usize),
+        residual: &Tensor,
+    ) -> Result<Tensor> {
         let (b, l, c) = x.dims3()?;
         let times = recursions(h, w).ok_or_else(|| {
-            Error::option("image", format!("RGT takes sides of at least 16 pixels, not {h}x{w}"))
+            Error::option(
+                "image",
+                format!("RGT takes sides of at least 16 pixels, not {h}x{w}"),
+            )
         })?;
         // The recursive reduction, then the mix to `cr` channels.
         let (mut rh, mut rw) = (h, w);
         let mut reduced = x.clone();
         for _ in 0..times {
-            let (Some(nh), Some(nw)) = (self.reduction1.out_side(rh), self.reduction1.out_side(rw)) else {
+            let (Some(nh), Some(nw)) = (self.reduction1.out_side(rh), self.reduction1.out_side(rw))
+            else {
                 return Err(Error::option(
                     "image",
                     format!(
@@ -111,12 +123,19 @@ impl RgSa {
                     ),
                 ));
             };
-            reduced = self.reduction1.forward(&reduced, 0, (rh, rw), Epilogue::None)?;
+            reduced = self
+                .reduction1
+                .forward(&reduced, 0, (rh, rw), Epilogue::None)?;
             (rh, rw) = (nh, nw);
         }
         let mixed = self.dwconv.forward(&reduced, 0, (rh, rw), Epilogue::None)?;
         drop(reduced);
-        let kv = gelu_erf(&layer_norm(&self.conv.forward(&mixed)?, &self.norm.0, &self.norm.1, EPS)?)?;
+        let kv = gelu_erf(&layer_norm(
+            &self.conv.forward(&mixed)?,
+            &self.norm.0,
+            &self.norm.1,
+            EPS,
+        )?)?;
         drop(mixed);
         let keys = rh * rw;
         let v = self.v.forward(&kv)?;

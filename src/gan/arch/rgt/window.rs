@@ -154,7 +154,14 @@ impl WindowAttention {
         pos_dim: usize,
     ) -> Result<Self> {
         let head_dim = dim / heads;
-        let table = dynamic_pos_bias(&w.on_host(DType::F64), &format!("{prefix}.pos"), hs, ws, pos_dim, heads)?;
+        let table = dynamic_pos_bias(
+            &w.on_host(DType::F64),
+            &format!("{prefix}.pos"),
+            hs,
+            ws,
+            pos_dim,
+            heads,
+        )?;
         let bias = gather_bias(&table, hs, ws, heads)?
             .to_dtype(w.dtype)?
             .to_device(w.device)?;
@@ -170,7 +177,13 @@ impl WindowAttention {
 
     /// Attention of the branch whose q, k and v are channels `offset ..` of each third of
     /// `qkv` (B, h·w, 3·c): (B · windows · heads, n, d) in window order.
-    pub(super) fn forward(&self, qkv: &Tensor, offset: usize, c: usize, geo: &Geometry) -> Result<Tensor> {
+    pub(super) fn forward(
+        &self,
+        qkv: &Tensor,
+        offset: usize,
+        c: usize,
+        geo: &Geometry,
+    ) -> Result<Tensor> {
         let (b, _, _) = qkv.dims3()?;
         let (heads, n) = (self.heads, geo.tokens());
         let windows = b * geo.windows();
@@ -184,7 +197,8 @@ impl WindowAttention {
             let len = chunk.min(windows - first);
             let rows = |t: &Tensor| t.narrow(0, first * heads, len * heads);
             let scores = rows(&q)?.matmul(&rows(&k)?.t()?)?;
-            let probs = self.biased_softmax(&scores, labels.as_deref(), first % geo.windows(), geo)?;
+            let probs =
+                self.biased_softmax(&scores, labels.as_deref(), first % geo.windows(), geo)?;
             drop(scores);
             outs.push(probs.matmul(&rows(&v)?)?);
         }
@@ -218,7 +232,9 @@ impl WindowAttention {
                 .for_each(|(bw, (q, (k, v)))| {
                     let (image, win) = (bw / geo.windows(), bw % geo.windows());
                     for t in 0..n {
-                        let Some(p) = geo.source(win, t) else { continue };
+                        let Some(p) = geo.source(win, t) else {
+                            continue;
+                        };
                         let row = &src[(image * l + p) * c3..][..c3];
                         for h in 0..heads {
                             let at = (h * n + t) * d;
@@ -240,13 +256,15 @@ impl WindowAttention {
         let index: Vec<u32> = (0..windows * n)
             .map(|i| {
                 let (image, win, t) = (i / (geo.windows() * n), (i / n) % geo.windows(), i % n);
-                geo.source(win, t)
-                    .map_or(b * l, |p| image * l + p) as u32
+                geo.source(win, t).map_or(b * l, |p| image * l + p) as u32
             })
             .collect();
         let index = Tensor::from_vec(index, windows * n, qkv.device())?;
         let rows = Tensor::cat(
-            &[qkv.reshape((b * l, c3))?, Tensor::zeros((1, c3), qkv.dtype(), qkv.device())?],
+            &[
+                qkv.reshape((b * l, c3))?,
+                Tensor::zeros((1, c3), qkv.dtype(), qkv.device())?,
+            ],
             0,
         )?;
         let picked = rows
@@ -312,11 +330,13 @@ impl WindowAttention {
             let mask: Vec<f32> = (0..len)
                 .flat_map(|i| {
                     let lab = &labels[((first + i) % per_image) * n..][..n];
-                    lab.iter()
-                        .flat_map(move |&li| lab.iter().map(move |&lj| if li == lj { 0.0 } else { MASK }))
+                    lab.iter().flat_map(move |&li| {
+                        lab.iter().map(move |&lj| if li == lj { 0.0 } else { MASK })
+                    })
                 })
                 .collect();
-            let mask = Tensor::from_vec(mask, (len, 1, n, n), scores.device())?.to_dtype(scores.dtype())?;
+            let mask = Tensor::from_vec(mask, (len, 1, n, n), scores.device())?
+                .to_dtype(scores.dtype())?;
             x = x.broadcast_add(&mask)?;
         }
         Ok(softmax_last_dim(&x.reshape((rows, n, n))?)?)
