@@ -129,21 +129,22 @@ impl ArchConfig for RgtParams {
         )
     }
 
-    /// Peak live maps per input pixel, in a Rwin-SA block: the block's input and its norm
-    /// (2·dim), the qkv projection (3·dim), its gathered windows (3·dim / 2 per branch),
-    /// the other branch's output and the depthwise-conv output (dim each), and a chunk of
-    /// scores, biased scores and probabilities ([`SCORE_FLOATS_PER_PIXEL`] each); the MLP
-    /// (hidden + hidden / 2 + dim) and RG-SA (q, its head-major copy, the output and its
-    /// copy: cr + cr + 2·dim) stay below that. Around the body: the shallow features and the
-    /// residual group's input (2·dim), and the 64-channel reconstruction with its upsampled
-    /// copies (64 · 4 per ×2 stage, 64 · 9 at ×3) and the output (C · scale²).
+    /// Peak live maps per input pixel. Throughout the body: the shallow features, the
+    /// residual group's input and the block's input (3·dim). In a Rwin-SA block: its norm,
+    /// the qkv projection (3·dim), the first branch's output (dim / 2), the second branch's
+    /// gathered q, k, v (3·dim / 2) and a chunk of scores, biased scores and probabilities
+    /// ([`SCORE_FLOATS_PER_PIXEL`] each; RG-SA's chunks are bounded the same way). In the
+    /// MLP: the attention's output, the skip, the norm, fc1's output (hidden), the gate's norm
+    /// and output (hidden / 2 each) and fc2's output. The reconstruction, as RRDBNet counts
+    /// it: 64 channels at up to scale² pixels twice (a conv's input and output) plus a conv's
+    /// unfolded input (9 × 64) where candle convolves by im2col. Tiles much larger than the
+    /// window are assumed (the zero padding to a multiple of the long side adds its share).
     fn bytes_per_input_pixel(&self, dtype: DType) -> usize {
         let d = self.embed_dim;
-        let attention = 2 * d + 3 * d + 3 * d / 2 + 2 * d + 3 * SCORE_FLOATS_PER_PIXEL;
-        let mlp = 2 * d + self.mlp_hidden() * 3 / 2 + d;
-        let body = 2 * d + attention.max(mlp);
-        let s2 = self.upscale * self.upscale;
-        let tail = d + NUM_FEAT * (1 + 2 * s2) + self.in_chans * s2;
+        let window = 6 * d + 3 * SCORE_FLOATS_PER_PIXEL;
+        let mlp = 4 * d + 2 * self.mlp_hidden();
+        let body = 3 * d + window.max(mlp);
+        let tail = 11 * NUM_FEAT * (self.upscale * self.upscale).max(1);
         body.max(tail) * dtype.size_in_bytes()
     }
 
@@ -190,6 +191,19 @@ mod tests {
             p.describe()
         );
         assert_eq!(p.gpu_dtype(), DType::F32);
+        // x2: the reconstruction (11 · 64 · 4 floats) outweighs the body (3 · 180 + 6 · 180
+        // + 384).
+        assert_eq!(p.bytes_per_input_pixel(DType::F32), 4 * 2816);
+        let wide = RgtParams {
+            embed_dim: 360,
+            upscale: 1,
+            ..p.clone()
+        };
+        // x1 at width 360: the MLP (4 · 360 + 2 · 720) over the skip maps (3 · 360).
+        assert_eq!(
+            wide.bytes_per_input_pixel(DType::F16),
+            2 * (3 * 360 + 4 * 360 + 2 * 720)
+        );
         // 63 / 64: int(64 · 0.984375) = 63.
         let q = RgtParams {
             embed_dim: 64,

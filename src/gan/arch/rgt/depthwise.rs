@@ -117,6 +117,19 @@ impl Depthwise {
                 start + c
             ))));
         }
+        let fits = match epilogue {
+            Epilogue::None => true,
+            Epilogue::Mul(m, s) => {
+                let (mb, ml, mc) = m.dims3()?;
+                (mb, ml) == (b, ho * wo) && s + c <= mc
+            }
+            Epilogue::Add(a) => a.dims() == [b, ho * wo, c],
+        };
+        if !fits {
+            return Err(Error::Tensor(candle_core::Error::Msg(
+                "depthwise conv: the epilogue's map does not fit the output".into(),
+            )));
+        }
         let src = Grid { b, h, w, c: cx };
         let dst = Grid { b, h: ho, w: wo, c };
         if let Some(taps) = &self.taps {
