@@ -69,6 +69,7 @@ mod tests {
     use super::*;
     use crate::gan::arch::dat;
     use crate::gan::arch::realcugan;
+    use crate::gan::arch::rgt;
     use crate::gan::arch::{
         omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, CcmType, LkType,
     };
@@ -126,6 +127,10 @@ mod tests {
                     se: true,
                 }),
             ),
+            (
+                "RGT",
+                rgt::synthetic_rgt(&rgt::small_params(48, vec![2], 2)),
+            ),
         ]
     }
 
@@ -161,6 +166,7 @@ mod tests {
                 ("RealCUGAN", GanArch::RealCugan(p)) => {
                     assert!(p.pro && p.variant == realcugan::Variant::Up3x)
                 }
+                ("RGT", GanArch::Rgt(p)) => assert_eq!(p.depth, [2]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -20,6 +20,7 @@ pub mod dat;
 pub mod omnisr;
 pub mod plksr;
 pub mod realcugan;
+pub mod rgt;
 pub mod rrdbnet;
 pub mod safmn;
 pub mod span;
@@ -39,6 +40,7 @@ pub use plksr::{
 };
 pub use realcugan::{RealCugan, RealCuganParams, RealCuganSpec};
 pub use registry::{GanArch, REGISTRY};
+pub use rgt::{Rgt, RgtParams, RgtSpec};
 pub use rrdbnet::{RrdbNet, RrdbNetParams, RrdbNetSpec};
 pub use safmn::{Safmn, SafmnParams, SafmnSpec};
 pub use span::{Span, SpanParams, SpanSpec};

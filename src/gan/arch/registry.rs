@@ -8,6 +8,7 @@
 //! first entry that claims a state dict, so more specific patterns come first.
 
 use super::realcugan;
+use super::rgt;
 use super::{
     dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
     ArchSpec,
@@ -79,4 +80,6 @@ architectures! {
     SwinIr(swinir::SwinIrParams) => swinir::SwinIrSpec,
     /// Real-CUGAN's UpCunet 2x / 3x / 4x / 2x-fast, se, pro and no-SE.
     RealCugan(realcugan::RealCuganParams) => realcugan::RealCuganSpec,
+    /// RGT and RGT-S (Recursive Generalization Transformer), spandrel's `RGT`.
+    Rgt(rgt::RgtParams) => rgt::RgtSpec,
 }
