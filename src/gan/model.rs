@@ -163,14 +163,20 @@ impl GanModel {
     }
 
     /// Writes the weights as safetensors under basicsr's names (`diffsr convert`); `dtype`
-    /// `None` keeps each tensor's own. The bytes go through [`crate::output_file::write_output`]
+    /// `None` keeps each tensor's own, `Some` converts the floating-point weights (integer
+    /// buffers and diffsr's own entries are kept as they are). The bytes go through [`crate::output_file::write_output`]
     /// (written whole, then renamed into place, with a new file's usual permissions; a device,
     /// FIFO or `-` written in place).
     pub fn save_safetensors(&self, path: &Path, dtype: Option<DType>) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self
             .weights
             .iter()
-            .map(|(k, t)| Ok((k.clone(), dtype.map_or(Ok(t.clone()), |d| t.to_dtype(d))?)))
+            .map(|(k, t)| {
+                // Only weights change dtype: integer buffers (a transformer's
+                // `relative_position_index`) and diffsr's own entries stay as they are.
+                let cast = dtype.filter(|_| t.dtype().is_float() && !k.starts_with("diffsr."));
+                Ok((k.clone(), cast.map_or(Ok(t.clone()), |d| t.to_dtype(d))?))
+            })
             .collect::<Result<_>>()?;
         let bytes =
             safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), None)
