@@ -67,7 +67,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::dat;
+    use crate::gan::arch::{dat, drct};
     use crate::gan::arch::{
         omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, CcmType, LkType,
     };
@@ -115,6 +115,7 @@ mod tests {
                 )),
             ),
             ("DAT", dat::synthetic_dat(&dat::tiny_params()).unwrap()),
+            ("DRCT", drct::synthetic_drct(&drct::tiny_params())),
         ]
     }
 

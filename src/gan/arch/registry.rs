@@ -8,7 +8,7 @@
 //! first entry that claims a state dict, so more specific patterns come first.
 
 use super::{
-    dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
+    dat, drct, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
     ArchSpec,
 };
 
@@ -74,6 +74,8 @@ architectures! {
     Srcnn(srcnn::SrcnnParams) => srcnn::SrcnnSpec,
     /// Swin2SR (SwinV2 blocks); before SwinIR, whose identifying keys it also holds.
     Swin2Sr(swin2sr::Swin2SrParams) => swin2sr::Swin2SrSpec,
+    /// DRCT (Swin blocks in residual dense groups: DRCT, DRCT-L, Real-DRCT).
+    Drct(drct::DrctParams) => drct::DrctSpec,
     /// SwinIR (classical, lightweight, real-world, denoising, JPEG).
     SwinIr(swinir::SwinIrParams) => swinir::SwinIrSpec,
 }
