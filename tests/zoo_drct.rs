@@ -90,9 +90,9 @@ fn check_params(name: &str, model: &GanModel, c: &Value) -> Result<()> {
         .context("buffers")?
         .values()
         .map(|b| {
-            b["shape"]
-                .as_array()
-                .map_or(0, |s| s.iter().filter_map(Value::as_u64).product::<u64>() as usize)
+            b["shape"].as_array().map_or(0, |s| {
+                s.iter().filter_map(Value::as_u64).product::<u64>() as usize
+            })
         })
         .sum();
     let reported = json!({
@@ -233,15 +233,16 @@ fn seam(model: &GanModel, image: &Tensor, tile: usize) -> Result<(f32, usize)> {
     Ok((d.to_scalar::<f32>()?, tiles))
 }
 
-/// Tiles (on the 16-pixel grid) blend to nearly the untiled image. Measured with random
-/// weights, outputs clamped to [0, 1], context 2·window + 4 (36 for window 16): see the bound.
+/// Tiles (on the 16-pixel grid) blend to nearly the untiled image: a tile's shifted windows
+/// wrap at its own edges, which the overlap hides. Measured with random weights, outputs
+/// clamped to [0, 1], context 2·window + 4 (36 for window 16, a 96-pixel overlap): 1.8e-5.
 #[test]
 fn tiled_runs_stay_close_to_untiled() -> Result<()> {
     let c = case("drct_w16_x2")?;
     let model = load(&c)?;
-    let (d, tiles) = seam(&model, &pattern(176, 144)?, 96)?;
+    let (d, tiles) = seam(&model, &pattern(288, 208)?, 192)?;
     println!(
-        "drct_w16_x2: {tiles} tiles of 96, context {}: max |tiled − untiled| = {d:.2e}",
+        "drct_w16_x2: {tiles} tiles of 192, context {}: max |tiled − untiled| = {d:.2e}",
         model.arch().context_radius()
     );
     ensure!(tiles > 1, "not tiled");

@@ -148,6 +148,7 @@ mod tests {
                 ("SwinIR", GanArch::SwinIr(p)) => assert_eq!(p.depths, [2, 1]),
                 ("Swin2SR", GanArch::Swin2Sr(p)) => assert_eq!(p.depths, [1, 2]),
                 ("DAT", GanArch::Dat(p)) => assert_eq!(p.depth, [2]),
+                ("DRCT", GanArch::Drct(p)) => assert_eq!(p.num_heads, [3, 2]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -168,7 +168,11 @@ impl ArchConfig for DrctParams {
             self.img_size,
             self.window_size,
             if self.qkv_bias { "" } else { ", no qkv bias" },
-            if self.patch_norm { "" } else { ", no patch norm" },
+            if self.patch_norm {
+                ""
+            } else {
+                ", no patch norm"
+            },
             if self.ape { ", ape" } else { "" },
             self.in_channels,
         )

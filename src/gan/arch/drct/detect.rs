@@ -75,7 +75,10 @@ pub(super) fn drct_tensors(p: &DrctParams) -> Vec<(String, Vec<usize>)> {
         t.push(("patch_embed.norm.bias".into(), vec![c]));
     }
     if p.ape {
-        t.push(("absolute_pos_embed".into(), vec![1, p.img_size * p.img_size, c]));
+        t.push((
+            "absolute_pos_embed".into(),
+            vec![1, p.img_size * p.img_size, c],
+        ));
     }
     for layer in 0..p.num_heads.len() {
         for (k, d) in p.block_dims(layer).iter().enumerate() {
@@ -143,7 +146,11 @@ pub(super) fn drct_params(dict: &StateDict) -> Result<DrctParams, Reason> {
     let fc1 = "layers.0.swin1.mlp.fc1.weight";
     let mlp_hidden = match dims(dict, fc1)?.as_slice() {
         [h, _] if (1..=16 * MAX_CHANNELS).contains(h) => *h,
-        d => return Err(format!("tensor `{fc1}` has shape {d:?}; expected (hidden, embed_dim)")),
+        d => {
+            return Err(format!(
+                "tensor `{fc1}` has shape {d:?}; expected (hidden, embed_dim)"
+            ))
+        }
     };
 
     let (upsampler, upscale) = if has("conv_last.weight") {
@@ -165,7 +172,11 @@ pub(super) fn drct_params(dict: &StateDict) -> Result<DrctParams, Reason> {
     let adjust1 = "layers.0.adjust1.weight";
     let gc = match dims(dict, adjust1)?.as_slice() {
         [g, _, 1, 1] if (1..=MAX_CHANNELS).contains(g) => *g,
-        d => return Err(format!("tensor `{adjust1}` has shape {d:?}; expected (gc, embed_dim, 1, 1)")),
+        d => {
+            return Err(format!(
+                "tensor `{adjust1}` has shape {d:?}; expected (gc, embed_dim, 1, 1)"
+            ))
+        }
     };
     // spandrel: isqrt(windows) · window from the stored shift mask, else the window itself
     // (then no block shifts).
@@ -221,7 +232,11 @@ fn check_buffers(dict: &StateDict, p: &DrctParams) -> Result<(), Reason> {
     for layer in 0..p.num_heads.len() {
         for (k, d) in p.block_dims(layer).iter().enumerate() {
             let block = format!("layers.{layer}.swin{}", k + 1);
-            check_optional(dict, &format!("{block}.attn.relative_position_index"), &[n, n])?;
+            check_optional(
+                dict,
+                &format!("{block}.attn.relative_position_index"),
+                &[n, n],
+            )?;
             if d.shift > 0 {
                 check_optional(dict, &format!("{block}.attn_mask"), &[windows, n, n])?;
             }
