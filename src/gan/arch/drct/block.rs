@@ -1,6 +1,6 @@
 //! DRCT's Swin block (spandrel 0.4.2 `architectures/DRCT/__arch/drct_arch.py`
-//! `SwinTransformerBlock`): SwinIR's pre-norm block, x + proj(W-MSA(norm1(x))), then
-//! + mlp(norm2(·)), with the qkv bias optional (`qkv_bias`). Built from the shared Swin pieces
+//! `SwinTransformerBlock`): SwinIR's pre-norm block, x + proj(W-MSA(norm1(x))), then plus
+//! mlp(norm2(·)), with the qkv bias optional (`qkv_bias`). Built from the shared Swin pieces
 //! (window attention, table bias, LayerNorm, MLP); the shared `SwinBlock` always reads a qkv
 //! bias, hence this one.
 

@@ -121,7 +121,7 @@ pub(super) fn drct_params(dict: &StateDict) -> Result<DrctParams, Reason> {
     let table0 = "layers.0.swin1.attn.relative_position_bias_table";
     let rows = dims(dict, table0)?.first().copied().unwrap_or(0);
     // spandrel: (isqrt(rows) + 1) // 2, rows being (2·window − 1)².
-    let window_size = (rows.isqrt() + 1) / 2;
+    let window_size = rows.isqrt().div_ceil(2);
     if !(1..=MAX_WINDOW).contains(&window_size) {
         return Err(format!(
             "tensor `{table0}` has {rows} rows: a window of {window_size}, expected 1 to \
