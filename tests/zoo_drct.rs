@@ -103,6 +103,7 @@ fn check_params(name: &str, model: &GanModel, c: &Value) -> Result<()> {
         "multiple_of": arch.input_multiple(),
         "supports_half": arch.gpu_dtype() == DType::F16,
         "params": model.parameter_count() - buffers,
+        "tags": p.tags(),
     });
     let hyperparameters = json!({
         "img_size": p.img_size,
@@ -168,6 +169,16 @@ fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
             want,
             1e-4,
         )?;
+        // Sides under half of 16: spandrel reflects side − 1 pixels, then replicates.
+        if let Some(small) = t.get(&format!("{name}.small_input")) {
+            let want = &t[&format!("{name}.small_output")];
+            common::compare(
+                &format!("{name} ({:?} input)", small.dims()),
+                &forward(&model, small, DType::F32)?,
+                want,
+                1e-4,
+            )?;
+        }
     }
     Ok(())
 }

@@ -77,6 +77,19 @@ impl DrctParams {
         self.mlp_hidden as f64 / self.embed_dim as f64
     }
 
+    /// spandrel's tags: `large` from 10 groups, `s{img_size}w{window}`, `{embed}dim`, the
+    /// residual connection.
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags = Vec::with_capacity(4);
+        if self.depths.len() >= 10 {
+            tags.push("large".to_string());
+        }
+        tags.push(format!("s{}w{}", self.img_size, self.window_size));
+        tags.push(format!("{}dim", self.embed_dim));
+        tags.push(self.resi_connection.name().to_string());
+        tags
+    }
+
     /// The five blocks of group `layer`: widths embed + k·gc, heads cut by width mod heads,
     /// MLP ratio `mlp_ratio` for the first three and 1 for the last two, blocks 2 and 4 shifted.
     pub fn block_dims(&self, layer: usize) -> [BlockDims; 5] {
