@@ -68,6 +68,7 @@ mod tests {
 
     use super::*;
     use crate::gan::arch::dat;
+    use crate::gan::arch::drct;
     use crate::gan::arch::realcugan;
     use crate::gan::arch::rgt;
     use crate::gan::arch::{
@@ -131,6 +132,7 @@ mod tests {
                 "RGT",
                 rgt::synthetic_rgt(&rgt::small_params(48, vec![2], 2)),
             ),
+            ("DRCT", drct::synthetic_drct(&drct::tiny_params())),
         ]
     }
 
@@ -167,6 +169,7 @@ mod tests {
                     assert!(p.pro && p.variant == realcugan::Variant::Up3x)
                 }
                 ("RGT", GanArch::Rgt(p)) => assert_eq!(p.depth, [2]),
+                ("DRCT", GanArch::Drct(p)) => assert_eq!(p.num_heads, [3, 2]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -17,6 +17,7 @@ mod spec;
 mod weights;
 
 pub mod dat;
+pub mod drct;
 pub mod omnisr;
 pub mod plksr;
 pub mod realcugan;
@@ -33,6 +34,7 @@ pub mod swinir;
 
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use dat::{DatParams, DatSpec};
+pub use drct::{Drct, DrctParams, DrctResi, DrctSpec};
 pub use net::{GanNetwork, SrNet};
 pub use omnisr::{OmniSr, OmniSrParams, OmniSrSpec};
 pub use plksr::{

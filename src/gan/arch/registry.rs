@@ -10,8 +10,8 @@
 use super::realcugan;
 use super::rgt;
 use super::{
-    dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
-    ArchSpec,
+    dat, drct, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir,
+    ArchConfig, ArchSpec,
 };
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed
@@ -76,6 +76,8 @@ architectures! {
     Srcnn(srcnn::SrcnnParams) => srcnn::SrcnnSpec,
     /// Swin2SR (SwinV2 blocks); before SwinIR, whose identifying keys it also holds.
     Swin2Sr(swin2sr::Swin2SrParams) => swin2sr::Swin2SrSpec,
+    /// DRCT (Swin blocks in residual dense groups: DRCT, DRCT-L, Real-DRCT).
+    Drct(drct::DrctParams) => drct::DrctSpec,
     /// SwinIR (classical, lightweight, real-world, denoising, JPEG).
     SwinIr(swinir::SwinIrParams) => swinir::SwinIrSpec,
     /// Real-CUGAN's UpCunet 2x / 3x / 4x / 2x-fast, se, pro and no-SE.
