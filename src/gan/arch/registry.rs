@@ -8,7 +8,7 @@
 //! first entry that claims a state dict, so more specific patterns come first.
 
 use super::{
-    dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
+    atd, dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
     ArchSpec,
 };
 
@@ -51,6 +51,9 @@ macro_rules! architectures {
 }
 
 architectures! {
+    /// ATD (adaptive token dictionary): ATD, ATD-light. Its `layers.N.residual_group.td`
+    /// and `attn_atd` keys are its own.
+    Atd(atd::AtdParams) => atd::AtdSpec,
     /// DAT (Dual Aggregation Transformer): DAT-light, DAT-S, DAT, DAT-2.
     Dat(dat::DatParams) => dat::DatSpec,
     /// ESRGAN / Real-ESRGAN's RRDBNet, including the pixel-unshuffle x2 / x1 variants.
