@@ -67,7 +67,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::gan::arch::dat;
+    use crate::gan::arch::{atd, dat};
     use crate::gan::arch::{
         omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, CcmType, LkType,
     };
@@ -115,6 +115,14 @@ mod tests {
                 )),
             ),
             ("DAT", dat::synthetic_dat(&dat::tiny_params()).unwrap()),
+            (
+                "ATD",
+                atd::synthetic_atd(&atd::tiny_params(
+                    swin::Upsampler::PixelShuffle,
+                    swin::ResiConnection::OneConv,
+                    2,
+                )),
+            ),
         ]
     }
 
@@ -147,6 +155,7 @@ mod tests {
                 ("SwinIR", GanArch::SwinIr(p)) => assert_eq!(p.depths, [2, 1]),
                 ("Swin2SR", GanArch::Swin2Sr(p)) => assert_eq!(p.depths, [1, 2]),
                 ("DAT", GanArch::Dat(p)) => assert_eq!(p.depth, [2]),
+                ("ATD", GanArch::Atd(p)) => assert_eq!(p.depths, [2, 3]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -8,8 +8,8 @@
 //! first entry that claims a state dict, so more specific patterns come first.
 
 use super::{
-    atd, dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir, ArchConfig,
-    ArchSpec,
+    atd, dat, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir,
+    ArchConfig, ArchSpec,
 };
 
 /// Declares the architectures: `Variant(ConfigType) => SPEC_VALUE`. Generates the typed

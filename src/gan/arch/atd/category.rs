@@ -95,7 +95,10 @@ impl CategoryAttention {
             .reshape((b, ng, gs, 3, heads, d))?
             .permute((3, 0, 1, 4, 2, 5))?;
         let part = |i: usize| -> Result<Tensor> {
-            Ok(grouped.get(i)?.contiguous()?.reshape((b * ng * heads, gs, d))?)
+            Ok(grouped
+                .get(i)?
+                .contiguous()?
+                .reshape((b * ng * heads, gs, d))?)
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let scores = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * self.logit_scale)?;

@@ -70,7 +70,12 @@ pub(super) fn tail_dims(p: &AtdParams) -> TailDims {
 
 /// The tensors of one transformer layer, `(name, shape)`; the last of a group has no
 /// dictionary update (`norm3`, `sigma`).
-fn layer_tensors(p: &AtdParams, heads: usize, prefix: &str, last: bool) -> Vec<(String, Vec<usize>)> {
+fn layer_tensors(
+    p: &AtdParams,
+    heads: usize,
+    prefix: &str,
+    last: bool,
+) -> Vec<(String, Vec<usize>)> {
     let (c, m, r, hid, k) = (
         p.embed_dim,
         p.num_tokens,
@@ -85,7 +90,10 @@ fn layer_tensors(p: &AtdParams, heads: usize, prefix: &str, last: bool) -> Vec<(
         ("norm2.weight", vec![c]),
         ("norm2.bias", vec![c]),
         ("wqkv.weight", vec![3 * c, c]),
-        ("attn_win.relative_position_bias_table", vec![span * span, heads]),
+        (
+            "attn_win.relative_position_bias_table",
+            vec![span * span, heads],
+        ),
         ("attn_win.proj.weight", vec![c, c]),
         ("attn_win.proj.bias", vec![c]),
         ("attn_atd.scale", vec![m]),
@@ -126,7 +134,10 @@ fn layer_tensors(p: &AtdParams, heads: usize, prefix: &str, last: bool) -> Vec<(
 pub(super) fn atd_tensors(p: &AtdParams) -> Vec<(String, Vec<usize>)> {
     let c = p.embed_dim;
     let mut t = vec![
-        ("conv_first.weight".to_string(), vec![c, p.in_channels, 3, 3]),
+        (
+            "conv_first.weight".to_string(),
+            vec![c, p.in_channels, 3, 3],
+        ),
         ("conv_first.bias".to_string(), vec![c]),
     ];
     if p.patch_norm {
@@ -134,7 +145,10 @@ pub(super) fn atd_tensors(p: &AtdParams) -> Vec<(String, Vec<usize>)> {
         t.push(("patch_embed.norm.bias".into(), vec![c]));
     }
     for (i, (&depth, &heads)) in p.depths.iter().zip(&p.num_heads).enumerate() {
-        t.push((format!("layers.{i}.residual_group.td"), vec![p.num_tokens, c]));
+        t.push((
+            format!("layers.{i}.residual_group.td"),
+            vec![p.num_tokens, c],
+        ));
         for j in 0..depth {
             t.extend(layer_tensors(p, heads, &layer_prefix(i, j), j + 1 == depth));
         }
@@ -195,7 +209,10 @@ pub(super) fn atd_params(dict: &StateDict) -> Result<AtdParams, Reason> {
             &format!("layers.{i}.residual_group.layers"),
             "transformer layers",
         )?);
-        let table = format!("{}.attn_win.relative_position_bias_table", layer_prefix(i, 0));
+        let table = format!(
+            "{}.attn_win.relative_position_bias_table",
+            layer_prefix(i, 0)
+        );
         let heads = match dims(dict, &table)?.as_slice() {
             [_, h] if *h >= 1 && embed_dim % h == 0 => *h,
             d => {
@@ -209,7 +226,12 @@ pub(super) fn atd_params(dict: &StateDict) -> Result<AtdParams, Reason> {
         num_heads.push(heads);
     }
     let num_tokens = size_of(dict, &format!("{LAYER0}.attn_atd.scale"), 0, 4096)?;
-    let reducted_dim = size_of(dict, &format!("{LAYER0}.attn_atd.wq.weight"), 0, MAX_CHANNELS)?;
+    let reducted_dim = size_of(
+        dict,
+        &format!("{LAYER0}.attn_atd.wq.weight"),
+        0,
+        MAX_CHANNELS,
+    )?;
     let dw = format!("{LAYER0}.convffn.dwconv.depthwise_conv.0.weight");
     let convffn_kernel_size = size_of(dict, &dw, 2, 31)?;
     if convffn_kernel_size % 2 == 0 {
@@ -218,7 +240,12 @@ pub(super) fn atd_params(dict: &StateDict) -> Result<AtdParams, Reason> {
              (k − 1) / 2 and needs it odd"
         ));
     }
-    let mlp_hidden = size_of(dict, &format!("{LAYER0}.convffn.fc1.weight"), 0, 16 * MAX_CHANNELS)?;
+    let mlp_hidden = size_of(
+        dict,
+        &format!("{LAYER0}.convffn.fc1.weight"),
+        0,
+        16 * MAX_CHANNELS,
+    )?;
     let qkv_bias = has(&format!("{LAYER0}.wqkv.bias"));
     let patch_norm = has("patch_embed.norm.weight");
     let resi_connection = if has("layers.0.conv.weight") {

@@ -32,7 +32,10 @@ impl DepthwiseConv {
     pub(super) fn new(w: &Weights, prefix: &str, channels: usize, kernel: usize) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"), &[channels, 1, kernel, kernel])?;
         let bias = w.get(&format!("{prefix}.bias"), &[channels])?;
-        let taps = weight.reshape((channels, kernel * kernel))?.t()?.contiguous()?;
+        let taps = weight
+            .reshape((channels, kernel * kernel))?
+            .t()?
+            .contiguous()?;
         let host = |t: &Tensor| -> Result<Vec<f32>> {
             Ok(t.to_dtype(DType::F32)?
                 .to_device(&Device::Cpu)?
@@ -143,12 +146,19 @@ mod tests {
     #[test]
     fn equals_candles_grouped_convolution() -> Result<()> {
         let dev = Device::Cpu;
-        for (b, h, w, c, k) in [(1usize, 5usize, 7usize, 6usize, 5usize), (2, 1, 3, 4, 3), (1, 4, 9, 3, 7)] {
+        for (b, h, w, c, k) in [
+            (1usize, 5usize, 7usize, 6usize, 5usize),
+            (2, 1, 3, 4, 3),
+            (1, 4, 9, 3, 7),
+        ] {
             let weight = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
             let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
-            let dict: StateDict = [("dw.weight".to_string(), weight.clone()), ("dw.bias".into(), bias.clone())]
-                .into_iter()
-                .collect();
+            let dict: StateDict = [
+                ("dw.weight".to_string(), weight.clone()),
+                ("dw.bias".into(), bias.clone()),
+            ]
+            .into_iter()
+            .collect();
             let wts = Weights::new(&dict, DType::F32, &dev, Path::new("t"));
             let conv = DepthwiseConv::new(&wts, "dw", c, k)?;
             let x = Tensor::randn(0f32, 1.0, (b, h * w, c), &dev)?;

@@ -34,7 +34,14 @@ struct AtdLayer {
 }
 
 impl AtdLayer {
-    fn new(w: &Weights, p: &AtdParams, heads: usize, i: usize, j: usize, last: bool) -> Result<Self> {
+    fn new(
+        w: &Weights,
+        p: &AtdParams,
+        heads: usize,
+        i: usize,
+        j: usize,
+        last: bool,
+    ) -> Result<Self> {
         let prefix = layer_prefix(i, j);
         let c = p.embed_dim;
         let ws = p.window_size;
@@ -96,7 +103,9 @@ impl AtdLayer {
         let windows = self.attn_win.attend(&qkv, h, w, self.shift)?;
         let x = self.win_proj.forward_add(&windows, x)?;
         let x = ((x + x_atd)? + x_aca)?;
-        let x = self.convffn.forward_add(&self.norm2.forward(&x)?, &x, h, w)?;
+        let x = self
+            .convffn
+            .forward_add(&self.norm2.forward(&x)?, &x, h, w)?;
         let td = match &self.update {
             Some(update) => update.forward(td, &sim, &x)?,
             None => td.clone(),
@@ -130,7 +139,12 @@ impl AtdGroup {
                 &[p.num_tokens, p.embed_dim],
             )?,
             layers,
-            conv: ResiConv::new(w, &format!("layers.{i}.conv"), p.resi_connection, p.embed_dim)?,
+            conv: ResiConv::new(
+                w,
+                &format!("layers.{i}.conv"),
+                p.resi_connection,
+                p.embed_dim,
+            )?,
         })
     }
 
@@ -138,7 +152,11 @@ impl AtdGroup {
     pub(super) fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         let b = x.dim(0)?;
         let (m, c) = self.td.dims2()?;
-        let mut td = self.td.unsqueeze(0)?.broadcast_as((b, m, c))?.contiguous()?;
+        let mut td = self
+            .td
+            .unsqueeze(0)?
+            .broadcast_as((b, m, c))?
+            .contiguous()?;
         let mut y = x.clone();
         for layer in &self.layers {
             (y, td) = layer.forward(&y, &td, h, w)?;

@@ -46,7 +46,10 @@ fn mirror_index(len: usize, pad: usize) -> Vec<u32> {
 
 fn mirror_pad(x: &Tensor, window: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let (ph, pw) = (h.next_multiple_of(window) - h, w.next_multiple_of(window) - w);
+    let (ph, pw) = (
+        h.next_multiple_of(window) - h,
+        w.next_multiple_of(window) - w,
+    );
     let mut x = x.clone();
     for (dim, len, pad) in [(2, h, ph), (3, w, pw)] {
         if pad > 0 {
@@ -163,7 +166,10 @@ mod tests {
             // The tensor-op path (f64) agrees with the CPU kernels (f32).
             let net64 = GanNetwork::new(&arch, &dict, DType::F64, &Device::Cpu, Path::new("m"))?;
             let y64 = net64.forward(&x.to_dtype(DType::F64)?)?;
-            let d = (y.to_dtype(DType::F64)? - y64)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            let d = (y.to_dtype(DType::F64)? - y64)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f64>()?;
             assert!(d < 1e-3, "{p:?}: {d}");
         }
         Ok(())

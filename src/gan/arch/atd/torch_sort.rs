@@ -16,7 +16,11 @@ const THRESHOLD: usize = 16;
 /// The permutation `std::sort` leaves when it sorts `(keys[i], i)` by key: position p of the
 /// result holds the index of the token sorted there (torch's `indices`).
 pub(super) fn torch_sort_indices(keys: &[u32]) -> Vec<u32> {
-    let mut a: Vec<(u32, u32)> = keys.iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+    let mut a: Vec<(u32, u32)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
     let n = a.len();
     if n > 1 {
         let depth = 2 * (usize::BITS - 1 - n.leading_zeros()) as usize;
@@ -187,7 +191,9 @@ mod tests {
                 let mut seen = vec![false; n];
                 perm.iter().for_each(|&i| seen[i as usize] = true);
                 assert!(seen.iter().all(|&s| s), "n {n}");
-                assert!(perm.windows(2).all(|p| keys[p[0] as usize] <= keys[p[1] as usize]));
+                assert!(perm
+                    .windows(2)
+                    .all(|p| keys[p[0] as usize] <= keys[p[1] as usize]));
             }
         }
         // The heapsort fallback sorts too.
