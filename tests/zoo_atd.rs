@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use diffsr::gan::arch::atd::synthetic_atd;
+use diffsr::gan::arch::swin::{ResiConnection, Upsampler};
 use diffsr::gan::arch::AtdParams;
 use diffsr::gan::{GanArch, GanModel, GanNetwork, GanOptions, GanUpscaler, StateDict};
 use serde_json::Value;
@@ -139,6 +141,91 @@ fn detection_recovers_spandrels_hyper_parameters() -> Result<()> {
         let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
         let p = atd(model.arch())?;
         check_params(name, p, &case["spandrel"])?;
+        println!("{name}: {}", model.arch().describe());
+    }
+    Ok(())
+}
+
+/// FNV-1a 64 of the sorted `name d0,d1,...` lines, as the fixture script digests spandrel's
+/// state dicts.
+fn layout_digest(p: &AtdParams) -> (usize, String) {
+    let mut lines: Vec<String> = p
+        .state_dict_layout()
+        .iter()
+        .map(|(name, shape)| {
+            let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+            format!("{name} {}", dims.join(","))
+        })
+        .collect();
+    lines.sort();
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for line in &lines {
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+    (lines.len(), format!("{h:016x}"))
+}
+
+/// The published presets' full-size state dicts (every tensor name and shape, as spandrel
+/// builds them) are what the layout says, and detection on such a dict (broadcast zeros:
+/// shapes without the memory) reads back spandrel's report.
+#[test]
+fn published_presets_are_detected_at_full_size() -> Result<()> {
+    let m = manifest()?;
+    let presets = m["presets"].as_array().context("presets")?;
+    ensure!(presets.len() == 2, "ATD, ATD-light");
+    for preset in presets {
+        let name = preset["name"].as_str().context("name")?;
+        let hp = &preset["spandrel"]["hyperparameters"];
+        let num =
+            |k: &str| -> Result<usize> { Ok(hp[k].as_u64().context(k.to_string())? as usize) };
+        let list = |k: &str| -> Vec<usize> {
+            hp[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|x| x as usize)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let embed = num("embed_dim")?;
+        let p = AtdParams {
+            in_channels: 3,
+            embed_dim: embed,
+            depths: list("depths"),
+            num_heads: list("num_heads"),
+            window_size: num("window_size")?,
+            category_size: num("category_size")?,
+            num_tokens: num("num_tokens")?,
+            reducted_dim: num("reducted_dim")?,
+            convffn_kernel_size: num("convffn_kernel_size")?,
+            mlp_hidden: (embed as f64 * hp["mlp_ratio"].as_f64().context("mlp_ratio")?) as usize,
+            qkv_bias: true,
+            patch_norm: true,
+            upscale: num("upscale")?,
+            img_range: 1.0,
+            upsampler: if hp["upsampler"] == "pixelshuffledirect" {
+                Upsampler::PixelShuffleDirect
+            } else {
+                Upsampler::PixelShuffle
+            },
+            resi_connection: ResiConnection::OneConv,
+            norm: true,
+        };
+        let (count, digest) = layout_digest(&p);
+        ensure!(
+            count as u64 == preset["keys"].as_u64().context("keys")?
+                && digest == preset["layout_fnv1a64"].as_str().context("digest")?,
+            "{name}: layout of {count} tensors ({digest}) differs from spandrel's"
+        );
+        let model = GanModel::from_state_dict(synthetic_atd(&p), std::path::Path::new(name))?;
+        let got = atd(model.arch())?;
+        check_params(name, got, &preset["spandrel"])?;
+        ensure!(got == &p, "{name}: detected {got:?}");
         println!("{name}: {}", model.arch().describe());
     }
     Ok(())

@@ -307,22 +307,42 @@ pub(super) fn atd_params(dict: &StateDict) -> Result<AtdParams, Reason> {
     Ok(p)
 }
 
-/// An ATD state dict of zeros with `p`'s shapes, with spandrel's buffers.
-#[cfg(test)]
-pub(crate) fn synthetic_atd(p: &AtdParams) -> StateDict {
-    use candle_core::{DType, Device, Tensor};
-    let n = p.window_size * p.window_size;
-    let mut dict: StateDict = atd_tensors(p)
-        .into_iter()
-        .map(|(k, s)| (k, Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap()))
-        .collect();
-    let index = Tensor::zeros((n, n), DType::I64, &Device::Cpu).unwrap();
-    dict.insert("relative_position_index_SA".into(), index);
-    if !p.norm {
-        let t = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
-        dict.insert("no_norm".into(), t);
+impl AtdParams {
+    /// Every tensor of spandrel's `ATD(...).state_dict()` for these hyper-parameters,
+    /// `(name, shape)`: the parameters and the `relative_position_index_SA` (and `no_norm`)
+    /// buffers.
+    pub fn state_dict_layout(&self) -> Vec<(String, Vec<usize>)> {
+        let n = self.window_size * self.window_size;
+        let mut t = atd_tensors(self);
+        t.push(("relative_position_index_SA".into(), vec![n, n]));
+        if !self.norm {
+            t.push(("no_norm".into(), vec![1]));
+        }
+        t
     }
-    dict
+}
+
+/// An ATD state dict of `p`'s layout, shapes only (a zero broadcast to each shape, no memory
+/// per element): for detection tests, full-size presets included.
+pub fn synthetic_atd(p: &AtdParams) -> StateDict {
+    use candle_core::{DType, Device, Tensor};
+    let (Ok(zero), Ok(index)) = (
+        Tensor::zeros((), DType::F32, &Device::Cpu),
+        Tensor::zeros((), DType::I64, &Device::Cpu),
+    ) else {
+        return StateDict::new();
+    };
+    p.state_dict_layout()
+        .into_iter()
+        .filter_map(|(name, shape)| {
+            let base = if name == "relative_position_index_SA" {
+                &index
+            } else {
+                &zero
+            };
+            Some((name, base.broadcast_as(shape).ok()?))
+        })
+        .collect()
 }
 
 /// A small ATD configuration for tests: embed 8, groups of 2 and 3 layers.

@@ -16,10 +16,11 @@ mod net;
 mod torch_sort;
 
 pub use config::AtdParams;
+pub use detect::synthetic_atd;
 pub use net::Atd;
 
 #[cfg(test)]
-pub(crate) use detect::{synthetic_atd, tiny_params};
+pub(crate) use detect::tiny_params;
 
 use super::{ArchSpec, Detection};
 use crate::gan::StateDict;
