@@ -261,8 +261,9 @@ pub(super) fn atd_params(dict: &StateDict) -> Result<AtdParams, Reason> {
     let (upsampler, upscale) = if has("conv_up1.weight") {
         (Upsampler::NearestConv, 4)
     } else if has("conv_before_upsample.0.weight") {
+        // 1 when there is no `upsample.0` (an empty `Upsample`, as the reference builds).
         let upscale = pixelshuffle_upscale(dict)?;
-        if upscale < 2 || shuffle_stages(upscale).is_none() {
+        if shuffle_stages(upscale).is_none() {
             return Err(format!(
                 "ATD pixelshuffle upsampling by {upscale}: the reference supports 2^n and 3"
             ));
@@ -378,6 +379,7 @@ mod tests {
         for (upsampler, upscale) in [
             (Upsampler::PixelShuffle, 2),
             (Upsampler::PixelShuffle, 3),
+            (Upsampler::PixelShuffle, 1),
             (Upsampler::PixelShuffleDirect, 4),
             (Upsampler::NearestConv, 4),
             (Upsampler::None, 1),
