@@ -67,6 +67,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
+    use crate::gan::arch::atd;
     use crate::gan::arch::dat;
     use crate::gan::arch::drct;
     use crate::gan::arch::realcugan;
@@ -133,6 +134,14 @@ mod tests {
                 rgt::synthetic_rgt(&rgt::small_params(48, vec![2], 2)),
             ),
             ("DRCT", drct::synthetic_drct(&drct::tiny_params())),
+            (
+                "ATD",
+                atd::synthetic_atd(&atd::tiny_params(
+                    swin::Upsampler::PixelShuffle,
+                    swin::ResiConnection::OneConv,
+                    2,
+                )),
+            ),
         ]
     }
 
@@ -170,6 +179,7 @@ mod tests {
                 }
                 ("RGT", GanArch::Rgt(p)) => assert_eq!(p.depth, [2]),
                 ("DRCT", GanArch::Drct(p)) => assert_eq!(p.num_heads, [3, 2]),
+                ("ATD", GanArch::Atd(p)) => assert_eq!(p.depths, [2, 3]),
                 _ => panic!("{name} detected as {arch:?}"),
             }
         }

@@ -16,6 +16,7 @@ pub(crate) mod shapes;
 mod spec;
 mod weights;
 
+pub mod atd;
 pub mod dat;
 pub mod drct;
 pub mod omnisr;
@@ -32,6 +33,7 @@ pub mod swin;
 pub mod swin2sr;
 pub mod swinir;
 
+pub use atd::{Atd, AtdParams, AtdSpec};
 pub use config::{ArchConfig, InputPadding, InputSize};
 pub use dat::{DatParams, DatSpec};
 pub use drct::{Drct, DrctParams, DrctResi, DrctSpec};

@@ -10,7 +10,7 @@
 use super::realcugan;
 use super::rgt;
 use super::{
-    dat, drct, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir,
+    atd, dat, drct, omnisr, plksr, rrdbnet, safmn, span, srcnn, srresnet, srvgg, swin2sr, swinir,
     ArchConfig, ArchSpec,
 };
 
@@ -53,6 +53,9 @@ macro_rules! architectures {
 }
 
 architectures! {
+    /// ATD (adaptive token dictionary): ATD, ATD-light. Its `layers.N.residual_group.td`
+    /// and `attn_atd` keys are its own.
+    Atd(atd::AtdParams) => atd::AtdSpec,
     /// DAT (Dual Aggregation Transformer): DAT-light, DAT-S, DAT, DAT-2.
     Dat(dat::DatParams) => dat::DatSpec,
     /// ESRGAN / Real-ESRGAN's RRDBNet, including the pixel-unshuffle x2 / x1 variants.
