@@ -4,47 +4,19 @@
 //! against untiled ones, and the errors of a damaged state dict.
 
 mod common;
+#[path = "support/zoo.rs"]
+mod zoo;
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::{GanArch, Swin2SrParams};
-use diffsr::gan::load::read_model_file;
-use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler};
+use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/swin2sr")
-}
-
-fn manifest() -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(fixtures().join("swin2sr.json"))?;
-    let m: Value = serde_json::from_str(&text)?;
-    Ok(m["cases"].as_array().context("cases")?.clone())
-}
-
-fn tensors() -> Result<HashMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(
-        fixtures().join("swin2sr.safetensors"),
-        &Device::Cpu,
-    )?)
-}
-
-fn case(name: &str) -> Result<Value> {
-    manifest()?
-        .into_iter()
-        .find(|c| c["name"] == name)
-        .with_context(|| format!("case {name}"))
-}
-
-fn load(case: &Value) -> Result<GanModel> {
-    Ok(GanModel::load(
-        &fixtures().join(case["file"].as_str().context("file")?),
-    )?)
-}
+const Z: zoo::Fixtures = zoo::Fixtures("swin2sr");
 
 fn swin2sr(model: &GanModel) -> Result<&Swin2SrParams> {
     match model.arch() {
@@ -81,50 +53,27 @@ fn check_params(name: &str, model: &GanModel, c: &Value) -> Result<()> {
         "upsampler": p.upsampler.name(),
         "resi_connection": p.resi_connection.name(),
     });
-    common_fields(name, &reported, c)?;
-    common_fields(name, &hyperparameters, &c["hyperparameters"])
-}
-
-/// Each field of `got` equals the same field of `want`.
-fn common_fields(name: &str, got: &Value, want: &Value) -> Result<()> {
-    for (key, value) in got.as_object().context("object")? {
-        ensure!(
-            &want[key] == value,
-            "{name}: {key} detected {value}, spandrel {}",
-            want[key]
-        );
-    }
-    Ok(())
-}
-
-fn forward(model: &GanModel, input: &Tensor, dtype: DType) -> Result<Tensor> {
-    let net = GanNetwork::new(
-        model.arch(),
-        model.weights(),
-        dtype,
-        &Device::Cpu,
-        model.source(),
-    )?;
-    Ok(net.forward(&input.to_dtype(dtype)?)?)
+    zoo::same_fields(name, &reported, c)?;
+    zoo::same_fields(name, &hyperparameters, &c["hyperparameters"])
 }
 
 #[test]
 fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
-    let t = tensors()?;
-    let cases = manifest()?;
+    let t = Z.tensors()?;
+    let cases = Z.cases()?;
     ensure!(cases.len() >= 2, "expected every case in the fixture");
     for c in &cases {
         let name = c["name"].as_str().context("name")?;
-        let model = load(c)?;
+        let model = Z.load(c)?;
         check_params(name, &model, c)?;
         println!("{name}: {}", model.arch().describe());
         let input = &t[&format!("{name}.input")];
         let want = &t[&format!("{name}.output")];
         // The CPU kernel (f32) and the reference's tensor ops (f64) both match spandrel.
-        common::compare(name, &forward(&model, input, DType::F32)?, want, 1e-4)?;
+        common::compare(name, &zoo::forward(&model, input, DType::F32)?, want, 1e-4)?;
         common::compare(
             &format!("{name} (tensor ops, f64)"),
-            &forward(&model, input, DType::F64)?,
+            &zoo::forward(&model, input, DType::F64)?,
             want,
             1e-4,
         )?;
@@ -134,9 +83,9 @@ fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
 
 #[test]
 fn the_upscaler_untiled_is_the_clamped_network() -> Result<()> {
-    let t = tensors()?;
-    let c = case("swin2sr_tiny_aux_x2")?;
-    let model = load(&c)?;
+    let t = Z.tensors()?;
+    let c = Z.case("swin2sr_tiny_aux_x2")?;
+    let model = Z.load(&c)?;
     let upscaler = GanUpscaler::new(
         &model,
         &GanOptions {
@@ -152,48 +101,9 @@ fn the_upscaler_untiled_is_the_clamped_network() -> Result<()> {
     common::compare("upscaler", &got, &want, 1e-4)
 }
 
-/// A deterministic test image with structure at every scale.
-fn pattern(width: usize, height: usize) -> Result<Tensor> {
-    let mut data = Vec::with_capacity(3 * width * height);
-    for c in 0..3 {
-        for y in 0..height {
-            for x in 0..width {
-                let v = ((x * 7 + y * 13 + c * 29) % 31) as f32 / 31.0;
-                let w = ((x as f32 * 0.3).sin() * (y as f32 * 0.2 + c as f32).cos() + 1.0) / 2.0;
-                data.push(0.5 * v + 0.5 * w);
-            }
-        }
-    }
-    Ok(Tensor::from_vec(data, (1, 3, height, width), &Device::Cpu)?)
-}
-
-/// max |tiled − untiled| over the image, for tiles of edge `tile`.
-fn seam(model: &GanModel, image: &Tensor, tile: usize) -> Result<(f32, usize)> {
-    let run = |tile: usize| -> Result<(Tensor, usize)> {
-        let upscaler = GanUpscaler::new(
-            model,
-            &GanOptions {
-                tile: Some(tile),
-                pre_pad: 0,
-                ..GanOptions::default()
-            },
-        )?;
-        let mut tiles = 0;
-        let out = upscaler.upscale_tensor(image, &mut |_, total| {
-            tiles = total;
-            ControlFlow::Continue(())
-        })?;
-        Ok((out, tiles))
-    };
-    let (whole, _) = run(0)?;
-    let (tiled, tiles) = run(tile)?;
-    let d = (tiled - whole)?.abs()?.flatten_all()?.max(0)?;
-    Ok((d.to_scalar::<f32>()?, tiles))
-}
-
 /// The fixtures' weights with every head's logit scale set to ln 10 (Swin V2's init).
 fn with_moderate_logit_scales(file: &str) -> Result<GanModel> {
-    let mut dict = load_dict(file)?;
+    let mut dict = Z.dict(file)?;
     for (name, t) in dict.iter_mut() {
         if name.ends_with("logit_scale") {
             *t = Tensor::full(10f32.ln(), t.dims(), &Device::Cpu)?;
@@ -215,14 +125,14 @@ fn tiled_runs_stay_close_to_untiled() -> Result<()> {
         ("swin2sr_tiny_aux_x2.safetensors", 100, 76, 64),
         ("swin2sr_tiny_direct_x3.pth", 136, 112, 112),
     ] {
-        let image = pattern(w, h)?;
-        let (leaky, _) = seam(
-            &load(&case(file.split('.').next().context("stem")?)?)?,
+        let image = zoo::pattern(w, h)?;
+        let (leaky, _) = zoo::seam(
+            &Z.load(&Z.case(file.split('.').next().context("stem")?)?)?,
             &image,
             tile,
         )?;
         let model = with_moderate_logit_scales(file)?;
-        let (d, tiles) = seam(&model, &image, tile)?;
+        let (d, tiles) = zoo::seam(&model, &image, tile)?;
         println!(
             "{file}: {tiles} tiles of {tile}, context {}: max |tiled − untiled| = {d:.2e} \
              (with a head at the clamp: {leaky:.2e})",
@@ -234,35 +144,24 @@ fn tiled_runs_stay_close_to_untiled() -> Result<()> {
     Ok(())
 }
 
-fn load_dict(file: &str) -> Result<diffsr::gan::StateDict> {
-    Ok(read_model_file(&fixtures().join(file))?)
-}
-
-fn error_of(dict: diffsr::gan::StateDict) -> String {
-    match GanModel::from_state_dict(dict, Path::new("damaged.safetensors")) {
-        Ok(m) => format!("loaded as {}", m.arch().describe()),
-        Err(e) => e.to_string(),
-    }
-}
-
 #[test]
 fn a_missing_or_misshaped_tensor_is_named() -> Result<()> {
     let name = "layers.1.residual_group.blocks.0.attn.cpb_mlp.2.weight";
-    let mut dict = load_dict("swin2sr_tiny_aux_x2.safetensors")?;
+    let mut dict = Z.dict("swin2sr_tiny_aux_x2.safetensors")?;
     ensure!(dict.remove(name).is_some(), "fixture lacks {name}");
-    let err = error_of(dict);
+    let err = zoo::error_of(dict);
     ensure!(
         err.contains(name) && err.contains("missing") && err.contains("[4, 512]"),
         "{err}"
     );
 
     let name = "layers.0.patch_embed.proj.weight";
-    let mut dict = load_dict("swin2sr_tiny_direct_x3.pth")?;
+    let mut dict = Z.dict("swin2sr_tiny_direct_x3.pth")?;
     dict.insert(
         name.into(),
         Tensor::zeros((12, 12, 3, 3), DType::F32, &Device::Cpu)?,
     );
-    let err = error_of(dict);
+    let err = zoo::error_of(dict);
     ensure!(
         err.contains(name) && err.contains("[12, 12, 3, 3]") && err.contains("[12, 12, 1, 1]"),
         "{err}"

@@ -4,47 +4,18 @@
 //! against untiled ones, and the errors of a damaged state dict.
 
 mod common;
+#[path = "support/zoo.rs"]
+mod zoo;
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::{GanArch, SwinIrParams};
-use diffsr::gan::load::read_model_file;
-use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler};
+use diffsr::gan::{GanModel, GanOptions, GanUpscaler};
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/swinir")
-}
-
-fn manifest() -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(fixtures().join("swinir.json"))?;
-    let m: Value = serde_json::from_str(&text)?;
-    Ok(m["cases"].as_array().context("cases")?.clone())
-}
-
-fn tensors() -> Result<HashMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(
-        fixtures().join("swinir.safetensors"),
-        &Device::Cpu,
-    )?)
-}
-
-fn case(name: &str) -> Result<Value> {
-    manifest()?
-        .into_iter()
-        .find(|c| c["name"] == name)
-        .with_context(|| format!("case {name}"))
-}
-
-fn load(case: &Value) -> Result<GanModel> {
-    Ok(GanModel::load(
-        &fixtures().join(case["file"].as_str().context("file")?),
-    )?)
-}
+const Z: zoo::Fixtures = zoo::Fixtures("swinir");
 
 fn swinir(model: &GanModel) -> Result<&SwinIrParams> {
     match model.arch() {
@@ -78,50 +49,27 @@ fn check_params(name: &str, model: &GanModel, c: &Value) -> Result<()> {
         "upsampler": p.upsampler.name(),
         "resi_connection": p.resi_connection.name(),
     });
-    common_fields(name, &reported, c)?;
-    common_fields(name, &hyperparameters, &c["hyperparameters"])
-}
-
-/// Each field of `got` equals the same field of `want`.
-fn common_fields(name: &str, got: &Value, want: &Value) -> Result<()> {
-    for (key, value) in got.as_object().context("object")? {
-        ensure!(
-            &want[key] == value,
-            "{name}: {key} detected {value}, spandrel {}",
-            want[key]
-        );
-    }
-    Ok(())
-}
-
-fn forward(model: &GanModel, input: &Tensor, dtype: DType) -> Result<Tensor> {
-    let net = GanNetwork::new(
-        model.arch(),
-        model.weights(),
-        dtype,
-        &Device::Cpu,
-        model.source(),
-    )?;
-    Ok(net.forward(&input.to_dtype(dtype)?)?)
+    zoo::same_fields(name, &reported, c)?;
+    zoo::same_fields(name, &hyperparameters, &c["hyperparameters"])
 }
 
 #[test]
 fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
-    let t = tensors()?;
-    let cases = manifest()?;
+    let t = Z.tensors()?;
+    let cases = Z.cases()?;
     ensure!(cases.len() >= 4, "expected every case in the fixture");
     for c in &cases {
         let name = c["name"].as_str().context("name")?;
-        let model = load(c)?;
+        let model = Z.load(c)?;
         check_params(name, &model, c)?;
         println!("{name}: {}", model.arch().describe());
         let input = &t[&format!("{name}.input")];
         let want = &t[&format!("{name}.output")];
         // The CPU kernel (f32) and the reference's tensor ops (f64) both match spandrel.
-        common::compare(name, &forward(&model, input, DType::F32)?, want, 1e-4)?;
+        common::compare(name, &zoo::forward(&model, input, DType::F32)?, want, 1e-4)?;
         common::compare(
             &format!("{name} (tensor ops, f64)"),
-            &forward(&model, input, DType::F64)?,
+            &zoo::forward(&model, input, DType::F64)?,
             want,
             1e-4,
         )?;
@@ -131,9 +79,9 @@ fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
 
 #[test]
 fn the_upscaler_untiled_is_the_clamped_network() -> Result<()> {
-    let t = tensors()?;
-    let c = case("swinir_tiny_real_x4")?;
-    let model = load(&c)?;
+    let t = Z.tensors()?;
+    let c = Z.case("swinir_tiny_real_x4")?;
+    let model = Z.load(&c)?;
     let upscaler = GanUpscaler::new(
         &model,
         &GanOptions {
@@ -149,45 +97,6 @@ fn the_upscaler_untiled_is_the_clamped_network() -> Result<()> {
     common::compare("upscaler", &got, &want, 1e-4)
 }
 
-/// A deterministic test image with structure at every scale.
-fn pattern(width: usize, height: usize) -> Result<Tensor> {
-    let mut data = Vec::with_capacity(3 * width * height);
-    for c in 0..3 {
-        for y in 0..height {
-            for x in 0..width {
-                let v = ((x * 7 + y * 13 + c * 29) % 31) as f32 / 31.0;
-                let w = ((x as f32 * 0.3).sin() * (y as f32 * 0.2 + c as f32).cos() + 1.0) / 2.0;
-                data.push(0.5 * v + 0.5 * w);
-            }
-        }
-    }
-    Ok(Tensor::from_vec(data, (1, 3, height, width), &Device::Cpu)?)
-}
-
-/// max |tiled − untiled| over the image, for tiles of edge `tile`.
-fn seam(model: &GanModel, image: &Tensor, tile: usize) -> Result<(f32, usize)> {
-    let run = |tile: usize| -> Result<(Tensor, usize)> {
-        let upscaler = GanUpscaler::new(
-            model,
-            &GanOptions {
-                tile: Some(tile),
-                pre_pad: 0,
-                ..GanOptions::default()
-            },
-        )?;
-        let mut tiles = 0;
-        let out = upscaler.upscale_tensor(image, &mut |_, total| {
-            tiles = total;
-            ControlFlow::Continue(())
-        })?;
-        Ok((out, tiles))
-    };
-    let (whole, _) = run(0)?;
-    let (tiled, tiles) = run(tile)?;
-    let d = (tiled - whole)?.abs()?.flatten_all()?.max(0)?;
-    Ok((d.to_scalar::<f32>()?, tiles))
-}
-
 /// Tiles blend to nearly the untiled image: the windows are aligned to the whole image's, but
 /// a tile's shifted windows wrap at its own edges, which the overlap hides. Measured (random
 /// weights, outputs clamped to [0, 1], context 2·window + 4): 5.0e-6 (tiny, window 4) and
@@ -199,8 +108,8 @@ fn tiled_runs_stay_close_to_untiled() -> Result<()> {
         ("swinir_tiny_ps_3conv", 100, 76, 64, 1e-4f32),
         ("swinir_light_x2", 136, 112, 112, 1e-4),
     ] {
-        let model = load(&case(name)?)?;
-        let (d, tiles) = seam(&model, &pattern(w, h)?, tile)?;
+        let model = Z.load(&Z.case(name)?)?;
+        let (d, tiles) = zoo::seam(&model, &zoo::pattern(w, h)?, tile)?;
         println!(
             "{name}: {tiles} tiles of {tile}, context {}: max |tiled − untiled| = {d:.2e}",
             model.arch().context_radius()
@@ -211,47 +120,36 @@ fn tiled_runs_stay_close_to_untiled() -> Result<()> {
     Ok(())
 }
 
-fn load_dict(file: &str) -> Result<diffsr::gan::StateDict> {
-    Ok(read_model_file(&fixtures().join(file))?)
-}
-
-fn error_of(dict: diffsr::gan::StateDict) -> String {
-    match GanModel::from_state_dict(dict, Path::new("damaged.safetensors")) {
-        Ok(m) => format!("loaded as {}", m.arch().describe()),
-        Err(e) => e.to_string(),
-    }
-}
-
 #[test]
 fn a_missing_or_misshaped_tensor_is_named() -> Result<()> {
     let name = "layers.1.residual_group.blocks.1.attn.qkv.weight";
-    let mut dict = load_dict("swinir_tiny_ps_3conv.safetensors")?;
+    let mut dict = Z.dict("swinir_tiny_ps_3conv.safetensors")?;
     ensure!(dict.remove(name).is_some(), "fixture lacks {name}");
-    let err = error_of(dict);
+    let err = zoo::error_of(dict);
     ensure!(
         err.contains(name) && err.contains("missing") && err.contains("[48, 16]"),
         "{err}"
     );
 
     let name = "upsample.0.weight";
-    let mut dict = load_dict("swinir_tiny_ps_3conv.safetensors")?;
+    let mut dict = Z.dict("swinir_tiny_ps_3conv.safetensors")?;
     dict.insert(
         name.into(),
         Tensor::zeros((256, 64, 1, 1), DType::F32, &Device::Cpu)?,
     );
-    let err = error_of(dict);
+    let err = zoo::error_of(dict);
     ensure!(
         err.contains(name) && err.contains("[256, 64, 1, 1]") && err.contains("3x3"),
         "{err}"
     );
 
-    let mut dict = load_dict("swinir_tiny_real_x4.pth")?;
+    let mut dict = Z.dict("swinir_tiny_real_x4.pth")?;
     let name = "layers.0.residual_group.blocks.0.mlp.fc2.weight";
     dict.insert(
         name.into(),
         Tensor::zeros((12, 23), DType::F32, &Device::Cpu)?,
     );
-    let err = error_of(dict);
+    let err = zoo::error_of(dict);
     ensure!(
         err.contains(name) && err.contains("[12, 23]") && err.contains("[12, 24]"),
         "{err}"
