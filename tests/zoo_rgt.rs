@@ -11,6 +11,8 @@
 //! included (int64 position indices, shift masks).
 
 mod common;
+#[path = "support/zoo.rs"]
+mod zoo;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,25 +21,10 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::rgt::{ResiConnection, IMG_RANGE, MIN_SIDE};
 use diffsr::gan::arch::{GanArch, RgtParams};
-use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler};
+use diffsr::gan::{GanModel, GanNetwork};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/rgt")
-}
-
-fn manifest() -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(fixtures().join("rgt.json"))?;
-    let m: Value = serde_json::from_str(&text)?;
-    Ok(m["cases"].as_array().context("cases")?.clone())
-}
-
-fn tensors() -> Result<HashMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(
-        fixtures().join("rgt.safetensors"),
-        &Device::Cpu,
-    )?)
-}
+const Z: zoo::Fixtures = zoo::Fixtures("rgt");
 
 /// A scratch directory of this test process, removed when dropped.
 struct Scratch(PathBuf);
@@ -163,7 +150,7 @@ fn usizes(v: &Value) -> Result<Vec<usize>> {
 /// The case's model file: the stored one, or the generated weights written to `scratch`.
 fn model_file(case: &Value, scratch: &Scratch) -> Result<PathBuf> {
     if let Some(file) = case["file"].as_str() {
-        return Ok(fixtures().join(file));
+        return Ok(Z.dir().join(file));
     }
     let listing = case["generated"].as_array().context("generated")?;
     let name = case["name"].as_str().context("name")?;
@@ -258,37 +245,11 @@ fn check_arch(name: &str, model: &GanModel, case: &Value) -> Result<()> {
     Ok(())
 }
 
-fn forward(model: &GanModel, input: &Tensor) -> Result<Tensor> {
-    let net = GanNetwork::new(
-        model.arch(),
-        model.weights(),
-        DType::F32,
-        &Device::Cpu,
-        model.source(),
-    )?;
-    Ok(net.forward(input)?)
-}
-
-fn upscaler(model: &GanModel, tile: usize) -> Result<GanUpscaler> {
-    Ok(GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(tile),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?)
-}
-
-fn upscale(up: &GanUpscaler, input: &Tensor) -> Result<Tensor> {
-    Ok(up.upscale_tensor(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
-}
-
 #[test]
 fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
-    let cases = manifest()?;
+    let cases = Z.cases()?;
     ensure!(cases.len() >= 3, "expected the preset and two tiny cases");
-    let t = tensors()?;
+    let t = Z.tensors()?;
     let scratch = Scratch::new("parity")?;
     let mut failures = Vec::new();
     for case in &cases {
@@ -298,7 +259,12 @@ fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
         let input = &t[&format!("{name}.input")];
         let want = &t[&format!("{name}.output")];
         // Every case is compared (and printed) before the first failure is returned.
-        failures.push(common::compare(name, &forward(&model, input)?, want, 1e-4));
+        failures.push(common::compare(
+            name,
+            &zoo::forward(&model, input, DType::F32)?,
+            want,
+            1e-4,
+        ));
         // The tiny model in f64 takes the tensor-op paths (what GPUs run) throughout.
         if case["file"].is_string() {
             let net = GanNetwork::new(
@@ -317,12 +283,12 @@ fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
 
 #[test]
 fn the_untiled_upscaler_gives_the_clamped_reference() -> Result<()> {
-    let t = tensors()?;
-    let cases = manifest()?;
+    let t = Z.tensors()?;
+    let cases = Z.cases()?;
     // The tiny model's cases: the preset's forward is the parity test's.
     for case in cases.iter().filter(|c| c["file"].is_string()) {
         let name = case["name"].as_str().context("name")?;
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let input = &t[&format!("{name}.input")];
         let want = t[&format!("{name}.output")].clamp(0f32, 1f32)?;
         // The upscaler takes RGB; a grey model runs on its luma, which for a grey image
@@ -332,7 +298,12 @@ fn the_untiled_upscaler_gives_the_clamped_reference() -> Result<()> {
         } else {
             (input.clone(), want)
         };
-        common::compare(name, &upscale(&upscaler(&model, 0)?, &rgb)?, &want, 1e-4)?;
+        common::compare(
+            name,
+            &zoo::upscale_with(&zoo::upscaler(&model, 0)?, &rgb)?,
+            &want,
+            1e-4,
+        )?;
     }
     Ok(())
 }
@@ -364,17 +335,22 @@ fn mosaic(n: usize) -> Result<Tensor> {
 /// [0, 1]; random weights, whose RG-SA attends more sharply than trained ones need to).
 #[test]
 fn tiles_stay_close_to_the_whole_image() -> Result<()> {
-    let model = GanModel::load(&fixtures().join("rgt_tiny_grey_x4.pth"))?;
+    let model = GanModel::load(&Z.dir().join("rgt_tiny_grey_x4.pth"))?;
     let radius = model.arch().context_radius();
     ensure!(radius == 32, "RGT's tile context is 32, got {radius}");
     let input = mosaic(5)?;
     let (_, _, h, w) = input.dims4()?;
-    let whole = upscale(&upscaler(&model, 0)?, &input)?;
+    let whole = zoo::upscale_with(&zoo::upscaler(&model, 0)?, &input)?;
     // The smallest tile the overlap allows: 2 × 2 tiles on 240 × 200.
     let tile = 2 * diffsr::tiling::exact_overlap(radius);
-    let tiled_up = upscaler(&model, tile)?;
+    let tiled_up = zoo::upscaler(&model, tile)?;
     ensure!(tiled_up.tile_count(w, h)? > 1, "expected several tiles");
-    common::compare("tiled x4", &upscale(&tiled_up, &input)?, &whole, 1e-1)
+    common::compare(
+        "tiled x4",
+        &zoo::upscale_with(&tiled_up, &input)?,
+        &whole,
+        1e-1,
+    )
 }
 
 /// The tiny case's tensors, with `edit` applied, written to `scratch` and loaded.
@@ -382,7 +358,7 @@ fn load_edited(
     scratch: &Scratch,
     edit: impl FnOnce(&mut HashMap<String, Tensor>) -> Result<()>,
 ) -> Result<String> {
-    let model = GanModel::load(&fixtures().join("rgt_tiny_grey_x4.pth"))?;
+    let model = GanModel::load(&Z.dir().join("rgt_tiny_grey_x4.pth"))?;
     let mut dict: HashMap<String, Tensor> = model
         .weights()
         .iter()
@@ -450,7 +426,7 @@ fn a_mis_shaped_tensor_is_named_with_both_shapes() -> Result<()> {
 #[test]
 fn the_tiny_model_is_3conv_without_qkv_bias() -> Result<()> {
     // The options the preset does not cover, as detected from the .pth.
-    let model = GanModel::load(&fixtures().join("rgt_tiny_grey_x4.pth"))?;
+    let model = GanModel::load(&Z.dir().join("rgt_tiny_grey_x4.pth"))?;
     let p = rgt_params("tiny", model.arch())?;
     ensure!(p.resi_connection == ResiConnection::ThreeConv && !p.qkv_bias);
     ensure!(p.split_size == [2, 4] && p.in_chans == 1 && p.upscale == 4);
@@ -463,7 +439,7 @@ fn the_tiny_model_is_3conv_without_qkv_bias() -> Result<()> {
 #[ignore]
 fn measure_context() -> Result<()> {
     let scratch = Scratch::new("context")?;
-    let cases = manifest()?;
+    let cases = Z.cases()?;
     for case in cases.iter().take(2) {
         let name = case["name"].as_str().context("name")?;
         let model = GanModel::load(&model_file(case, &scratch)?)?;
@@ -472,14 +448,14 @@ fn measure_context() -> Result<()> {
             input = input.mean_keepdim(1)?;
         }
         let s = model.arch().scale();
-        let whole = forward(&model, &input)?;
+        let whole = zoo::forward(&model, &input, DType::F32)?;
         let k = 16;
         let (cy, cx) = (52, 64);
         for r in [8, 16, 24, 32, 48] {
             let crop = input
                 .narrow(2, cy - r, k + 2 * r)?
                 .narrow(3, cx - r, k + 2 * r)?;
-            let out = forward(&model, &crop)?
+            let out = zoo::forward(&model, &crop, DType::F32)?
                 .narrow(2, r * s, k * s)?
                 .narrow(3, r * s, k * s)?;
             let want = whole.narrow(2, cy * s, k * s)?.narrow(3, cx * s, k * s)?;

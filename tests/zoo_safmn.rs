@@ -5,6 +5,8 @@
 //! missing or mis-shaped tensor.
 
 mod common;
+#[path = "support/zoo.rs"]
+mod zoo;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,31 +14,10 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::{GanArch, SafmnParams};
-use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler};
+use diffsr::gan::GanModel;
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/safmn")
-}
-
-fn manifest() -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(fixtures().join("safmn.json"))?;
-    let m: Value = serde_json::from_str(&text)?;
-    Ok(m["cases"].as_array().context("cases")?.clone())
-}
-
-fn tensors() -> Result<HashMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(
-        fixtures().join("safmn.safetensors"),
-        &Device::Cpu,
-    )?)
-}
-
-fn load(case: &Value) -> Result<GanModel> {
-    Ok(GanModel::load(
-        &fixtures().join(case["file"].as_str().context("file")?),
-    )?)
-}
+const Z: zoo::Fixtures = zoo::Fixtures("safmn");
 
 fn safmn_params<'a>(name: &str, arch: &'a GanArch) -> Result<&'a SafmnParams> {
     match arch {
@@ -86,58 +67,37 @@ fn check_arch(name: &str, model: &GanModel, case: &Value) -> Result<()> {
     Ok(())
 }
 
-fn forward(model: &GanModel, input: &Tensor) -> Result<Tensor> {
-    let net = GanNetwork::new(
-        model.arch(),
-        model.weights(),
-        DType::F32,
-        &Device::Cpu,
-        model.source(),
-    )?;
-    Ok(net.forward(input)?)
-}
-
-fn upscaler(model: &GanModel, tile: usize) -> Result<GanUpscaler> {
-    Ok(GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(tile),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?)
-}
-
-fn upscale(up: &GanUpscaler, input: &Tensor) -> Result<Tensor> {
-    Ok(up.upscale_tensor(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
-}
-
 #[test]
 fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
-    let cases = manifest()?;
+    let cases = Z.cases()?;
     ensure!(cases.len() >= 3, "expected the preset and two tiny cases");
-    let t = tensors()?;
+    let t = Z.tensors()?;
     let mut failures = Vec::new();
     for case in &cases {
         let name = case["name"].as_str().context("name")?;
-        let model = load(case)?;
+        let model = Z.load(case)?;
         check_arch(name, &model, case)?;
         let input = &t[&format!("{name}.input")];
         let want = &t[&format!("{name}.output")];
         // Every case is compared (and printed) before the first failure is returned.
-        failures.push(common::compare(name, &forward(&model, input)?, want, 1e-4));
+        failures.push(common::compare(
+            name,
+            &zoo::forward(&model, input, DType::F32)?,
+            want,
+            1e-4,
+        ));
     }
     failures.into_iter().collect()
 }
 
 #[test]
 fn the_untiled_upscaler_gives_the_clamped_reference() -> Result<()> {
-    let t = tensors()?;
-    for case in manifest()? {
+    let t = Z.tensors()?;
+    for case in Z.cases()? {
         let name = case["name"].as_str().context("name")?;
         let input = &t[&format!("{name}.input")];
         let want = t[&format!("{name}.output")].clamp(0f32, 1f32)?;
-        let got = upscale(&upscaler(&load(&case)?, 0)?, input)?;
+        let got = zoo::upscale_with(&zoo::upscaler(&Z.load(&case)?, 0)?, input)?;
         common::compare(name, &got, &want, 1e-4)?;
     }
     Ok(())
@@ -167,7 +127,7 @@ fn mosaic(n: usize) -> Result<Tensor> {
 fn tiles_blend_to_the_whole_image() -> Result<()> {
     // Two blocks: the exact receptive radius (2 × 16 + 2) is below the cap, so tiles that
     // overlap by it equal the whole image up to rounding.
-    let model = GanModel::load(&fixtures().join("safmn_x3_dim8.pth"))?;
+    let model = GanModel::load(&Z.dir().join("safmn_x3_dim8.pth"))?;
     let radius = model.arch().context_radius();
     ensure!(
         radius == 34,
@@ -175,11 +135,16 @@ fn tiles_blend_to_the_whole_image() -> Result<()> {
     );
     let input = mosaic(5)?;
     let (_, _, h, w) = input.dims4()?;
-    let whole = upscale(&upscaler(&model, 0)?, &input)?;
+    let whole = zoo::upscale_with(&zoo::upscaler(&model, 0)?, &input)?;
     let tile = (2 * diffsr::tiling::exact_overlap(radius)).next_multiple_of(8);
-    let tiled_up = upscaler(&model, tile)?;
+    let tiled_up = zoo::upscaler(&model, tile)?;
     ensure!(tiled_up.tile_count(w, h)? > 1, "expected several tiles");
-    common::compare("tiled x3", &upscale(&tiled_up, &input)?, &whole, 1e-5)
+    common::compare(
+        "tiled x3",
+        &zoo::upscale_with(&tiled_up, &input)?,
+        &whole,
+        1e-5,
+    )
 }
 
 /// The preset's receptive radius (130) is capped at 48: measured here, its smallest tiles
@@ -188,21 +153,26 @@ fn tiles_blend_to_the_whole_image() -> Result<()> {
 #[test]
 #[ignore]
 fn tiles_of_the_preset_stay_close() -> Result<()> {
-    let model = GanModel::load(&fixtures().join("safmn_x2_dim36.safetensors"))?;
+    let model = GanModel::load(&Z.dir().join("safmn_x2_dim36.safetensors"))?;
     ensure!(model.arch().context_radius() == 48);
     let input = mosaic(7)?;
     let (_, _, h, w) = input.dims4()?;
-    let whole = upscale(&upscaler(&model, 0)?, &input)?;
+    let whole = zoo::upscale_with(&zoo::upscaler(&model, 0)?, &input)?;
     let tile = 2 * diffsr::tiling::exact_overlap(48);
-    let tiled_up = upscaler(&model, tile)?;
+    let tiled_up = zoo::upscaler(&model, tile)?;
     ensure!(tiled_up.tile_count(w, h)? > 1, "expected several tiles");
-    common::compare("tiled preset", &upscale(&tiled_up, &input)?, &whole, 2e-4)
+    common::compare(
+        "tiled preset",
+        &zoo::upscale_with(&tiled_up, &input)?,
+        &whole,
+        2e-4,
+    )
 }
 
 /// The tiny x4 case's tensors, with `edit` applied, written to a scratch file and loaded.
 fn load_edited(tag: &str, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> Result<String> {
     let mut dict =
-        candle_core::safetensors::load(fixtures().join("safmn_x4_dim4.safetensors"), &Device::Cpu)?;
+        candle_core::safetensors::load(Z.dir().join("safmn_x4_dim4.safetensors"), &Device::Cpu)?;
     edit(&mut dict);
     let dir = std::env::temp_dir().join(format!("diffsr-zoo-safmn-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

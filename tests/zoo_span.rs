@@ -7,6 +7,8 @@
 //! against values the script recorded, written to a temporary .safetensors and loaded from it.
 
 mod common;
+#[path = "support/zoo.rs"]
+mod zoo;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,25 +17,10 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::span::{IMG_RANGE, RGB_MEAN};
 use diffsr::gan::arch::{GanArch, SpanParams};
-use diffsr::gan::{GanModel, GanNetwork, GanOptions, GanUpscaler};
+use diffsr::gan::GanModel;
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/span")
-}
-
-fn manifest() -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(fixtures().join("span.json"))?;
-    let m: Value = serde_json::from_str(&text)?;
-    Ok(m["cases"].as_array().context("cases")?.clone())
-}
-
-fn tensors() -> Result<HashMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(
-        fixtures().join("span.safetensors"),
-        &Device::Cpu,
-    )?)
-}
+const Z: zoo::Fixtures = zoo::Fixtures("span");
 
 /// A scratch directory of this test process, removed when dropped.
 struct Scratch(PathBuf);
@@ -112,7 +99,7 @@ fn generated(listing: &[Value]) -> Result<HashMap<String, Tensor>> {
 /// The case's model file: the stored one, or the generated weights written to `scratch`.
 fn model_file(case: &Value, scratch: &Scratch) -> Result<PathBuf> {
     if let Some(file) = case["file"].as_str() {
-        return Ok(fixtures().join(file));
+        return Ok(Z.dir().join(file));
     }
     let listing = case["generated"].as_array().context("generated")?;
     let name = case["name"].as_str().context("name")?;
@@ -192,37 +179,11 @@ fn check_arch(name: &str, model: &GanModel, case: &Value) -> Result<()> {
     Ok(())
 }
 
-fn forward(model: &GanModel, input: &Tensor) -> Result<Tensor> {
-    let net = GanNetwork::new(
-        model.arch(),
-        model.weights(),
-        DType::F32,
-        &Device::Cpu,
-        model.source(),
-    )?;
-    Ok(net.forward(input)?)
-}
-
-fn upscaler(model: &GanModel, tile: usize) -> Result<GanUpscaler> {
-    Ok(GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(tile),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?)
-}
-
-fn upscale(up: &GanUpscaler, input: &Tensor) -> Result<Tensor> {
-    Ok(up.upscale_tensor(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
-}
-
 #[test]
 fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
-    let cases = manifest()?;
+    let cases = Z.cases()?;
     ensure!(cases.len() >= 3, "expected the preset and two tiny cases");
-    let t = tensors()?;
+    let t = Z.tensors()?;
     let scratch = Scratch::new("parity")?;
     let mut failures = Vec::new();
     for case in &cases {
@@ -232,16 +193,21 @@ fn every_case_is_detected_and_matches_spandrel() -> Result<()> {
         let input = &t[&format!("{name}.input")];
         let want = &t[&format!("{name}.output")];
         // Every case is compared (and printed) before the first failure is returned.
-        failures.push(common::compare(name, &forward(&model, input)?, want, 1e-4));
+        failures.push(common::compare(
+            name,
+            &zoo::forward(&model, input, DType::F32)?,
+            want,
+            1e-4,
+        ));
     }
     failures.into_iter().collect()
 }
 
 #[test]
 fn the_untiled_upscaler_gives_the_clamped_reference() -> Result<()> {
-    let t = tensors()?;
+    let t = Z.tensors()?;
     let scratch = Scratch::new("upscaler")?;
-    for case in manifest()? {
+    for case in Z.cases()? {
         let name = case["name"].as_str().context("name")?;
         let model = GanModel::load(&model_file(&case, &scratch)?)?;
         let input = &t[&format!("{name}.input")];
@@ -253,7 +219,12 @@ fn the_untiled_upscaler_gives_the_clamped_reference() -> Result<()> {
         } else {
             (input.clone(), want)
         };
-        common::compare(name, &upscale(&upscaler(&model, 0)?, &rgb)?, &want, 1e-4)?;
+        common::compare(
+            name,
+            &zoo::upscale_with(&zoo::upscaler(&model, 0)?, &rgb)?,
+            &want,
+            1e-4,
+        )?;
     }
     Ok(())
 }
@@ -275,17 +246,22 @@ fn mosaic() -> Result<Tensor> {
 
 #[test]
 fn tiles_blend_to_the_whole_image() -> Result<()> {
-    let model = GanModel::load(&fixtures().join("span_x2_ch8.pth"))?;
+    let model = GanModel::load(&Z.dir().join("span_x2_ch8.pth"))?;
     let radius = model.arch().context_radius();
     ensure!(radius == 21, "SPAN's receptive radius is 21, got {radius}");
     let input = mosaic()?;
-    let whole = upscale(&upscaler(&model, 0)?, &input)?;
+    let whole = zoo::upscale_with(&zoo::upscaler(&model, 0)?, &input)?;
     // The smallest tile the overlap allows: 2 × 2 tiles on 144 × 120.
     let tile = 2 * diffsr::tiling::exact_overlap(radius);
-    let tiled_up = upscaler(&model, tile)?;
+    let tiled_up = zoo::upscaler(&model, tile)?;
     ensure!(tiled_up.tile_count(144, 120)? > 1, "expected several tiles");
     // The overlap covers the receptive radius: tiles equal the whole image up to rounding.
-    common::compare("tiled x2", &upscale(&tiled_up, &input)?, &whole, 1e-5)
+    common::compare(
+        "tiled x2",
+        &zoo::upscale_with(&tiled_up, &input)?,
+        &whole,
+        1e-5,
+    )
 }
 
 /// The grey case's tensors, with `edit` applied, written to `scratch` and loaded.
@@ -293,10 +269,8 @@ fn load_edited(
     scratch: &Scratch,
     edit: impl FnOnce(&mut HashMap<String, Tensor>) -> Result<()>,
 ) -> Result<String> {
-    let mut dict = candle_core::safetensors::load(
-        fixtures().join("span_x3_grey_ch6.safetensors"),
-        &Device::Cpu,
-    )?;
+    let mut dict =
+        candle_core::safetensors::load(Z.dir().join("span_x3_grey_ch6.safetensors"), &Device::Cpu)?;
     edit(&mut dict)?;
     let path = scratch.path("edited.safetensors");
     candle_core::safetensors::save(&dict, &path)?;
@@ -359,17 +333,17 @@ fn a_normalised_model_needs_rgb_input() -> Result<()> {
     let scratch = Scratch::new("norm")?;
     // The grey model without its `no_norm` buffer: spandrel loads it, then its forward fails
     // to subtract the RGB mean from one channel; diffsr refuses it when building.
-    let mut dict = candle_core::safetensors::load(
-        fixtures().join("span_x3_grey_ch6.safetensors"),
-        &Device::Cpu,
-    )?;
+    let mut dict =
+        candle_core::safetensors::load(Z.dir().join("span_x3_grey_ch6.safetensors"), &Device::Cpu)?;
     dict.remove("no_norm").context("no_norm")?;
     let path = scratch.path("grey_norm.safetensors");
     candle_core::safetensors::save(&dict, &path)?;
     let model = GanModel::load(&path)?;
     ensure!(span_params("grey norm", model.arch())?.norm);
     let input = Tensor::zeros((1, 1, 8, 8), DType::F32, &Device::Cpu)?;
-    let err = forward(&model, &input).unwrap_err().to_string();
+    let err = zoo::forward(&model, &input, DType::F32)
+        .unwrap_err()
+        .to_string();
     ensure!(err.contains("3 input channels"), "{err}");
     Ok(())
 }

@@ -82,16 +82,26 @@ pub fn forward(model: &GanModel, input: &Tensor, dtype: DType) -> Result<Tensor>
     Ok(net.forward(&input.to_dtype(dtype)?)?)
 }
 
-/// The upscaler with tiles of edge `tile` (0: whole) and no pre-pad, and how many tiles it ran.
-pub fn upscale(model: &GanModel, image: &Tensor, tile: usize) -> Result<(Tensor, usize)> {
-    let upscaler = GanUpscaler::new(
+/// The upscaler with tiles of edge `tile` (0: whole) and no pre-pad.
+pub fn upscaler(model: &GanModel, tile: usize) -> Result<GanUpscaler> {
+    Ok(GanUpscaler::new(
         model,
         &GanOptions {
             tile: Some(tile),
             pre_pad: 0,
             ..GanOptions::default()
         },
-    )?;
+    )?)
+}
+
+/// `upscaler` on `image`.
+pub fn upscale_with(upscaler: &GanUpscaler, image: &Tensor) -> Result<Tensor> {
+    Ok(upscaler.upscale_tensor(image, &mut |_, _| ControlFlow::Continue(()))?)
+}
+
+/// [`upscaler`] on `image`, and how many tiles it ran.
+pub fn upscale(model: &GanModel, image: &Tensor, tile: usize) -> Result<(Tensor, usize)> {
+    let upscaler = upscaler(model, tile)?;
     let mut tiles = 0;
     let out = upscaler.upscale_tensor(image, &mut |_, total| {
         tiles = total;
