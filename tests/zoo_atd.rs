@@ -5,6 +5,8 @@
 //! whole-image one; malformed files are refused by name.
 
 mod common;
+#[path = "support/zoo.rs"]
+mod zoo;
 
 use std::path::PathBuf;
 
@@ -13,24 +15,10 @@ use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::atd::synthetic_atd;
 use diffsr::gan::arch::swin::{ResiConnection, Upsampler};
 use diffsr::gan::arch::AtdParams;
-use diffsr::gan::{GanArch, GanModel, GanNetwork, GanOptions, GanUpscaler, StateDict};
+use diffsr::gan::{GanArch, GanModel, GanNetwork, StateDict};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/atd")
-}
-
-fn manifest() -> Result<Value> {
-    let text = std::fs::read_to_string(fixtures().join("atd.json"))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn tensors() -> Result<std::collections::HashMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(
-        fixtures().join("atd.safetensors"),
-        &Device::Cpu,
-    )?)
-}
+const Z: zoo::Fixtures = zoo::Fixtures("atd");
 
 fn cases(m: &Value) -> Result<&Vec<Value>> {
     m["cases"].as_array().context("cases")
@@ -135,10 +123,10 @@ fn network_in(model: &GanModel, dtype: DType) -> Result<GanNetwork> {
 
 #[test]
 fn detection_recovers_spandrels_hyper_parameters() -> Result<()> {
-    let m = manifest()?;
+    let m = Z.manifest()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let p = atd(model.arch())?;
         check_params(name, p, &case["spandrel"])?;
         println!("{name}: {}", model.arch().describe());
@@ -173,7 +161,7 @@ fn layout_digest(p: &AtdParams) -> (usize, String) {
 /// shapes without the memory) reads back spandrel's report.
 #[test]
 fn published_presets_are_detected_at_full_size() -> Result<()> {
-    let m = manifest()?;
+    let m = Z.manifest()?;
     let presets = m["presets"].as_array().context("presets")?;
     ensure!(presets.len() == 2, "ATD, ATD-light");
     for preset in presets {
@@ -233,11 +221,11 @@ fn published_presets_are_detected_at_full_size() -> Result<()> {
 
 #[test]
 fn every_case_matches_spandrel() -> Result<()> {
-    let m = manifest()?;
-    let t = tensors()?;
+    let m = Z.manifest()?;
+    let t = Z.tensors()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let input = &t[case["input"].as_str().context("input")?];
         let want = &t[case["output"].as_str().context("output")?];
         let got = network_in(&model, DType::F32)?.forward(input)?;
@@ -251,11 +239,11 @@ fn every_case_matches_spandrel() -> Result<()> {
 /// the reference's to float64 rounding.
 #[test]
 fn the_tensor_op_path_matches_too() -> Result<()> {
-    let m = manifest()?;
-    let t = tensors()?;
+    let m = Z.manifest()?;
+    let t = Z.tensors()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let input = &t[case["input"].as_str().context("input")?];
         let want = &t[case["output"].as_str().context("output")?];
         let got = network_in(&model, DType::F64)?.forward(&input.to_dtype(DType::F64)?)?;
@@ -264,29 +252,17 @@ fn the_tensor_op_path_matches_too() -> Result<()> {
     Ok(())
 }
 
-fn upscale(model: &GanModel, input: &Tensor, tile: usize) -> Result<Tensor> {
-    let upscaler = GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(tile),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?;
-    Ok(upscaler.upscale_tensor(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
-}
-
 /// The upscaler with the whole image in one tile (no pre-pad) is the clamped network output.
 #[test]
 fn upscaler_untiled_equals_the_clamped_network_output() -> Result<()> {
-    let m = manifest()?;
-    let t = tensors()?;
+    let m = Z.manifest()?;
+    let t = Z.tensors()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
         let input = &t[case["input"].as_str().context("input")?];
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let want = t[case["output"].as_str().context("output")?].clamp(0f32, 1f32)?;
-        let got = upscale(&model, input, 0)?;
+        let got = zoo::upscale(&model, input, 0)?.0;
         common::compare(&format!("{name} untiled"), &got, &want, 1e-4)?;
     }
     Ok(())
@@ -315,8 +291,8 @@ fn photo_mosaic(rows: usize, cols: usize) -> Result<Tensor> {
 
 /// max and mean |tiled − whole| of `model` on `image` in tiles of `tile`.
 fn seams(model: &GanModel, image: &Tensor, tile: usize) -> Result<(f32, f32)> {
-    let whole = upscale(model, image, 0)?;
-    let diff = (upscale(model, image, tile)? - &whole)?.abs()?;
+    let whole = zoo::upscale(model, image, 0)?.0;
+    let diff = (zoo::upscale(model, image, tile)?.0 - &whole)?.abs()?;
     Ok((
         diff.max_all()?.to_scalar::<f32>()?,
         diff.mean_all()?.to_scalar::<f32>()?,
@@ -334,7 +310,7 @@ fn seams(model: &GanModel, image: &Tensor, tile: usize) -> Result<(f32, f32)> {
 /// less sensitive.
 #[test]
 fn tiled_output_stays_close_to_the_whole_image() -> Result<()> {
-    let tiny = GanModel::load(&fixtures().join("atd_tiny_x2.pth"))?;
+    let tiny = GanModel::load(&Z.dir().join("atd_tiny_x2.pth"))?;
     let (max, mean) = seams(&tiny, &photo_mosaic(3, 3)?, 64)?;
     println!("atd_tiny_x2, 120x144 in tiles of 64: max |tiled − whole| {max:.3e}, mean {mean:.3e}");
     ensure!(max < 1.0 && mean < 0.04, "tiny: {max} (mean {mean})");
@@ -359,7 +335,7 @@ fn load_dict(dict: &StateDict, tag: &str) -> Result<std::result::Result<GanModel
 
 #[test]
 fn a_missing_or_misshapen_tensor_is_named() -> Result<()> {
-    let file = fixtures().join("atd_light_x4.safetensors");
+    let file = Z.dir().join("atd_light_x4.safetensors");
     let dict = GanModel::load(&file)?.weights().clone();
     let name = "layers.1.residual_group.layers.0.attn_atd.wk.weight";
     let mut missing = dict.clone();

@@ -5,30 +5,18 @@
 //! tiled upscaler stays close to the whole-image one; malformed files are refused by name.
 
 mod common;
+#[path = "support/zoo.rs"]
+mod zoo;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use diffsr::gan::arch::dat::{synthetic_dat, DatParams, DatUpsampler, ResiConnection};
-use diffsr::gan::{GanArch, GanModel, GanNetwork, GanOptions, GanUpscaler, StateDict};
+use diffsr::gan::{GanArch, GanModel, GanNetwork, StateDict};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/dat")
-}
-
-fn manifest() -> Result<Value> {
-    let text = std::fs::read_to_string(fixtures().join("dat.json"))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn tensors() -> Result<std::collections::HashMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(
-        fixtures().join("dat.safetensors"),
-        &Device::Cpu,
-    )?)
-}
+const Z: zoo::Fixtures = zoo::Fixtures("dat");
 
 fn cases(m: &Value) -> Result<&Vec<Value>> {
     m["cases"].as_array().context("cases")
@@ -120,10 +108,10 @@ fn network_in(model: &GanModel, dtype: DType) -> Result<GanNetwork> {
 
 #[test]
 fn detection_recovers_spandrels_hyper_parameters() -> Result<()> {
-    let m = manifest()?;
+    let m = Z.manifest()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
-        let file = fixtures().join(case["file"].as_str().context("file")?);
+        let file = Z.dir().join(case["file"].as_str().context("file")?);
         let model = GanModel::load(&file)?;
         let p = dat(model.arch())?;
         check_params(name, p, &case["spandrel"])?;
@@ -164,7 +152,7 @@ fn layout_digest(p: &DatParams) -> (usize, String) {
 /// report. The dicts hold broadcast zeros: shapes without the memory.
 #[test]
 fn published_presets_are_detected_at_full_size() -> Result<()> {
-    let m = manifest()?;
+    let m = Z.manifest()?;
     let presets = m["presets"].as_array().context("presets")?;
     ensure!(presets.len() == 4, "DAT-light, DAT-S, DAT, DAT-2");
     for preset in presets {
@@ -231,11 +219,11 @@ fn published_presets_are_detected_at_full_size() -> Result<()> {
 
 #[test]
 fn every_case_matches_spandrel() -> Result<()> {
-    let m = manifest()?;
-    let t = tensors()?;
+    let m = Z.manifest()?;
+    let t = Z.tensors()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let input = &t[case["input"].as_str().context("input")?];
         let want = &t[case["output"].as_str().context("output")?];
         let got = network(&model)?.forward(input)?;
@@ -250,11 +238,11 @@ fn every_case_matches_spandrel() -> Result<()> {
 /// also runs DAT in, stays near it.
 #[test]
 fn the_tensor_op_path_matches_too() -> Result<()> {
-    let m = manifest()?;
-    let t = tensors()?;
+    let m = Z.manifest()?;
+    let t = Z.tensors()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let input = &t[case["input"].as_str().context("input")?];
         let want = &t[case["output"].as_str().context("output")?];
         let got = network_in(&model, DType::F64)?.forward(&input.to_dtype(DType::F64)?)?;
@@ -270,32 +258,20 @@ fn the_tensor_op_path_matches_too() -> Result<()> {
 /// The upscaler with the whole image in one tile (no pre-pad) is the clamped network output.
 #[test]
 fn upscaler_untiled_equals_the_clamped_network_output() -> Result<()> {
-    let m = manifest()?;
-    let t = tensors()?;
+    let m = Z.manifest()?;
+    let t = Z.tensors()?;
     for case in cases(&m)? {
         let name = case["name"].as_str().context("name")?;
         let input = &t[case["input"].as_str().context("input")?];
         if input.dim(1)? != 3 {
             continue;
         }
-        let model = GanModel::load(&fixtures().join(case["file"].as_str().context("file")?))?;
+        let model = GanModel::load(&Z.dir().join(case["file"].as_str().context("file")?))?;
         let want = t[case["output"].as_str().context("output")?].clamp(0f32, 1f32)?;
-        let got = upscale(&model, input, 0)?;
+        let got = zoo::upscale(&model, input, 0)?.0;
         common::compare(&format!("{name} untiled"), &got, &want, 1e-4)?;
     }
     Ok(())
-}
-
-fn upscale(model: &GanModel, input: &Tensor, tile: usize) -> Result<Tensor> {
-    let upscaler = GanUpscaler::new(
-        model,
-        &GanOptions {
-            tile: Some(tile),
-            pre_pad: 0,
-            ..GanOptions::default()
-        },
-    )?;
-    Ok(upscaler.upscale_tensor(input, &mut |_, _| std::ops::ControlFlow::Continue(()))?)
 }
 
 /// `rows` × `cols` of the 48×40 test photos side by side (each row starting one photo
@@ -331,11 +307,11 @@ fn photo_mosaic(rows: usize, cols: usize) -> Result<Tensor> {
 #[test]
 fn tiled_output_stays_close_to_the_whole_image() -> Result<()> {
     let image = photo_mosaic(3, 3)?;
-    let model = GanModel::load(&fixtures().join("dat_tiny_x2.pth"))?;
+    let model = GanModel::load(&Z.dir().join("dat_tiny_x2.pth"))?;
     ensure!(diffsr::tiling::exact_overlap(model.arch().context_radius()) == 43);
-    let whole = upscale(&model, &image, 0)?;
+    let whole = zoo::upscale(&model, &image, 0)?.0;
     let seams = |tile: usize| -> Result<(f32, f32)> {
-        let diff = (upscale(&model, &image, tile)? - &whole)?.abs()?;
+        let diff = (zoo::upscale(&model, &image, tile)?.0 - &whole)?.abs()?;
         Ok((
             diff.max_all()?.to_scalar::<f32>()?,
             diff.mean_all()?.to_scalar::<f32>()?,
@@ -371,7 +347,7 @@ fn load_dict(dict: &StateDict, tag: &str) -> Result<std::result::Result<GanModel
 
 #[test]
 fn a_missing_or_misshapen_tensor_is_named() -> Result<()> {
-    let file = fixtures().join("dat_grey_x3.safetensors");
+    let file = Z.dir().join("dat_grey_x3.safetensors");
     let dict = GanModel::load(&file)?.weights().clone();
     let name = "layers.0.blocks.1.ffn.fc2.weight";
     let mut missing = dict.clone();

@@ -25,10 +25,17 @@ impl Fixtures {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/zoo/{}", self.0))
     }
 
-    pub fn cases(&self) -> Result<Vec<Value>> {
+    /// The whole manifest (`cases`, and whatever else the script recorded).
+    pub fn manifest(&self) -> Result<Value> {
         let text = std::fs::read_to_string(self.dir().join(format!("{}.json", self.0)))?;
-        let m: Value = serde_json::from_str(&text)?;
-        Ok(m["cases"].as_array().context("cases")?.clone())
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub fn cases(&self) -> Result<Vec<Value>> {
+        Ok(self.manifest()?["cases"]
+            .as_array()
+            .context("cases")?
+            .clone())
     }
 
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
