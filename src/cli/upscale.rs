@@ -161,7 +161,8 @@ pub struct UpscaleArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Diffusion: dtype of the UNet and text encoder (default f32; the VAE always runs in f32).
-    /// GAN: dtype of the network (default f16 on a GPU, f32 where the architecture overflows f16; f32 on the CPU).
+    /// GAN: dtype of the network (default f16 on a GPU, f32 where the architecture overflows
+    /// f16; f32 on the CPU).
     #[arg(long, value_enum)]
     dtype: Option<DtypeArg>,
     #[command(flatten)]
