@@ -17,7 +17,8 @@ use diffsr::upscaler::{
     DiffusionSettings, EngineSettings, PlannedMemory, UpscaleParams, UpscaleRequest,
 };
 
-use super::{bad_flag, BenchArgs, BenchCase};
+use super::super::upscale::usage;
+use super::{BenchArgs, BenchCase};
 
 /// The x4 upscaler's configs (stabilityai/stable-diffusion-x4-upscaler).
 const UNET_CONFIG: &str = include_str!("../../../assets/x4-upscaler/unet_config.json");
@@ -40,14 +41,14 @@ pub fn prepare(args: &BenchArgs, device: &Device) -> Result<Prepared> {
     let gpu = !device.is_cpu();
     let dtype = args.dtype.map(DType::from);
     match args.case {
-        BenchCase::Unet | BenchCase::Vae if args.model.is_some() => Err(bad_flag(
-            "--model applies to the gan and upscale cases; unet and vae take --config".into(),
+        BenchCase::Unet | BenchCase::Vae if args.model.is_some() => Err(usage(
+            "--model applies to the gan and upscale cases; unet and vae take --config",
         )),
-        BenchCase::Gan | BenchCase::Upscale if args.config.is_some() => Err(bad_flag(
-            "--config applies to the unet and vae cases; gan and upscale take --model".into(),
+        BenchCase::Gan | BenchCase::Upscale if args.config.is_some() => Err(usage(
+            "--config applies to the unet and vae cases; gan and upscale take --model",
         )),
         BenchCase::Unet | BenchCase::Vae | BenchCase::Upscale if args.pre_pad.is_some() => {
-            Err(bad_flag("--pre-pad applies to the gan case".into()))
+            Err(usage("--pre-pad applies to the gan case"))
         }
         BenchCase::Unet => {
             let dtype = dtype.unwrap_or(if gpu { DType::F16 } else { DType::F32 });
@@ -57,8 +58,8 @@ pub fn prepare(args: &BenchArgs, device: &Device) -> Result<Prepared> {
         BenchCase::Gan => engine(args, device, size, EngineChoice::Gan, dtype),
         BenchCase::Upscale => {
             if args.model.is_none() {
-                return Err(bad_flag(
-                    "the upscale case needs --model: an x4 model folder (hub layout)".into(),
+                return Err(usage(
+                    "the upscale case needs --model: an x4 model folder (hub layout)",
                 ));
             }
             engine(args, device, size, EngineChoice::Diffusion, dtype)
@@ -109,7 +110,7 @@ fn read_config<T: serde::de::DeserializeOwned>(
         }
         None => serde_json::from_str(embedded).context("the built-in x4 config")?,
     };
-    validate(&config).map_err(|e| bad_flag(format!("--config: {e}")))?;
+    validate(&config).map_err(|e| usage(format!("--config: {e}")))?;
     Ok(config)
 }
 

@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use diffsr::device::{device_memory, synchronize, DeviceMemory};
 use serde_json::json;
 
-use super::upscale::{parse_device, usage, DtypeArg};
+use super::upscale::{parse_device, DtypeArg};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchCase {
@@ -168,9 +168,4 @@ fn device_label(device: &candle_core::Device) -> String {
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
         candle_core::DeviceLocation::Metal { .. } => "metal".into(),
     }
-}
-
-/// A flag combination that cannot run: exit 2.
-fn bad_flag(message: String) -> anyhow::Error {
-    usage(message)
 }
